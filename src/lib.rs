@@ -1,0 +1,10 @@
+//! lecr: recommends educational content for the topics of a curriculum.
+//!
+//! The crate reads as the pipeline it runs:
+//! [`data`] (Kaggle files, validation, trees, folds, synthetic corpora) → [`text`] (what the
+//! encoder sees) → encoder → training → selection and score → index → service.
+
+pub mod data;
+pub mod io;
+pub mod progress;
+pub mod text;

@@ -1,0 +1,21 @@
+//! Progress bars for long steps, hidden when stderr is not a terminal or in tests.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar over `len` items with a message, items/s and ETA.
+pub fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = if std::env::var_os("LECR_NO_PROGRESS").is_some() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta}) {prefix}",
+        )
+        .expect("static template is valid")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}

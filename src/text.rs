@@ -1,0 +1,196 @@
+//! What the encoder sees (SPEC §2): a topic becomes its breadcrumb (self → root) and
+//! description, a content item its title, description and the start of its text.
+
+use crate::data::schema::{Content, Topic};
+use crate::data::tree::Forest;
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// Words and characters kept from a content's `text`.
+pub const TEXT_WORDS: usize = 32;
+pub const TEXT_CHARS: usize = 256;
+pub const SEP: &str = " # ";
+
+/// Newlines become spaces, then surrounding whitespace goes.
+pub fn clean(s: &str) -> String {
+    s.replace("\r\n", " ").replace('\n', " ").trim().to_string()
+}
+
+/// Topic text: titles from the topic up to its root joined by ` # `, then ` # ` and the
+/// description (the separator stays when the description is empty).
+pub fn topic_text(topics: &[Topic], forest: &Forest, i: usize) -> String {
+    let mut s = forest
+        .breadcrumb(i)
+        .iter()
+        .map(|&j| clean(&topics[j].title))
+        .collect::<Vec<_>>()
+        .join(SEP);
+    s.push_str(SEP);
+    s.push_str(&clean(&topics[i].description));
+    s
+}
+
+/// Topic texts for every topic of a file, in file order.
+pub fn topic_texts(topics: &[Topic]) -> Vec<String> {
+    let index = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .rev() // the first row of a duplicated id wins, as in `Dataset::topic_index`
+        .collect();
+    let forest = Forest::build(topics, &index);
+    (0..topics.len())
+        .map(|i| topic_text(topics, &forest, i))
+        .collect()
+}
+
+fn url_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"http\S+").expect("static regex"))
+}
+
+/// The `text` field as the encoder sees it: URLs removed, the first 32 space-separated words,
+/// then at most 256 characters.
+pub fn short_text(text: &str) -> String {
+    let cleaned = clean(text);
+    let no_urls = url_re().replace_all(&cleaned, "");
+    let words = no_urls
+        .split(' ')
+        .take(TEXT_WORDS)
+        .collect::<Vec<_>>()
+        .join(" ");
+    words.chars().take(TEXT_CHARS).collect()
+}
+
+/// Content text: `title # description # text`.
+pub fn content_text(c: &Content) -> String {
+    format!(
+        "{}{SEP}{}{SEP}{}",
+        clean(&c.title),
+        clean(&c.description),
+        short_text(&c.text)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(id: &str, title: &str, desc: &str, parent: Option<&str>) -> Topic {
+        Topic {
+            id: id.into(),
+            title: title.into(),
+            description: desc.into(),
+            channel: "ch".into(),
+            category: "source".into(),
+            level: None,
+            language: "en".into(),
+            parent: parent.map(str::to_string),
+            has_content: true,
+            fold: None,
+            line: 2,
+        }
+    }
+
+    fn content(title: &str, desc: &str, text: &str) -> Content {
+        Content {
+            id: "c".into(),
+            title: title.into(),
+            description: desc.into(),
+            kind: "document".into(),
+            text: text.into(),
+            language: "en".into(),
+            copyright_holder: String::new(),
+            license: String::new(),
+            line: 2,
+        }
+    }
+
+    #[test]
+    fn topic_breadcrumb_runs_self_to_root_then_description() {
+        let ts = vec![
+            topic("r", "Maths Channel", "", None),
+            topic("g", "Grade 4", "", Some("r")),
+            topic("f", "Fractions", "whole", Some("g")),
+            topic("a", "Adding fractions", "Add two fractions.", Some("f")),
+        ];
+        let texts = topic_texts(&ts);
+        assert_eq!(
+            texts[3],
+            "Adding fractions # Fractions # Grade 4 # Maths Channel # Add two fractions."
+        );
+        // Empty description keeps the separator.
+        assert_eq!(texts[0], "Maths Channel # ");
+        assert_eq!(texts[2], "Fractions # Grade 4 # Maths Channel # whole");
+    }
+
+    #[test]
+    fn topic_text_cleans_newlines_and_unicode_is_kept() {
+        let ts = vec![
+            topic("r", "  Математика\r\n ", "", None),
+            topic(
+                "x",
+                "分数\nの足し算",
+                "\n línea uno\r\nlínea dos \n",
+                Some("r"),
+            ),
+        ];
+        let texts = topic_texts(&ts);
+        assert_eq!(texts[1], "分数 の足し算 # Математика # línea uno línea dos");
+    }
+
+    #[test]
+    fn deep_tree_breadcrumb_has_every_level() {
+        let mut ts = vec![topic("t0", "L0", "", None)];
+        for d in 1..=9 {
+            ts.push(topic(
+                &format!("t{d}"),
+                &format!("L{d}"),
+                "",
+                Some(&format!("t{}", d - 1)),
+            ));
+        }
+        let texts = topic_texts(&ts);
+        assert_eq!(
+            texts[9],
+            "L9 # L8 # L7 # L6 # L5 # L4 # L3 # L2 # L1 # L0 # "
+        );
+    }
+
+    #[test]
+    fn content_text_joins_fields_and_handles_empty_ones() {
+        assert_eq!(content_text(&content("", "", "")), " #  # ");
+        assert_eq!(
+            content_text(&content("Video: fractions", "", "Watch\nthis.")),
+            "Video: fractions #  # Watch this."
+        );
+    }
+
+    #[test]
+    fn content_text_removes_urls_then_keeps_32_words() {
+        let words: Vec<String> = (1..=40).map(|i| format!("w{i}")).collect();
+        let text = format!(
+            "see https://example.org/a?b=c and http://x.y/z {}",
+            words.join(" ")
+        );
+        // URL removal leaves the spaces around it: `see  and  w1 ...`, whose empty pieces
+        // count as words, exactly like Python's `split(' ')`.
+        let expected = format!("see  and  {}", words[..28].join(" "));
+        assert_eq!(short_text(&text), expected);
+        assert_eq!(
+            content_text(&content("T", "D", &text)),
+            format!("T # D # {expected}")
+        );
+    }
+
+    #[test]
+    fn content_text_cuts_to_256_characters_not_bytes() {
+        // 32 words of 10 two-byte characters each: the cut falls inside the 24th word.
+        let word = "é".repeat(10);
+        let text = vec![word.clone(); 40].join(" ");
+        let s = short_text(&text);
+        assert_eq!(s.chars().count(), 256);
+        assert!(s.starts_with(&word));
+        assert_eq!(s.chars().filter(|&c| c == ' ').count(), 23);
+    }
+}
