@@ -6,5 +6,7 @@
 
 pub mod data;
 pub mod io;
+pub mod kernels;
+pub mod model;
 pub mod progress;
 pub mod text;

@@ -1,0 +1,66 @@
+//! GELU with the exact (erf) form used by BERT, with a backward pass.
+
+use super::{f32_slice, for_rows, math};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+struct Gelu;
+struct GeluBwd;
+
+const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "lecr-gelu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        let dim = 4096.min(x.len().max(1));
+        for_rows(&mut out, dim, |i, y| {
+            let xr = &x[i * dim..i * dim + y.len()];
+            for (o, &v) in y.iter_mut().zip(xr) {
+                *o = 0.5 * v * (1.0 + math::erf(v * INV_SQRT2));
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBwd)?))
+    }
+}
+
+fn dgelu(v: f32) -> f32 {
+    // Φ(x) + x φ(x)
+    0.5 * (1.0 + math::erf(v * INV_SQRT2)) + v * INV_SQRT_2PI * math::exp(-0.5 * v * v)
+}
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "lecr-gelu-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        let dim = 4096.min(x.len().max(1));
+        for_rows(&mut out, dim, |i, dx| {
+            let o = i * dim;
+            for (k, d) in dx.iter_mut().enumerate() {
+                *d = g[o + k] * dgelu(x[o + k]);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// GELU (erf form), differentiable.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Gelu)
+}

@@ -1,0 +1,148 @@
+//! Layer normalisation over the last dimension with learnable scale and shift, with a backward
+//! pass that yields the gradients of the input, the scale and the shift in one sweep.
+
+use super::f32_slice;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+struct LayerNorm {
+    eps: f32,
+}
+struct LayerNormBwd {
+    eps: f32,
+}
+
+fn stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "lecr-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let gamma = f32_slice(s2, l2, self.name())?;
+        let beta = f32_slice(s3, l3, self.name())?;
+        let h = gamma.len();
+        let mut out = vec![0f32; x.len()];
+        super::for_rows(&mut out, h, |i, y| {
+            let xr = &x[i * h..(i + 1) * h];
+            let (mean, rstd) = stats(xr, self.eps);
+            for k in 0..h {
+                y[k] = (xr[k] - mean) * rstd * gamma[k] + beta[k];
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = gamma.dim(0)?;
+        let n = x.elem_count() / h;
+        let all = x.apply_op3_no_bwd(
+            gamma,
+            &grad.contiguous()?,
+            &LayerNormBwd { eps: self.eps },
+        )?;
+        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dgamma = all.narrow(0, n, 1)?.reshape(h)?;
+        let dbeta = all.narrow(0, n + 1, 1)?.reshape(h)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl CustomOp3 for LayerNormBwd {
+    fn name(&self) -> &'static str {
+        "lecr-layer-norm-bwd"
+    }
+    /// Output rows: n rows of dx, then dgamma, then dbeta.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let gamma = f32_slice(s2, l2, self.name())?;
+        let g = f32_slice(s3, l3, self.name())?;
+        let h = gamma.len();
+        let n = x.len() / h;
+        let mut out = vec![0f32; (n + 2) * h];
+        let (dx, params) = out.split_at_mut(n * h);
+        let per = (8192 / h).max(1);
+        let row = |i: usize, d: &mut [f32], dg: &mut [f32], db: &mut [f32]| {
+            let xr = &x[i * h..(i + 1) * h];
+            let gr = &g[i * h..(i + 1) * h];
+            let (mean, rstd) = stats(xr, self.eps);
+            let (mut s1, mut s2) = (0f32, 0f32);
+            for k in 0..h {
+                let xhat = (xr[k] - mean) * rstd;
+                let gg = gr[k] * gamma[k];
+                s1 += gg;
+                s2 += gg * xhat;
+                dg[k] += gr[k] * xhat;
+                db[k] += gr[k];
+            }
+            let (m1, m2) = (s1 / h as f32, s2 / h as f32);
+            for k in 0..h {
+                let xhat = (xr[k] - mean) * rstd;
+                d[k] = rstd * (gr[k] * gamma[k] - m1 - xhat * m2);
+            }
+        };
+        let (dg, db) = dx
+            .par_chunks_mut(per * h)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+                for (j, d) in chunk.chunks_mut(h).enumerate() {
+                    row(c * per + j, d, &mut dg, &mut db);
+                }
+                (dg, db)
+            })
+            .reduce(
+                || (vec![0f32; h], vec![0f32; h]),
+                |(mut a, mut b), (c, d)| {
+                    a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
+                    b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+                    (a, b)
+                },
+            );
+        params[..h].copy_from_slice(&dg);
+        params[h..].copy_from_slice(&db);
+        Ok((CpuStorage::F32(out), Shape::from((n + 2, h))))
+    }
+}
+
+/// Layer norm over the last dimension: `(x − mean) / sqrt(var + eps) · gamma + beta`.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let h = x.dim(D::Minus1)?;
+    if gamma.dims() != [h] || beta.dims() != [h] {
+        candle_core::bail!(
+            "layer_norm: gamma {:?} / beta {:?} do not match the last dimension {h}",
+            gamma.dims(),
+            beta.dims()
+        );
+    }
+    x.contiguous()?
+        .apply_op3(gamma, beta, LayerNorm { eps: eps as f32 })
+}

@@ -1,0 +1,298 @@
+//! BERT and XLM-RoBERTa encoders (they differ only in position ids and token types), trainable:
+//! every op has a backward pass (layer norm, softmax and GELU come from `crate::kernels`).
+//!
+//! The structs mirror the checkpoint's weight-name tree: `embeddings.*`,
+//! `encoder.layer.{i}.attention.self.{query,key,value}`, `attention.output.{dense,LayerNorm}`,
+//! `intermediate.dense`, `output.{dense,LayerNorm}`.
+
+use super::config::{Arch, EncoderConfig};
+use super::params::Params;
+use crate::kernels::{self, Dropout};
+use anyhow::Result;
+use candle_core::{DType, Module, Tensor, D};
+
+/// A dense layer `x Wᵀ + b` over the last dimension.
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(p: &mut Params, name: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
+        Ok(Linear {
+            weight: p.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            bias: Some(p.get(&format!("{name}.bias"), &[out_dim])?),
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+#[derive(Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    fn load(p: &mut Params, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: p.get(&format!("{name}.weight"), &[dim])?,
+            bias: p.get(&format!("{name}.bias"), &[dim])?,
+            eps,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+}
+
+struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+}
+
+struct Layer {
+    attention: Attention,
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+}
+
+/// A batch of token ids ready for the encoder (all `B × L`).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub ids: Tensor,
+    pub positions: Tensor,
+    pub token_types: Tensor,
+    /// 1.0 for real tokens, 0.0 for padding (f32).
+    pub mask: Tensor,
+}
+
+pub struct Encoder {
+    pub cfg: EncoderConfig,
+    pub arch: Arch,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    dropout: Dropout,
+}
+
+impl Encoder {
+    /// Builds the encoder from `params` (loaded weights or a random initialisation).
+    /// `layers` selects which of the checkpoint's layers to keep (all when `None`), in order.
+    pub fn load(p: &mut Params, cfg: &EncoderConfig, layers: Option<&[usize]>) -> Result<Self> {
+        cfg.validate()?;
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps;
+        let embeddings = Embeddings {
+            word: p.get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
+            position: p.get(
+                "embeddings.position_embeddings.weight",
+                &[cfg.max_position_embeddings, h],
+            )?,
+            token_type: p.get(
+                "embeddings.token_type_embeddings.weight",
+                &[cfg.type_vocab_size, h],
+            )?,
+            norm: LayerNorm::load(p, "embeddings.LayerNorm", h, eps)?,
+        };
+        let keep: Vec<usize> = match layers {
+            Some(l) => l.to_vec(),
+            None => (0..cfg.num_hidden_layers).collect(),
+        };
+        let mut out_layers = Vec::with_capacity(keep.len());
+        for (new, &old) in keep.iter().enumerate() {
+            anyhow::ensure!(
+                old < cfg.num_hidden_layers,
+                "layer {old} does not exist (the model has {} layers)",
+                cfg.num_hidden_layers
+            );
+            p.rename_layer(old, new);
+            let n = format!("encoder.layer.{new}");
+            out_layers.push(Layer {
+                attention: Attention {
+                    query: Linear::load(p, &format!("{n}.attention.self.query"), h, h)?,
+                    key: Linear::load(p, &format!("{n}.attention.self.key"), h, h)?,
+                    value: Linear::load(p, &format!("{n}.attention.self.value"), h, h)?,
+                    output: Linear::load(p, &format!("{n}.attention.output.dense"), h, h)?,
+                    norm: LayerNorm::load(p, &format!("{n}.attention.output.LayerNorm"), h, eps)?,
+                    heads: cfg.num_attention_heads,
+                },
+                intermediate: Linear::load(
+                    p,
+                    &format!("{n}.intermediate.dense"),
+                    cfg.intermediate_size,
+                    h,
+                )?,
+                output: Linear::load(p, &format!("{n}.output.dense"), h, cfg.intermediate_size)?,
+                norm: LayerNorm::load(p, &format!("{n}.output.LayerNorm"), h, eps)?,
+            });
+        }
+        let mut cfg = cfg.clone();
+        cfg.num_hidden_layers = keep.len();
+        Ok(Encoder {
+            arch: cfg.arch()?,
+            cfg,
+            embeddings,
+            layers: out_layers,
+            dropout: Dropout::new(0x1ec7),
+        })
+    }
+
+    pub fn dropout(&self) -> &Dropout {
+        &self.dropout
+    }
+
+    /// Last hidden states `B × L × H`. Dropout is active only when `train` is true.
+    pub fn forward(&self, b: &Batch, train: bool) -> Result<Tensor> {
+        let (bs, len) = b.ids.dims2()?;
+        let h = self.cfg.hidden_size;
+        let drop_h = if train { self.cfg.hidden_dropout_prob } else { 0.0 };
+        let drop_a = if train {
+            self.cfg.attention_probs_dropout_prob
+        } else {
+            0.0
+        };
+        let e = &self.embeddings;
+        let flat = |t: &Tensor| t.flatten_all();
+        let x = e
+            .word
+            .index_select(&flat(&b.ids)?, 0)?
+            .add(&e.position.index_select(&flat(&b.positions)?, 0)?)?
+            .add(&e.token_type.index_select(&flat(&b.token_types)?, 0)?)?
+            .reshape((bs, len, h))?;
+        let mut x = self.dropout.apply(&e.norm.forward(&x)?, drop_h)?;
+        // Additive mask: 0 for tokens, a large negative number for padding.
+        let bias = ((b.mask.ones_like()? - &b.mask)? * -1e9f64)?.reshape((bs, 1, 1, len))?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias, &self.dropout, drop_h, drop_a)?;
+        }
+        Ok(x)
+    }
+}
+
+impl Layer {
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        dropout: &Dropout,
+        drop_h: f64,
+        drop_a: f64,
+    ) -> Result<Tensor> {
+        let a = self.attention.forward(x, bias, dropout, drop_a)?;
+        let a = self
+            .attention
+            .norm
+            .forward(&dropout.apply(&self.attention.output.forward(&a)?, drop_h)?.add(x)?)?;
+        let i = kernels::gelu(&self.intermediate.forward(&a)?)?;
+        let o = dropout.apply(&self.output.forward(&i)?, drop_h)?;
+        Ok(self.norm.forward(&o.add(&a)?)?)
+    }
+}
+
+impl Attention {
+    /// Multi-head self-attention up to (not including) the output projection.
+    fn forward(&self, x: &Tensor, bias: &Tensor, dropout: &Dropout, p: f64) -> Result<Tensor> {
+        let (b, l, h) = x.dims3()?;
+        let dh = h / self.heads;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((b, l, self.heads, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?.broadcast_add(bias)?;
+        let probs = dropout.apply(&kernels::softmax_last_dim(&scores)?, p)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
+        Ok(ctx)
+    }
+}
+
+/// Position ids: BERT counts from 0; XLM-R counts real tokens from `pad + 1` and gives padding
+/// the pad id (as `create_position_ids_from_input_ids` in transformers).
+pub fn position_ids(arch: Arch, mask: &[Vec<u32>], pad: u32) -> Vec<Vec<u32>> {
+    mask.iter()
+        .map(|m| match arch {
+            Arch::Bert => (0..m.len() as u32).collect(),
+            Arch::XlmRoberta => {
+                let mut c = 0;
+                m.iter()
+                    .map(|&v| {
+                        if v == 1 {
+                            c += 1;
+                            pad + c
+                        } else {
+                            pad
+                        }
+                    })
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+/// Builds a padded batch from token ids (right padding with `pad`).
+pub fn make_batch(
+    arch: Arch,
+    seqs: &[Vec<u32>],
+    pad: u32,
+    pad_to: Option<usize>,
+    device: &candle_core::Device,
+) -> Result<Batch> {
+    let longest = seqs.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let len = pad_to.unwrap_or(longest).max(longest);
+    let mut ids = Vec::with_capacity(seqs.len() * len);
+    let mut mask = Vec::with_capacity(seqs.len());
+    for s in seqs {
+        ids.extend_from_slice(s);
+        ids.extend(std::iter::repeat_n(pad, len - s.len()));
+        let mut m = vec![1u32; s.len()];
+        m.resize(len, 0);
+        mask.push(m);
+    }
+    let positions: Vec<u32> = position_ids(arch, &mask, pad).concat();
+    let n = seqs.len();
+    let maskf: Vec<f32> = mask.concat().into_iter().map(|v| v as f32).collect();
+    Ok(Batch {
+        ids: Tensor::from_vec(ids, (n, len), device)?,
+        positions: Tensor::from_vec(positions, (n, len), device)?,
+        token_types: Tensor::zeros((n, len), DType::U32, device)?,
+        mask: Tensor::from_vec(maskf, (n, len), device)?,
+    })
+}
+
+/// Mean over the last-but-one dimension, weighted by the mask.
+pub fn mean_pool(h: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.unsqueeze(D::Minus1)?;
+    let sum = h.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(sum.broadcast_div(&count)?)
+}

@@ -1,0 +1,282 @@
+//! The sentence encoder: a BERT / XLM-R transformer, pooling, an optional projection and L2
+//! normalisation, with the folder's tokenizer. Loads and saves Hugging Face /
+//! sentence-transformers folders.
+
+pub mod bert;
+pub mod config;
+pub mod hub;
+pub mod params;
+pub mod save;
+pub mod tokenize;
+
+use anyhow::{Context, Result};
+use bert::{make_batch, mean_pool, Encoder, Linear};
+use candle_core::{Device, Module, Tensor, Var, D};
+use config::{read_json, Arch, EncoderConfig, Pooling, PoolingConfig, SentenceBertConfig};
+use params::Params;
+use std::path::{Path, PathBuf};
+use tokenize::{length_order, TextTokenizer};
+
+/// Choices that override what the folder says.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Token limit; default: the folder's `max_seq_length`, else 512.
+    pub max_len: Option<usize>,
+    pub pooling: Option<Pooling>,
+    /// Add a fresh bias-free projection to this many dimensions (when the folder has none).
+    pub projection_dim: Option<usize>,
+    /// Keep only these transformer layers (distillation students).
+    pub layers: Option<Vec<usize>>,
+    pub seed: u64,
+}
+
+pub struct SentenceModel {
+    pub encoder: Encoder,
+    pub params: Params,
+    pub tokenizer: TextTokenizer,
+    pub pooling: Pooling,
+    pub projection: Option<Linear>,
+    /// Tanh after the projection (sentence-transformers Dense with `activation_function` Tanh).
+    pub projection_tanh: bool,
+    pub normalize: bool,
+    pub pad_id: u32,
+    pub device: Device,
+    /// Where the model came from (files to copy when saving), if a folder.
+    pub source_dir: Option<PathBuf>,
+    /// The original `config.json`, kept field for field when saving.
+    pub config_json: serde_json::Value,
+}
+
+/// Embeddings of many texts: `rows × dim`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn rows(&self) -> usize {
+        self.data.len() / self.dim.max(1)
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+impl SentenceModel {
+    /// Loads a model folder or hub name.
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self> {
+        let dir = hub::resolve_model(spec)?;
+        Self::load_folder(&dir, opts)
+    }
+
+    pub fn load_folder(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let device = Device::Cpu;
+        let config_json: serde_json::Value = read_json(&dir.join("config.json"))?;
+        let cfg: EncoderConfig = serde_json::from_value(config_json.clone())
+            .with_context(|| format!("{}: unexpected config", dir.join("config.json").display()))?;
+        let st_max = dir.join("sentence_bert_config.json");
+        let folder_max = if st_max.exists() {
+            read_json::<SentenceBertConfig>(&st_max)?.max_seq_length
+        } else {
+            None
+        };
+        let max_len = opts
+            .max_len
+            .or(folder_max)
+            .unwrap_or(512)
+            .min(max_positions(&cfg));
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let pool_path = dir.join("1_Pooling/config.json");
+        let folder_pooling = if pool_path.exists() {
+            Some(read_json::<PoolingConfig>(&pool_path)?.pooling()?)
+        } else {
+            None
+        };
+        let pooling = opts.pooling.or(folder_pooling).unwrap_or(Pooling::Mean);
+        let mut params = Params::from_folder(dir, &device)?;
+        let encoder = Encoder::load(&mut params, &cfg, opts.layers.as_deref())?;
+        let (projection, projection_tanh) = match load_dense(dir, &device, &mut params)? {
+            Some((l, tanh)) => (Some(l), tanh),
+            None => (None, false),
+        };
+        let modules = std::fs::read_to_string(dir.join("modules.json")).unwrap_or_default();
+        let normalize = modules.is_empty() || modules.contains("Normalize");
+        let mut m = SentenceModel {
+            pad_id: cfg.pad_token_id,
+            encoder,
+            params,
+            tokenizer,
+            pooling,
+            projection,
+            projection_tanh,
+            normalize,
+            device,
+            source_dir: Some(dir.to_path_buf()),
+            config_json,
+        };
+        if m.projection.is_none() {
+            if let Some(d) = opts.projection_dim {
+                m.add_projection(d, opts.seed)?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// A randomly initialised model (tests, benchmarks) with a given tokenizer file.
+    pub fn random(cfg: &EncoderConfig, tokenizer: &Path, max_len: usize, seed: u64) -> Result<Self> {
+        let device = Device::Cpu;
+        let mut params = Params::random(seed, &device);
+        let encoder = Encoder::load(&mut params, cfg, None)?;
+        Ok(SentenceModel {
+            pad_id: cfg.pad_token_id,
+            encoder,
+            params,
+            tokenizer: TextTokenizer::from_file(tokenizer, max_len)?,
+            pooling: Pooling::Mean,
+            projection: None,
+            projection_tanh: false,
+            normalize: true,
+            device,
+            source_dir: None,
+            config_json: serde_json::to_value(cfg)?,
+        })
+    }
+
+    /// Adds a fresh bias-free projection `hidden → dim`.
+    pub fn add_projection(&mut self, dim: usize, seed: u64) -> Result<()> {
+        let h = self.encoder.cfg.hidden_size;
+        let mut p = Params::random(seed ^ 0x9e37, &self.device);
+        let w = p.get("linear.weight", &[dim, h])?;
+        for (n, v) in p.vars {
+            self.params.vars.push((format!("2_Dense.{n}"), v));
+        }
+        self.projection = Some(Linear {
+            weight: w,
+            bias: None,
+        });
+        Ok(())
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.encoder.arch
+    }
+
+    /// Output dimension.
+    pub fn dim(&self) -> usize {
+        match &self.projection {
+            Some(p) => p.weight.dims()[0],
+            None => self.encoder.cfg.hidden_size,
+        }
+    }
+
+    /// Every trainable variable.
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.vars.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Pooled (and normalised) embeddings of token sequences, `B × dim`.
+    pub fn forward_ids(&self, seqs: &[Vec<u32>], pad_to: Option<usize>, train: bool) -> Result<Tensor> {
+        let batch = make_batch(self.arch(), seqs, self.pad_id, pad_to, &self.device)?;
+        let h = self.encoder.forward(&batch, train)?;
+        let pooled = match self.pooling {
+            Pooling::Mean => mean_pool(&h, &batch.mask)?,
+            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
+        };
+        let pooled = match &self.projection {
+            Some(p) if self.projection_tanh => p.forward(&pooled)?.tanh()?,
+            Some(p) => p.forward(&pooled)?,
+            None => pooled,
+        };
+        if self.normalize {
+            l2_normalize(&pooled)
+        } else {
+            Ok(pooled)
+        }
+    }
+
+    /// Embeds texts in order, batching by token length ("smart batching").
+    pub fn embed(&self, texts: &[String], batch_size: usize, label: &str) -> Result<Embeddings> {
+        let dim = self.dim();
+        let mut data = vec![0f32; texts.len() * dim];
+        let bar = crate::progress::bar(texts.len() as u64, label);
+        let batch_size = batch_size.max(1);
+        // Tokenize in chunks so memory stays bounded on 150k texts.
+        let chunk = batch_size * 64;
+        for start in (0..texts.len()).step_by(chunk) {
+            let end = (start + chunk).min(texts.len());
+            let refs: Vec<&str> = texts[start..end].iter().map(String::as_str).collect();
+            let ids = self.tokenizer.encode(&refs)?;
+            let order = length_order(&ids.iter().map(Vec::len).collect::<Vec<_>>());
+            for group in order.chunks(batch_size) {
+                let seqs: Vec<Vec<u32>> = group.iter().map(|&i| ids[i].clone()).collect();
+                let out = self.forward_ids(&seqs, None, false)?;
+                let rows = out.to_vec2::<f32>()?;
+                for (&i, r) in group.iter().zip(rows) {
+                    let at = (start + i) * dim;
+                    data[at..at + dim].copy_from_slice(&r);
+                }
+                bar.inc(group.len() as u64);
+            }
+        }
+        bar.finish_and_clear();
+        Ok(Embeddings { dim, data })
+    }
+}
+
+fn max_positions(cfg: &EncoderConfig) -> usize {
+    match cfg.arch() {
+        // XLM-R positions start after the pad index.
+        Ok(Arch::XlmRoberta) => cfg.max_position_embeddings - cfg.pad_token_id as usize - 1,
+        _ => cfg.max_position_embeddings,
+    }
+}
+
+/// sentence-transformers' `2_Dense/config.json`.
+#[derive(serde::Deserialize)]
+struct DenseConfig {
+    #[serde(default)]
+    bias: bool,
+    #[serde(default)]
+    activation_function: String,
+}
+
+/// A sentence-transformers `2_Dense` module (projection, optional bias, identity or tanh), if
+/// the folder has one. Returns the layer and whether tanh follows.
+fn load_dense(dir: &Path, device: &Device, params: &mut Params) -> Result<Option<(Linear, bool)>> {
+    let d = dir.join("2_Dense");
+    if !d.join("model.safetensors").exists() {
+        return Ok(None);
+    }
+    let cfg: DenseConfig = read_json(&d.join("config.json"))?;
+    let tanh = match cfg.activation_function.rsplit('.').next().unwrap_or("") {
+        "Identity" | "" => false,
+        "Tanh" => true,
+        other => anyhow::bail!("2_Dense: activation `{other}` is not supported (Identity, Tanh)"),
+    };
+    let mut p = Params::from_folder(&d, device)?;
+    let shape = |name: &str| {
+        p.extras()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.dims().to_vec())
+            .with_context(|| format!("2_Dense/model.safetensors has no {name}"))
+    };
+    let ws = shape("linear.weight")?;
+    let bs = if cfg.bias { Some(shape("linear.bias")?) } else { None };
+    let weight = p.get("linear.weight", &ws)?;
+    let bias = match bs {
+        Some(s) => Some(p.get("linear.bias", &s)?),
+        None => None,
+    };
+    for (n, v) in p.vars {
+        params.vars.push((format!("2_Dense.{n}"), v));
+    }
+    Ok(Some((Linear { weight, bias }, tanh)))
+}
+
+/// Rows divided by their L2 norm.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}

@@ -1,0 +1,175 @@
+//! Weights of a model folder as trainable variables. Names are canonical (the BERT layout
+//! without the `bert.` / `roberta.` prefix, `LayerNorm.weight/bias` rather than `gamma/beta`);
+//! the prefix found in the file is remembered so a saved folder uses the original names.
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+pub struct Params {
+    source: HashMap<String, Tensor>,
+    /// Random initialisation (tests, fresh heads) when there is no source tensor.
+    random: Option<ChaCha8Rng>,
+    layer_alias: HashMap<usize, usize>,
+    used: HashSet<String>,
+    /// Trainable variables in creation order, by canonical name.
+    pub vars: Vec<(String, Var)>,
+    /// The prefix the file used (`bert.`, `roberta.` or empty).
+    pub prefix: String,
+    pub device: Device,
+}
+
+const PREFIXES: &[&str] = &["bert.", "roberta.", "model.", "0.auto_model."];
+
+fn canonical(name: &str) -> (String, &'static str) {
+    let mut prefix = "";
+    let mut n = name;
+    for p in PREFIXES {
+        if let Some(rest) = n.strip_prefix(p) {
+            prefix = p;
+            n = rest;
+            break;
+        }
+    }
+    let n = n
+        .replace("LayerNorm.gamma", "LayerNorm.weight")
+        .replace("LayerNorm.beta", "LayerNorm.bias");
+    (n, prefix)
+}
+
+impl Params {
+    /// Reads `model.safetensors` (or `pytorch_model.bin`) of a model folder.
+    pub fn from_folder(dir: &Path, device: &Device) -> Result<Self> {
+        let st = dir.join("model.safetensors");
+        let bin = dir.join("pytorch_model.bin");
+        let raw: Vec<(String, Tensor)> = if st.exists() {
+            candle_core::safetensors::load(&st, device)
+                .with_context(|| format!("reading weights {}", st.display()))?
+                .into_iter()
+                .collect()
+        } else if bin.exists() {
+            candle_core::pickle::read_all(&bin)
+                .with_context(|| format!("reading weights {}", bin.display()))?
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.to_device(device)?)))
+                .collect::<Result<_>>()?
+        } else {
+            anyhow::bail!(
+                "{}: no model.safetensors or pytorch_model.bin in the model folder",
+                dir.display()
+            );
+        };
+        let mut source = HashMap::new();
+        let mut prefixes: HashMap<&str, usize> = HashMap::new();
+        for (name, t) in raw {
+            let (c, p) = canonical(&name);
+            *prefixes.entry(p).or_default() += 1;
+            source.insert(c, t);
+        }
+        let prefix = prefixes
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        Ok(Params {
+            source,
+            random: None,
+            layer_alias: HashMap::new(),
+            used: HashSet::new(),
+            vars: Vec::new(),
+            prefix,
+            device: device.clone(),
+        })
+    }
+
+    /// Random initialisation (normal(0, 0.02) weights, zero biases, unit layer-norm scales).
+    pub fn random(seed: u64, device: &Device) -> Self {
+        Params {
+            source: HashMap::new(),
+            random: Some(ChaCha8Rng::seed_from_u64(seed)),
+            layer_alias: HashMap::new(),
+            used: HashSet::new(),
+            vars: Vec::new(),
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// Makes `encoder.layer.{new}.*` read the checkpoint's `encoder.layer.{old}.*`.
+    pub fn rename_layer(&mut self, old: usize, new: usize) {
+        self.layer_alias.insert(new, old);
+    }
+
+    fn source_name(&self, name: &str) -> String {
+        if let Some(rest) = name.strip_prefix("encoder.layer.") {
+            if let Some((idx, tail)) = rest.split_once('.') {
+                if let Ok(i) = idx.parse::<usize>() {
+                    if let Some(old) = self.layer_alias.get(&i) {
+                        return format!("encoder.layer.{old}.{tail}");
+                    }
+                }
+            }
+        }
+        name.to_string()
+    }
+
+    /// The tensor `name` with the expected `shape`, as a new trainable variable.
+    pub fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let src = self.source_name(name);
+        let t = match self.source.get(&src) {
+            Some(t) => {
+                anyhow::ensure!(
+                    t.dims() == shape,
+                    "weight `{src}` has shape {:?}, the config expects {shape:?}",
+                    t.dims()
+                );
+                self.used.insert(src);
+                t.to_dtype(DType::F32)?
+            }
+            None => match &mut self.random {
+                Some(rng) => init(rng, name, shape, &self.device)?,
+                None => anyhow::bail!(
+                    "weight `{src}` is missing from the model file (expected shape {shape:?})"
+                ),
+            },
+        };
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        self.vars.push((name.to_string(), var));
+        Ok(out)
+    }
+
+    /// Source tensors that no variable took (e.g. the pooler), except dropped layers.
+    pub fn extras(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .source
+            .iter()
+            .filter(|(n, _)| !self.used.contains(*n) && !n.starts_with("encoder.layer."))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+fn init(rng: &mut ChaCha8Rng, name: &str, shape: &[usize], dev: &Device) -> Result<Tensor> {
+    use rand::Rng;
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = if name.ends_with("LayerNorm.weight") {
+        vec![1.0; n]
+    } else if name.ends_with(".bias") {
+        vec![0.0; n]
+    } else {
+        // Box–Muller normal(0, 0.02).
+        (0..n)
+            .map(|_| {
+                let (u1, u2): (f32, f32) = (rng.gen_range(1e-7..1.0), rng.gen());
+                0.02 * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+            })
+            .collect()
+    };
+    Ok(Tensor::from_vec(data, shape, dev)?)
+}
