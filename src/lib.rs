@@ -4,9 +4,12 @@
 //! [`data`] (Kaggle files, validation, trees, folds, synthetic corpora) → [`text`] (what the
 //! encoder sees) → encoder → training → selection and score → index → service.
 
+pub mod bench;
 pub mod data;
+pub mod features;
 pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod progress;
 pub mod text;
+pub mod train;

@@ -5,9 +5,11 @@ use lecr::model::{LoadOptions, SentenceModel};
 use std::path::PathBuf;
 
 fn minilm() -> PathBuf {
-    let dir = std::env::var("LECR_MINILM").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/all-MiniLM-L6-v2")
-    });
+    let dir = std::env::var("LECR_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/all-MiniLM-L6-v2")
+        });
     assert!(
         dir.join("model.safetensors").exists(),
         "{} missing: run scripts/fetch-minilm.sh (scripts/test.sh does)",
@@ -27,7 +29,10 @@ fn fixture() -> serde_json::Value {
 fn minilm_matches_sentence_transformers() {
     let fx = fixture();
     let model = SentenceModel::load(minilm().to_str().unwrap(), &LoadOptions::default()).unwrap();
-    assert_eq!(model.tokenizer.max_len, 256, "max_seq_length from sentence_bert_config.json");
+    assert_eq!(
+        model.tokenizer.max_len, 256,
+        "max_seq_length from sentence_bert_config.json"
+    );
     let items = fx["items"].as_array().unwrap();
     let texts: Vec<String> = items
         .iter()

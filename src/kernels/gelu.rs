@@ -18,10 +18,7 @@ impl CustomOp1 for Gelu {
         let mut out = vec![0f32; x.len()];
         let dim = 4096.min(x.len().max(1));
         for_rows(&mut out, dim, |i, y| {
-            let xr = &x[i * dim..i * dim + y.len()];
-            for (o, &v) in y.iter_mut().zip(xr) {
-                *o = 0.5 * v * (1.0 + math::erf(v * INV_SQRT2));
-            }
+            gelu_block(&x[i * dim..i * dim + y.len()], y)
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -30,9 +27,22 @@ impl CustomOp1 for Gelu {
     }
 }
 
-fn dgelu(v: f32) -> f32 {
-    // Φ(x) + x φ(x)
-    0.5 * (1.0 + math::erf(v * INV_SQRT2)) + v * INV_SQRT_2PI * math::exp(-0.5 * v * v)
+simd_fn! {
+    fn gelu_block(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = 0.5 * v * (1.0 + math::erf(v * INV_SQRT2));
+        }
+    }
+}
+
+simd_fn! {
+    /// dx = g · (Φ(x) + x φ(x))
+    fn gelu_bwd_block(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((d, &v), &gg) in dx.iter_mut().zip(x).zip(g) {
+            *d = gg * (0.5 * (1.0 + math::erf(v * INV_SQRT2))
+                + v * INV_SQRT_2PI * math::exp(-0.5 * v * v));
+        }
+    }
 }
 
 impl CustomOp2 for GeluBwd {
@@ -51,10 +61,8 @@ impl CustomOp2 for GeluBwd {
         let mut out = vec![0f32; x.len()];
         let dim = 4096.min(x.len().max(1));
         for_rows(&mut out, dim, |i, dx| {
-            let o = i * dim;
-            for (k, d) in dx.iter_mut().enumerate() {
-                *d = g[o + k] * dgelu(x[o + k]);
-            }
+            let r = i * dim..i * dim + dx.len();
+            gelu_bwd_block(&x[r.clone()], &g[r], dx)
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -1,7 +1,7 @@
 //! Layer normalisation over the last dimension with learnable scale and shift, with a backward
 //! pass that yields the gradients of the input, the scale and the shift in one sweep.
 
-use super::f32_slice;
+use super::{f32_slice, math};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -12,11 +12,57 @@ struct LayerNormBwd {
     eps: f32,
 }
 
+#[inline(always)]
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = math::sum(x) / n;
+    // Two-pass variance: Σ(x−mean)² = Σx² − n·mean², computed stably as a dot of centred values.
+    let mut acc = [0f32; 16];
+    let mut it = x.chunks_exact(16);
+    for c in &mut it {
+        for k in 0..16 {
+            let d = c[k] - mean;
+            acc[k] += d * d;
+        }
+    }
+    let var = (acc.iter().sum::<f32>()
+        + it.remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum::<f32>())
+        / n;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+simd_fn! {
+    fn ln_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
+        let (mean, rstd) = stats(x, eps);
+        for k in 0..y.len() {
+            y[k] = (x[k] - mean) * rstd * gamma[k] + beta[k];
+        }
+    }
+}
+
+simd_fn! {
+    /// dx of one row, and its contribution to dgamma and dbeta.
+    fn ln_bwd_row(x: &[f32], g: &[f32], gamma: &[f32], eps: f32, d: &mut [f32], dg: &mut [f32], db: &mut [f32]) {
+        let h = x.len();
+        let (mean, rstd) = stats(x, eps);
+        let (mut s1, mut s2) = ([0f32; 16], [0f32; 16]);
+        for k in 0..h {
+            let xhat = (x[k] - mean) * rstd;
+            let gg = g[k] * gamma[k];
+            s1[k % 16] += gg;
+            s2[k % 16] += gg * xhat;
+            dg[k] += g[k] * xhat;
+            db[k] += g[k];
+        }
+        let (m1, m2) = (s1.iter().sum::<f32>() / h as f32, s2.iter().sum::<f32>() / h as f32);
+        for k in 0..h {
+            let xhat = (x[k] - mean) * rstd;
+            d[k] = rstd * (g[k] * gamma[k] - m1 - xhat * m2);
+        }
+    }
 }
 
 impl CustomOp3 for LayerNorm {
@@ -38,11 +84,7 @@ impl CustomOp3 for LayerNorm {
         let h = gamma.len();
         let mut out = vec![0f32; x.len()];
         super::for_rows(&mut out, h, |i, y| {
-            let xr = &x[i * h..(i + 1) * h];
-            let (mean, rstd) = stats(xr, self.eps);
-            for k in 0..h {
-                y[k] = (xr[k] - mean) * rstd * gamma[k] + beta[k];
-            }
+            ln_row(&x[i * h..(i + 1) * h], gamma, beta, self.eps, y)
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -56,11 +98,8 @@ impl CustomOp3 for LayerNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let h = gamma.dim(0)?;
         let n = x.elem_count() / h;
-        let all = x.apply_op3_no_bwd(
-            gamma,
-            &grad.contiguous()?,
-            &LayerNormBwd { eps: self.eps },
-        )?;
+        let all =
+            x.apply_op3_no_bwd(gamma, &grad.contiguous()?, &LayerNormBwd { eps: self.eps })?;
         let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
         let dgamma = all.narrow(0, n, 1)?.reshape(h)?;
         let dbeta = all.narrow(0, n + 1, 1)?.reshape(h)?;
@@ -91,23 +130,8 @@ impl CustomOp3 for LayerNormBwd {
         let (dx, params) = out.split_at_mut(n * h);
         let per = (8192 / h).max(1);
         let row = |i: usize, d: &mut [f32], dg: &mut [f32], db: &mut [f32]| {
-            let xr = &x[i * h..(i + 1) * h];
-            let gr = &g[i * h..(i + 1) * h];
-            let (mean, rstd) = stats(xr, self.eps);
-            let (mut s1, mut s2) = (0f32, 0f32);
-            for k in 0..h {
-                let xhat = (xr[k] - mean) * rstd;
-                let gg = gr[k] * gamma[k];
-                s1 += gg;
-                s2 += gg * xhat;
-                dg[k] += gr[k] * xhat;
-                db[k] += gr[k];
-            }
-            let (m1, m2) = (s1 / h as f32, s2 / h as f32);
-            for k in 0..h {
-                let xhat = (xr[k] - mean) * rstd;
-                d[k] = rstd * (gr[k] * gamma[k] - m1 - xhat * m2);
-            }
+            let r = i * h..(i + 1) * h;
+            ln_bwd_row(&x[r.clone()], &g[r], gamma, self.eps, d, dg, db)
         };
         let (dg, db) = dx
             .par_chunks_mut(per * h)

@@ -174,7 +174,11 @@ impl Encoder {
     pub fn forward(&self, b: &Batch, train: bool) -> Result<Tensor> {
         let (bs, len) = b.ids.dims2()?;
         let h = self.cfg.hidden_size;
-        let drop_h = if train { self.cfg.hidden_dropout_prob } else { 0.0 };
+        let drop_h = if train {
+            self.cfg.hidden_dropout_prob
+        } else {
+            0.0
+        };
         let drop_a = if train {
             self.cfg.attention_probs_dropout_prob
         } else {
@@ -189,10 +193,8 @@ impl Encoder {
             .add(&e.token_type.index_select(&flat(&b.token_types)?, 0)?)?
             .reshape((bs, len, h))?;
         let mut x = self.dropout.apply(&e.norm.forward(&x)?, drop_h)?;
-        // Additive mask: 0 for tokens, a large negative number for padding.
-        let bias = ((b.mask.ones_like()? - &b.mask)? * -1e9f64)?.reshape((bs, 1, 1, len))?;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias, &self.dropout, drop_h, drop_a)?;
+            x = layer.forward(&x, &b.mask, &self.dropout, drop_h, drop_a)?;
         }
         Ok(x)
     }
@@ -202,16 +204,17 @@ impl Layer {
     fn forward(
         &self,
         x: &Tensor,
-        bias: &Tensor,
+        mask: &Tensor,
         dropout: &Dropout,
         drop_h: f64,
         drop_a: f64,
     ) -> Result<Tensor> {
-        let a = self.attention.forward(x, bias, dropout, drop_a)?;
-        let a = self
-            .attention
-            .norm
-            .forward(&dropout.apply(&self.attention.output.forward(&a)?, drop_h)?.add(x)?)?;
+        let a = self.attention.forward(x, mask, dropout, drop_a)?;
+        let a = self.attention.norm.forward(
+            &dropout
+                .apply(&self.attention.output.forward(&a)?, drop_h)?
+                .add(x)?,
+        )?;
         let i = kernels::gelu(&self.intermediate.forward(&a)?)?;
         let o = dropout.apply(&self.output.forward(&i)?, drop_h)?;
         Ok(self.norm.forward(&o.add(&a)?)?)
@@ -220,17 +223,21 @@ impl Layer {
 
 impl Attention {
     /// Multi-head self-attention up to (not including) the output projection.
-    fn forward(&self, x: &Tensor, bias: &Tensor, dropout: &Dropout, p: f64) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: &Tensor, dropout: &Dropout, p: f64) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let dh = h / self.heads;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, l, self.heads, dh))?.transpose(1, 2)?.contiguous()
+            t.reshape((b, l, self.heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?.broadcast_add(bias)?;
-        let probs = dropout.apply(&kernels::softmax_last_dim(&scores)?, p)?;
+        // Scaling and the key padding mask are fused into the softmax.
+        let scores = q.matmul(&k.t()?)?;
+        let probs = kernels::masked_softmax(&scores, mask, 1.0 / (dh as f64).sqrt())?;
+        let probs = dropout.apply(&probs, p)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
         Ok(ctx)
     }

@@ -66,7 +66,7 @@ impl EncoderConfig {
     pub fn validate(&self) -> Result<()> {
         self.arch()?;
         anyhow::ensure!(
-            self.hidden_size % self.num_attention_heads == 0,
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} is not a multiple of num_attention_heads {}",
             self.hidden_size,
             self.num_attention_heads
@@ -77,7 +77,10 @@ impl EncoderConfig {
             self.hidden_act
         );
         if let Some(p) = &self.position_embedding_type {
-            anyhow::ensure!(p == "absolute", "position_embedding_type `{p}` is not supported");
+            anyhow::ensure!(
+                p == "absolute",
+                "position_embedding_type `{p}` is not supported"
+            );
         }
         Ok(())
     }

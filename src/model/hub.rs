@@ -26,7 +26,9 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
         return Ok(p.to_path_buf());
     }
     if p.exists() {
-        anyhow::bail!("{spec}: a model must be a folder (config.json, tokenizer.json, model.safetensors)");
+        anyhow::bail!(
+            "{spec}: a model must be a folder (config.json, tokenizer.json, model.safetensors)"
+        );
     }
     if !spec.contains('/') || spec.starts_with('.') || spec.starts_with('/') {
         anyhow::bail!("model folder `{spec}` does not exist");
@@ -53,7 +55,10 @@ fn fetch(name: &str) -> Result<PathBuf> {
             return Ok(cfg.parent().expect("file in a folder").to_path_buf());
         }
     }
-    anyhow::ensure!(!offline, "HF_HUB_OFFLINE is set and `{name}` is not in the cache");
+    anyhow::ensure!(
+        !offline,
+        "HF_HUB_OFFLINE is set and `{name}` is not in the cache"
+    );
     let api = hf_hub::api::sync::ApiBuilder::from_env().build()?;
     let repo = api.model(name.to_string());
     let mut dir = None;

@@ -124,7 +124,12 @@ impl SentenceModel {
     }
 
     /// A randomly initialised model (tests, benchmarks) with a given tokenizer file.
-    pub fn random(cfg: &EncoderConfig, tokenizer: &Path, max_len: usize, seed: u64) -> Result<Self> {
+    pub fn random(
+        cfg: &EncoderConfig,
+        tokenizer: &Path,
+        max_len: usize,
+        seed: u64,
+    ) -> Result<Self> {
         let device = Device::Cpu;
         let mut params = Params::random(seed, &device);
         let encoder = Encoder::load(&mut params, cfg, None)?;
@@ -176,7 +181,12 @@ impl SentenceModel {
     }
 
     /// Pooled (and normalised) embeddings of token sequences, `B × dim`.
-    pub fn forward_ids(&self, seqs: &[Vec<u32>], pad_to: Option<usize>, train: bool) -> Result<Tensor> {
+    pub fn forward_ids(
+        &self,
+        seqs: &[Vec<u32>],
+        pad_to: Option<usize>,
+        train: bool,
+    ) -> Result<Tensor> {
         let batch = make_batch(self.arch(), seqs, self.pad_id, pad_to, &self.device)?;
         let h = self.encoder.forward(&batch, train)?;
         let pooled = match self.pooling {
@@ -263,7 +273,11 @@ fn load_dense(dir: &Path, device: &Device, params: &mut Params) -> Result<Option
             .with_context(|| format!("2_Dense/model.safetensors has no {name}"))
     };
     let ws = shape("linear.weight")?;
-    let bs = if cfg.bias { Some(shape("linear.bias")?) } else { None };
+    let bs = if cfg.bias {
+        Some(shape("linear.bias")?)
+    } else {
+        None
+    };
     let weight = p.get("linear.weight", &ws)?;
     let bias = match bs {
         Some(s) => Some(p.get("linear.bias", &s)?),
@@ -277,6 +291,10 @@ fn load_dense(dir: &Path, device: &Device, params: &mut Params) -> Result<Option
 
 /// Rows divided by their L2 norm.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     Ok(x.broadcast_div(&norm)?)
 }

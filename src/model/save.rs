@@ -20,9 +20,12 @@ const COPIED: &[&str] = &[
     "config_sentence_transformers.json",
 ];
 
+/// Tensors by the names they are saved under.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 impl SentenceModel {
     /// The tensors to save under their file names (prefix restored), the encoder's first.
-    pub fn named_tensors(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+    pub fn named_tensors(&self) -> (NamedTensors, NamedTensors) {
         let prefix = &self.params.prefix;
         let mut enc = Vec::new();
         let mut dense = Vec::new();
@@ -40,7 +43,10 @@ impl SentenceModel {
 
     /// Saves the model as a folder at `out` (replacing what is there).
     pub fn save(&self, out: &Path) -> Result<()> {
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent)?;
         let tmp = tempfile::Builder::new()
             .prefix(".lecr-model-")
@@ -113,10 +119,13 @@ impl SentenceModel {
         if out.exists() {
             let old = parent.join(format!(
                 ".lecr-old-{}",
-                out.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+                out.file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
             ));
             let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(out, &old).with_context(|| format!("moving {} aside", out.display()))?;
+            std::fs::rename(out, &old)
+                .with_context(|| format!("moving {} aside", out.display()))?;
             std::fs::rename(&kept, out)?;
             std::fs::remove_dir_all(&old)?;
         } else {

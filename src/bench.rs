@@ -1,0 +1,153 @@
+//! `lecr bench encode`: sentences/s of inference and the time of one training step, measured
+//! the way `../shared/bench/torch_baseline.py` measures PyTorch, optionally running that script
+//! in the same invocation and printing ratios.
+
+use crate::model::{LoadOptions, SentenceModel};
+use crate::train::adamw::{AdamW, AdamWParams};
+use crate::train::loss::info_nce;
+use anyhow::{Context, Result};
+use candle_core::Var;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct EncodeBenchConfig {
+    pub batch: usize,
+    pub max_len: usize,
+    pub pairs: usize,
+    pub runs: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Sentences per second over `texts` (batches of `batch`, padded to `max_len`), median of runs.
+pub fn encode_rate(model: &SentenceModel, texts: &[String], c: &EncodeBenchConfig) -> Result<f64> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = model.tokenizer.encode(&refs)?;
+    model.forward_ids(&ids[..c.batch.min(ids.len())], Some(c.max_len), false)?; // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..c.runs {
+        let t0 = Instant::now();
+        for b in ids.chunks(c.batch) {
+            let out = model.forward_ids(b, Some(c.max_len), false)?;
+            std::hint::black_box(out.to_vec2::<f32>()?);
+        }
+        rates.push(texts.len() as f64 / t0.elapsed().as_secs_f64());
+    }
+    Ok(median(rates))
+}
+
+/// Seconds of one forward + backward + AdamW step of a symmetric InfoNCE batch (`pairs` topics
+/// = the first lines, contents = the next), median over runs after one warm-up step.
+pub fn train_step_time(
+    model: &SentenceModel,
+    texts: &[String],
+    c: &EncodeBenchConfig,
+) -> Result<f64> {
+    anyhow::ensure!(
+        texts.len() >= 2 * c.pairs,
+        "need at least {} texts",
+        2 * c.pairs
+    );
+    let refs: Vec<&str> = texts[..2 * c.pairs].iter().map(String::as_str).collect();
+    let ids = model.tokenizer.encode(&refs)?;
+    let scale = Var::new(&[(1.0f32 / 0.07).ln()], &model.device)?;
+    let mut vars = model.vars();
+    vars.push(scale.clone());
+    let mut opt = AdamW::new(
+        vars,
+        AdamWParams {
+            lr: 2e-5,
+            ..Default::default()
+        },
+    );
+    let mut times = Vec::new();
+    for _ in 0..=c.runs {
+        let t0 = Instant::now();
+        let emb = model.forward_ids(&ids, Some(c.max_len), true)?;
+        let loss = info_nce(
+            &emb.narrow(0, 0, c.pairs)?,
+            &emb.narrow(0, c.pairs, c.pairs)?,
+            scale.as_tensor(),
+            0.1,
+        )?;
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(median(times[1..].to_vec()))
+}
+
+/// Runs the PyTorch baseline script and returns its `RESULT name figure=value` lines.
+pub fn torch_baseline(
+    python: &str,
+    script: &Path,
+    model: &Path,
+    texts: &Path,
+    c: &EncodeBenchConfig,
+    only: &str,
+) -> Result<Vec<(String, f64)>> {
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args([
+            "--model",
+            &model.display().to_string(),
+            "--texts",
+            &texts.display().to_string(),
+        ])
+        .args([
+            "--batch",
+            &c.batch.to_string(),
+            "--max-len",
+            &c.max_len.to_string(),
+        ])
+        .args([
+            "--pairs",
+            &c.pairs.to_string(),
+            "--runs",
+            &c.runs.to_string(),
+            "--threads",
+            &rayon::current_num_threads().to_string(),
+        ])
+        .args(["--only", only])
+        .output()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the baseline script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut res = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // `RESULT torch encode sentences_per_s=83.3`: words, then the first key=value.
+        let Some(rest) = line.strip_prefix("RESULT ") else {
+            continue;
+        };
+        let words: Vec<&str> = rest
+            .split_whitespace()
+            .take_while(|w| !w.contains('='))
+            .collect();
+        let value = rest
+            .split_whitespace()
+            .find_map(|w| w.split_once('='))
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        if let Some(v) = value {
+            res.push((words.join(" "), v));
+        }
+    }
+    Ok(res)
+}
+
+/// Loads the model for the benchmark (max length = the padded length).
+pub fn load(model: &str, max_len: usize) -> Result<SentenceModel> {
+    SentenceModel::load(
+        model,
+        &LoadOptions {
+            max_len: Some(max_len),
+            ..Default::default()
+        },
+    )
+}

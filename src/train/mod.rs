@@ -1,0 +1,4 @@
+//! Contrastive training (SPEC §4–§7).
+
+pub mod adamw;
+pub mod loss;

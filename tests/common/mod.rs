@@ -1,0 +1,87 @@
+//! Helpers shared by integration tests: tiny tokenizers and models built in the test.
+#![allow(dead_code)]
+
+use lecr::model::config::{Arch, EncoderConfig};
+use lecr::model::SentenceModel;
+use std::path::{Path, PathBuf};
+
+/// Words of the tiny word-level vocabulary (after the special tokens).
+pub const WORDS: &[&str] = &[
+    "fractions",
+    "adding",
+    "maths",
+    "grade",
+    "video",
+    "plants",
+    "cells",
+    "energy",
+    "water",
+    "history",
+    "kings",
+    "maps",
+    "rivers",
+    "numbers",
+    "shapes",
+    "circle",
+    "angle",
+    "poem",
+    "story",
+    "music",
+];
+
+/// Writes a word-level `tokenizer.json` (BERT-style `[CLS] … [SEP]` or XLM-R-style `<s> … </s>`).
+pub fn write_tokenizer(dir: &Path, arch: Arch) -> PathBuf {
+    let specials: [&str; 4] = match arch {
+        Arch::Bert => ["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+        Arch::XlmRoberta => ["<s>", "<pad>", "</s>", "<unk>"],
+    };
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in specials.iter().chain(WORDS).enumerate() {
+        vocab.insert(w.to_string(), serde_json::json!(i));
+    }
+    let id = |t: &str| vocab[t].as_u64().unwrap();
+    let (cls, sep, unk) = match arch {
+        Arch::Bert => ("[CLS]", "[SEP]", "[UNK]"),
+        Arch::XlmRoberta => ("<s>", "</s>", "<unk>"),
+    };
+    let post = match arch {
+        Arch::Bert => {
+            serde_json::json!({"type": "BertProcessing", "sep": [sep, id(sep)], "cls": [cls, id(cls)]})
+        }
+        Arch::XlmRoberta => {
+            serde_json::json!({"type": "RobertaProcessing", "sep": [sep, id(sep)], "cls": [cls, id(cls)], "trim_offsets": true, "add_prefix_space": false})
+        }
+    };
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": post,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk}
+    });
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    path
+}
+
+/// A randomly initialised 2-layer model of the given architecture.
+pub fn tiny_model(dir: &Path, arch: Arch, seed: u64) -> SentenceModel {
+    let tok = write_tokenizer(dir, arch);
+    let cfg = EncoderConfig::tiny(arch, 4 + WORDS.len());
+    SentenceModel::random(&cfg, &tok, 32, seed).unwrap()
+}
+
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var("LECR_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} missing: run scripts/fetch-minilm.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
