@@ -10,6 +10,8 @@ pub mod features;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod pipeline;
 pub mod progress;
+pub mod select;
 pub mod text;
 pub mod train;

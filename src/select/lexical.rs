@@ -1,0 +1,147 @@
+//! The lexical baseline: character n-gram TF-IDF cosine within each language (the first
+//! place's candidate generator). Needs no weights; the yardstick neural models must beat.
+//!
+//! Features are hashed 3- to 5-grams of each lower-cased word padded with spaces; IDF is fitted
+//! on the contents of the language being scored; n-grams in more than half of the contents
+//! are dropped (they carry no signal and make the postings lists long); tf is sublinear.
+
+use super::similarity::{BlockScorer, Similarity};
+use anyhow::Result;
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+pub struct LexicalSim {
+    pub topic_texts: Vec<String>,
+    pub content_texts: Vec<String>,
+}
+
+const MIN_N: usize = 3;
+const MAX_N: usize = 5;
+
+/// Hashed n-gram counts of a text.
+fn ngrams(text: &str) -> HashMap<u64, f32> {
+    let mut out = HashMap::new();
+    let lower = text.to_lowercase();
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let chars: Vec<char> = std::iter::once(' ')
+            .chain(word.chars())
+            .chain(std::iter::once(' '))
+            .collect();
+        for n in MIN_N..=MAX_N {
+            if chars.len() < n {
+                break;
+            }
+            for w in chars.windows(n) {
+                // FNV-1a over the code points.
+                let mut h: u64 = 0xcbf29ce484222325 ^ n as u64;
+                for &c in w {
+                    h = (h ^ c as u64).wrapping_mul(0x100000001b3);
+                }
+                *out.entry(h).or_insert(0.0) += 1.0;
+            }
+        }
+    }
+    out
+}
+
+struct LexicalBlock<'a> {
+    sim: &'a LexicalSim,
+    idf: HashMap<u64, (u32, f32)>,
+    /// Postings per feature id: (content position, weight).
+    postings: Vec<Vec<(u32, f32)>>,
+    n: usize,
+}
+
+/// Sublinear tf × idf, L2-normalised, over the known features.
+fn weigh(counts: HashMap<u64, f32>, idf: &HashMap<u64, (u32, f32)>) -> Vec<(u32, f32)> {
+    let mut v: Vec<(u32, f32)> = counts
+        .into_iter()
+        .filter_map(|(h, tf)| idf.get(&h).map(|&(id, w)| (id, (1.0 + tf.ln()) * w)))
+        .collect();
+    let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|(_, w)| *w /= norm);
+    }
+    v
+}
+
+impl Similarity for LexicalSim {
+    fn name(&self) -> String {
+        "lexical".into()
+    }
+    fn against<'a>(&'a self, contents: &[usize]) -> Result<Box<dyn BlockScorer + 'a>> {
+        let counts: Vec<HashMap<u64, f32>> = contents
+            .par_iter()
+            .map(|&c| ngrams(&self.content_texts[c]))
+            .collect();
+        let mut df: HashMap<u64, u32> = HashMap::new();
+        for c in &counts {
+            for h in c.keys() {
+                *df.entry(*h).or_insert(0) += 1;
+            }
+        }
+        let n = contents.len();
+        let max_df = if n >= 20 { n / 2 } else { n };
+        let mut idf = HashMap::new();
+        for (h, d) in df {
+            if (d as usize) <= max_df {
+                let id = idf.len() as u32;
+                idf.insert(h, (id, ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0));
+            }
+        }
+        let mut postings = vec![Vec::new(); idf.len()];
+        let vecs: Vec<Vec<(u32, f32)>> = counts.into_par_iter().map(|c| weigh(c, &idf)).collect();
+        for (pos, v) in vecs.into_iter().enumerate() {
+            for (id, w) in v {
+                postings[id as usize].push((pos as u32, w));
+            }
+        }
+        Ok(Box::new(LexicalBlock {
+            sim: self,
+            idf,
+            postings,
+            n,
+        }))
+    }
+}
+
+impl BlockScorer for LexicalBlock<'_> {
+    fn block(&self, topics: &[usize]) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; topics.len() * self.n];
+        out.par_chunks_mut(self.n.max(1))
+            .zip(topics.par_iter())
+            .for_each(|(row, &t)| {
+                for (id, w) in weigh(ngrams(&self.sim.topic_texts[t]), &self.idf) {
+                    for &(c, wc) in &self.postings[id as usize] {
+                        row[c as usize] += w * wc;
+                    }
+                }
+            });
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_ngrams_score_higher_and_identical_texts_score_one() {
+        let sim = LexicalSim {
+            topic_texts: vec!["adding fractions".into()],
+            content_texts: vec![
+                "adding fractions".into(),
+                "fractional addition".into(),
+                "volcano eruptions".into(),
+            ],
+        };
+        let b = sim.against(&[0, 1, 2]).unwrap();
+        let s = b.block(&[0]).unwrap();
+        assert!((s[0] - 1.0).abs() < 1e-5, "{s:?}");
+        assert!(s[1] > s[2], "{s:?}");
+        assert!(s[2] >= 0.0 && s[1] < 1.0);
+    }
+}
