@@ -151,3 +151,35 @@ pub fn load(model: &str, max_len: usize) -> Result<SentenceModel> {
         },
     )
 }
+
+/// Peak resident memory of this process so far (VmHWM), in MiB; resets the mark after reading
+/// when `reset` is true (Linux; 0 elsewhere).
+pub fn peak_rss_mib(reset: bool) -> f64 {
+    let kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .unwrap_or(0.0);
+    if reset {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    kb / 1024.0
+}
+
+/// Random unit vectors (deterministic), for selection benchmarks.
+pub fn random_unit_rows(n: usize, dim: usize, seed: u64) -> crate::model::Embeddings {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut data = vec![0f32; n * dim];
+    for row in data.chunks_mut(dim) {
+        row.iter_mut().for_each(|v| *v = rng.gen_range(-1.0..1.0));
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    crate::model::Embeddings { dim, data }
+}

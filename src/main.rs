@@ -156,6 +156,25 @@ struct PredictArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Selection and scoring of a validation fold with precomputed random embeddings: blocked
+    /// per-language scoring (lecr) against materialising each language's full matrix.
+    Select {
+        #[arg(long)]
+        data: PathBuf,
+        /// Validation fold (data written by `lecr split`); default: every topic with content.
+        #[arg(long)]
+        fold: Option<i32>,
+        /// Score the topics of sample_submission.csv instead (the prediction-time workload).
+        #[arg(long, conflicts_with = "fold")]
+        sample: bool,
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        #[arg(long, default_value_t = 0.16)]
+        margin: f32,
+        /// Skip the full-matrix baseline.
+        #[arg(long)]
+        no_baseline: bool,
+    },
     /// Inference sentences/s and one InfoNCE training step, against PyTorch when
     /// --torch-python is given (runs ../shared/bench/torch_baseline.py in the same run).
     Encode {
@@ -240,10 +259,13 @@ struct SplitArgs {
 fn main() {
     // Keep freed memory in the process: glibc otherwise maps and unmaps every large tensor
     // buffer, which cost 40% of a training step here (as GLIBC_TUNABLES mmap/trim thresholds).
+    // LECR_SYSTEM_MALLOC=1 keeps glibc's defaults (smaller resident memory for big scoring runs).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    if std::env::var_os("LECR_SYSTEM_MALLOC").is_none() {
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
     }
     // Piping into `head` must end quietly, not panic on a closed stdout.
     #[cfg(unix)]
@@ -280,6 +302,14 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Embed(a) => cmd_embed(a),
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Predict(a) => cmd_predict(a),
+        Cmd::Bench(BenchCmd::Select {
+            data,
+            fold,
+            sample,
+            dim,
+            margin,
+            no_baseline,
+        }) => cmd_bench_select(&data, fold, sample, dim, margin, no_baseline),
         Cmd::Bench(BenchCmd::Encode {
             model,
             texts,
@@ -692,5 +722,74 @@ fn cmd_predict(a: PredictArgs) -> Result<i32> {
         t0.elapsed().as_secs_f64()
     );
     println!("wrote {}", a.out.display());
+    Ok(0)
+}
+
+fn cmd_bench_select(
+    dir: &std::path::Path,
+    fold: Option<i32>,
+    sample: bool,
+    dim: usize,
+    margin: f32,
+    no_baseline: bool,
+) -> Result<i32> {
+    use lecr::select::{evaluate, rank_blocked, similarity::EmbeddingSim, GroupBy, BLOCK_ELEMENTS};
+    let ds = data::load_dataset(dir)?;
+    let with: std::collections::HashSet<usize> = ds.pairs().iter().map(|p| p.0).collect();
+    let topics: Vec<usize> = if sample {
+        ds.sample_topics
+            .iter()
+            .filter_map(|id| ds.topic_index.get(id).copied())
+            .collect()
+    } else {
+        (0..ds.topics.len())
+            .filter(|t| with.contains(t) && fold.is_none_or(|k| ds.topics[*t].fold == Some(k)))
+            .collect()
+    };
+    anyhow::ensure!(
+        !topics.is_empty(),
+        "no topics to score (is the fold column there?)"
+    );
+    let sim = EmbeddingSim {
+        label: "random".into(),
+        topics: lecr::bench::random_unit_rows(ds.topics.len(), dim, 1),
+        topic_row: (0..ds.topics.len() as u32).collect(),
+        contents: lecr::bench::random_unit_rows(ds.contents.len(), dim, 2),
+        content_row: (0..ds.contents.len() as u32).collect(),
+    };
+    let base_mem = lecr::bench::peak_rss_mib(true);
+    println!("bench select: {} topics x {} contents, dim {dim}, margin {margin}; data + embeddings {base_mem:.0} MiB", topics.len(), ds.contents.len());
+    let mut rows = Vec::new();
+    let variants: Vec<(&str, usize)> = if no_baseline {
+        vec![("lecr (blocked)", BLOCK_ELEMENTS)]
+    } else {
+        vec![
+            ("lecr (blocked)", BLOCK_ELEMENTS),
+            ("full matrix per language", usize::MAX),
+        ]
+    };
+    for (name, block) in variants {
+        lecr::bench::peak_rss_mib(true);
+        let t0 = Instant::now();
+        let ranked = rank_blocked(&ds, &topics, &sim, 128, block)?;
+        let rep = evaluate(&ds, &topics, &ranked, margin, 10, GroupBy::Language);
+        let secs = t0.elapsed().as_secs_f64();
+        let peak = lecr::bench::peak_rss_mib(true);
+        rows.push((name, secs, peak, rep.overall.f2));
+    }
+    println!(
+        "{:<26} {:>9} {:>12} {:>10}",
+        "variant", "seconds", "peak MiB", "F2"
+    );
+    for (n, s, m, f) in &rows {
+        println!("{n:<26} {s:>9.2} {m:>12.0} {f:>10.5}");
+    }
+    if rows.len() == 2 {
+        println!(
+            "ratio lecr / full: time {:.2}x, peak memory {:.2}x",
+            rows[0].1 / rows[1].1,
+            rows[0].2 / rows[1].2
+        );
+    }
     Ok(0)
 }

@@ -12,8 +12,8 @@ use rayon::prelude::*;
 use similarity::Similarity;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Similarity values held at once while scoring one block of topics (128 MiB of f32).
-pub const BLOCK_ELEMENTS: usize = 1 << 25;
+/// Similarity values held at once while scoring one block of topics (32 MiB of f32).
+pub const BLOCK_ELEMENTS: usize = 1 << 23;
 
 /// A topic's candidates, best first: (dataset content index, similarity).
 pub type Ranked = Vec<(u32, f32)>;
@@ -30,6 +30,17 @@ pub fn contents_by_language(ds: &Dataset) -> HashMap<&str, Vec<usize>> {
 /// Ranks the contents of each topic's language for `topics` (dataset indices), keeping the
 /// best `r`. Topics whose language has no content get an empty list.
 pub fn rank(ds: &Dataset, topics: &[usize], sim: &dyn Similarity, r: usize) -> Result<Vec<Ranked>> {
+    rank_blocked(ds, topics, sim, r, BLOCK_ELEMENTS)
+}
+
+/// [`rank`] holding at most about `block_elements` similarities at once (at least one row).
+pub fn rank_blocked(
+    ds: &Dataset,
+    topics: &[usize],
+    sim: &dyn Similarity,
+    r: usize,
+    block_elements: usize,
+) -> Result<Vec<Ranked>> {
     let by_lang = contents_by_language(ds);
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (pos, &t) in topics.iter().enumerate() {
@@ -47,7 +58,7 @@ pub fn rank(ds: &Dataset, topics: &[usize], sim: &dyn Similarity, r: usize) -> R
         };
         let scorer = sim.against(contents)?;
         let n = contents.len();
-        let block = (BLOCK_ELEMENTS / n).max(1);
+        let block = (block_elements / n).max(1);
         for chunk in positions.chunks(block) {
             let ts: Vec<usize> = chunk.iter().map(|&p| topics[p]).collect();
             let sims = scorer.block(&ts)?;

@@ -26,6 +26,8 @@ pub fn top_r(row: &[f32], r: usize) -> Vec<(u32, f32)> {
     if r < idx.len() {
         idx.select_nth_unstable_by(r, cmp);
         idx.truncate(r);
+        // Callers keep these lists: do not hold on to a row-sized buffer per topic.
+        idx.shrink_to_fit();
     }
     idx.sort_unstable_by(cmp);
     idx
