@@ -133,7 +133,8 @@ impl CustomOp3 for LayerNormBwd {
             let r = i * h..(i + 1) * h;
             ln_bwd_row(&x[r.clone()], &g[r], gamma, self.eps, d, dg, db)
         };
-        let (dg, db) = dx
+        // Partial sums per fixed chunk, added in chunk order: bitwise reproducible runs.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(per * h)
             .enumerate()
             .map(|(c, chunk)| {
@@ -143,14 +144,12 @@ impl CustomOp3 for LayerNormBwd {
                 }
                 (dg, db)
             })
-            .reduce(
-                || (vec![0f32; h], vec![0f32; h]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
-                    b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
-                    (a, b)
-                },
-            );
+            .collect();
+        let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+        for (a, b) in &partials {
+            dg.iter_mut().zip(a).for_each(|(x, y)| *x += y);
+            db.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
         params[..h].copy_from_slice(&dg);
         params[h..].copy_from_slice(&db);
         Ok((CpuStorage::F32(out), Shape::from((n + 2, h))))

@@ -1,4 +1,7 @@
 //! Contrastive training (SPEC §4–§7).
 
 pub mod adamw;
+pub mod config;
 pub mod loss;
+pub mod sampler;
+pub mod schedule;

@@ -1,0 +1,185 @@
+//! Every training setting in one TOML file (SPEC §7 defaults), overridable with
+//! `--set key=value`. `lecr train --print-config` prints the defaults.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Data folder written by `lecr split` (fold columns), optionally with translated pools.
+    pub data: String,
+    /// Model folder or Hugging Face name.
+    pub model: String,
+    /// `cls` or `mean`; empty: the folder's pooling.
+    pub pooling: String,
+    /// Add a bias-free projection to this many dimensions (0: none).
+    pub projection: usize,
+    pub max_len: usize,
+    /// Pairs per batch (the original used 512 on a GPU).
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub lr_end: f64,
+    pub warmup_epochs: f64,
+    pub power: f64,
+    pub weight_decay: f64,
+    pub label_smoothing: f64,
+    /// Clip every gradient element to ±clip_value (0: off).
+    pub clip_value: f64,
+    /// Batches whose gradients are summed before one optimizer step.
+    pub grad_accumulation: usize,
+    pub dropout: f64,
+    /// Selection margin for validation (SPEC §8).
+    pub margin: f32,
+    pub fold: i32,
+    pub train_on_all: bool,
+    /// Train and validate on these topic languages only (empty: all).
+    pub languages: Vec<String>,
+    /// Translated pools to switch between (SPEC §6), used when their files exist.
+    pub pools: Vec<usize>,
+    /// From this epoch on, pool 0 only.
+    pub switch_until_epoch: usize,
+    pub max_wrong: usize,
+    pub hard_negatives: bool,
+    pub missing_pairs: bool,
+    /// Consecutive rejected pairs that end an epoch's batch building.
+    pub max_rejections: usize,
+    pub seed: u64,
+    /// Run folder (checkpoints, metrics, logs).
+    pub output: String,
+    /// Batch size when embedding for evaluation.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: "out/demo/split".into(),
+            model: "sentence-transformers/LaBSE".into(),
+            pooling: String::new(),
+            projection: 0,
+            max_len: 96,
+            batch_size: 512,
+            epochs: 40,
+            lr: 2e-4,
+            lr_end: 5e-5,
+            warmup_epochs: 2.0,
+            power: 1.5,
+            weight_decay: 0.01,
+            label_smoothing: 0.1,
+            clip_value: 100.0,
+            grad_accumulation: 1,
+            dropout: 0.1,
+            margin: 0.16,
+            fold: 0,
+            train_on_all: false,
+            languages: Vec::new(),
+            pools: vec![1, 2, 3],
+            switch_until_epoch: 36,
+            max_wrong: 128,
+            hard_negatives: true,
+            missing_pairs: true,
+            max_rejections: 512,
+            seed: 42,
+            output: "runs/train".into(),
+            eval_batch_size: 64,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file (or the defaults when `path` is None) and applies `key=value`
+    /// overrides; values are TOML (`lr=1e-4`, `languages=["en","es"]`), bare words are strings.
+    pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Self> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                text.parse()
+                    .with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for s in sets {
+            let (k, v) = s
+                .split_once('=')
+                .with_context(|| format!("--set `{s}`: expected key=value"))?;
+            let k = k.trim();
+            let value: toml::Value = format!("v = {}", v.trim())
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
+            table.insert(k.to_string(), value);
+        }
+        let cfg: TrainConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .with_context(|| match path {
+                    Some(p) => format!("invalid setting in {} or --set", p.display()),
+                    None => "invalid --set".to_string(),
+                })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        anyhow::ensure!(self.batch_size >= 2, "batch_size must be at least 2");
+        anyhow::ensure!(self.epochs >= 1, "epochs must be at least 1");
+        anyhow::ensure!(
+            self.grad_accumulation >= 1,
+            "grad_accumulation must be at least 1"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.dropout),
+            "dropout must be in [0, 1)"
+        );
+        anyhow::ensure!(
+            self.pools.iter().all(|&p| (1..=3).contains(&p)),
+            "pools are among 1, 2, 3"
+        );
+        if !self.pooling.is_empty() {
+            self.pooling.parse::<crate::model::config::Pooling>()?;
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_original_settings_and_sets_override() {
+        let d = TrainConfig::default();
+        assert_eq!(
+            (d.lr, d.lr_end, d.power, d.epochs, d.max_len, d.max_wrong),
+            (2e-4, 5e-5, 1.5, 40, 96, 128)
+        );
+        let c = TrainConfig::load(
+            None,
+            &[
+                "lr=1e-3".into(),
+                "languages=[\"en\",\"es\"]".into(),
+                "model=some/model".into(),
+                "hard_negatives=false".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.lr, 1e-3);
+        assert_eq!(c.languages, vec!["en", "es"]);
+        assert_eq!(c.model, "some/model");
+        assert!(!c.hard_negatives);
+        assert!(TrainConfig::load(None, &["no_such_key=1".into()]).is_err());
+        assert!(TrainConfig::load(None, &["batch_size=1".into()]).is_err());
+        // The printed defaults parse back to the same config.
+        let back: TrainConfig = toml::from_str(&d.to_toml()).unwrap();
+        assert_eq!(back, d);
+    }
+}
