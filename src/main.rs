@@ -33,6 +33,9 @@ enum Cmd {
     /// Embed the topics and contents of a data folder (SPEC §2 texts), or raw texts one per
     /// line, and write the vectors as safetensors with ids and languages beside them.
     Embed(EmbedArgs),
+    /// Fine-tune an encoder with InfoNCE, the hard-negative sampler and language switching
+    /// (SPEC §4–§7), validating on a fold each epoch. Resumable.
+    Train(TrainArgs),
     /// Score a model (or several, ensembled; or saved features; or `--model lexical`) on a
     /// validation fold: F2 / precision / recall per language (SPEC §8), R@k, P@k, MRR.
     Eval(EvalArgs),
@@ -71,6 +74,25 @@ struct EmbedArgs {
     max_len: Option<usize>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// TOML file with the settings (see --print-config for every key and its default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a setting: `--set lr=1e-4 --set languages=["en"]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue the run in this folder after its last finished epoch.
+    #[arg(long, conflicts_with_all = ["config", "sets", "print_config"])]
+    resume: Option<PathBuf>,
+    /// Print the resolved settings (defaults when nothing else is given) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Stop after this many epochs in this invocation (resume later with --resume).
+    #[arg(long)]
+    max_epochs_this_run: Option<usize>,
 }
 
 #[derive(Args)]
@@ -300,6 +322,7 @@ fn run(cli: Cli) -> Result<i32> {
         }) => cmd_check(data, max_problems, strict),
         Cmd::Split(a) => cmd_split(a),
         Cmd::Embed(a) => cmd_embed(a),
+        Cmd::Train(a) => cmd_train(a),
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Predict(a) => cmd_predict(a),
         Cmd::Bench(BenchCmd::Select {
@@ -790,6 +813,45 @@ fn cmd_bench_select(
             rows[0].1 / rows[1].1,
             rows[0].2 / rows[1].2
         );
+    }
+    Ok(0)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<i32> {
+    use lecr::train::{config::TrainConfig, trainer};
+    let opts = trainer::RunOptions {
+        max_epochs_this_run: a.max_epochs_this_run,
+    };
+    let mut t = match &a.resume {
+        Some(run) => trainer::Trainer::resume(run)?,
+        None => {
+            let cfg = TrainConfig::load(a.config.as_deref(), &a.sets)?;
+            if a.print_config {
+                print!("{}", cfg.to_toml());
+                return Ok(0);
+            }
+            trainer::Trainer::new(cfg)?
+        }
+    };
+    let t0 = Instant::now();
+    let done = t.fit(&opts)?;
+    println!(
+        "trained {} epoch(s) in {:.1}s; best validation F2 {:.4} at epoch {}",
+        done.len(),
+        t0.elapsed().as_secs_f64(),
+        t.state.best_f2,
+        t.state.best_epoch
+    );
+    for f in [
+        "best",
+        "last",
+        "config.toml",
+        "train.log",
+        "metrics.csv",
+        "metrics.jsonl",
+        "metrics.svg",
+    ] {
+        println!("wrote {}", t.run.join(f).display());
     }
     Ok(0)
 }

@@ -163,6 +163,40 @@ impl SentenceModel {
         Ok(())
     }
 
+    /// Sets the dropout of hidden states and attention probabilities (training only).
+    pub fn set_dropout(&mut self, p: f64) {
+        self.encoder.cfg.hidden_dropout_prob = p;
+        self.encoder.cfg.attention_probs_dropout_prob = p;
+    }
+
+    /// Overwrites the weights with those of a saved folder of the same architecture.
+    pub fn load_weights_from(&self, dir: &Path) -> Result<()> {
+        let mut tensors = std::collections::HashMap::new();
+        for (file, prefix) in [
+            (dir.join("model.safetensors"), ""),
+            (dir.join("2_Dense/model.safetensors"), "2_Dense."),
+        ] {
+            if !file.exists() {
+                continue;
+            }
+            for (n, t) in candle_core::safetensors::load(&file, &self.device)? {
+                let name = if prefix.is_empty() {
+                    params::canonical(&n).0
+                } else {
+                    format!("{prefix}{n}")
+                };
+                tensors.insert(name, t);
+            }
+        }
+        for (name, var) in &self.params.vars {
+            let t = tensors
+                .get(name)
+                .with_context(|| format!("{}: no weight `{name}`", dir.display()))?;
+            var.set(&t.to_dtype(candle_core::DType::F32)?)?;
+        }
+        Ok(())
+    }
+
     pub fn arch(&self) -> Arch {
         self.encoder.arch
     }

@@ -24,7 +24,7 @@ pub struct Params {
 
 const PREFIXES: &[&str] = &["bert.", "roberta.", "model.", "0.auto_model."];
 
-fn canonical(name: &str) -> (String, &'static str) {
+pub fn canonical(name: &str) -> (String, &'static str) {
     let mut prefix = "";
     let mut n = name;
     for p in PREFIXES {

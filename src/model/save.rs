@@ -43,6 +43,12 @@ impl SentenceModel {
 
     /// Saves the model as a folder at `out` (replacing what is there).
     pub fn save(&self, out: &Path) -> Result<()> {
+        self.save_with(out, |_| Ok(()))
+    }
+
+    /// Saves like [`save`](Self::save); `extra` writes more files into the new folder before
+    /// it replaces `out`, so model and extras change together.
+    pub fn save_with(&self, out: &Path, extra: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let parent = out
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -113,6 +119,7 @@ impl SentenceModel {
             modules.push(serde_json::json!({"idx": i, "name": i.to_string(), "path": path, "type": "sentence_transformers.models.Normalize"}));
         }
         write_json(&dir.join("modules.json"), &modules)?;
+        extra(dir)?;
 
         // Swap the finished folder into place.
         let kept = tmp.keep();

@@ -1,7 +1,7 @@
 //! F2, precision and recall per topic (SPEC §8), ranking metrics, and the per-language /
 //! per-channel report.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
 /// Precision, recall and F2 of one topic's prediction against its ground truth.
@@ -31,7 +31,7 @@ pub struct TopicResult<'a> {
     pub pool: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GroupScore {
     pub group: String,
     pub topics: usize,

@@ -110,11 +110,24 @@ impl AdamW {
 
     /// One update from `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let gs: Vec<Option<Tensor>> = self.vars.iter().map(|v| grads.get(v).cloned()).collect();
+        self.step_with(&gs)
+    }
+
+    /// The gradient of each variable (in `vars()` order) from a backward pass.
+    pub fn collect(&self, grads: &GradStore) -> Vec<Option<Tensor>> {
+        self.vars.iter().map(|v| grads.get(v).cloned()).collect()
+    }
+
+    /// One update from per-variable gradients (e.g. summed over accumulated batches).
+    pub fn step_with(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         self.step += 1;
         let p = self.params;
         let t = self.step as i32;
         for (i, var) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var) else { continue };
+            let Some(g) = grads.get(i).and_then(|g| g.as_ref()) else {
+                continue;
+            };
             let g: Tensor = g.contiguous()?;
             let op = Update {
                 m: Mutex::new(&mut self.m[i]),

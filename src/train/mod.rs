@@ -1,7 +1,9 @@
 //! Contrastive training (SPEC §4–§7).
 
 pub mod adamw;
+pub mod checkpoint;
 pub mod config;
 pub mod loss;
 pub mod sampler;
 pub mod schedule;
+pub mod trainer;

@@ -25,7 +25,7 @@ pub fn pool_for_epoch(epoch: usize, until: usize, pools: &[usize]) -> usize {
         return 0;
     }
     let e = epoch - 1; // the epoch that just finished
-    if e >= until || e % 2 == 0 {
+    if e >= until || e.is_multiple_of(2) {
         return 0;
     }
     pools[((e - 1) / 2) % pools.len()]

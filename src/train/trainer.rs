@@ -1,0 +1,511 @@
+//! The training loop (SPEC §4–§7): per epoch, build batches with the sampler (language pool
+//! by the schedule), run InfoNCE steps, validate on the fold, keep the best checkpoint (reload
+//! it when F2 falls below 0.8 × best), evaluate the training set for the next epoch's hard
+//! negatives, write metrics and a resumable checkpoint.
+//!
+//! Run folder: `config.toml` (resolved settings), `train.log`, `metrics.csv`, `metrics.jsonl`,
+//! `metrics.svg`, `best/` and `last/` (model folders), `checkpoint/` (optimizer, state).
+
+use super::adamw::{AdamW, AdamWParams};
+use super::checkpoint::{self, TrainState};
+use super::config::TrainConfig;
+use super::loss::info_nce;
+use super::sampler::{epoch_batches, Feedback, PairSet, SamplerSettings};
+use super::schedule::{learning_rate, pool_for_epoch};
+use crate::data::{load::load_pool, load_dataset, Dataset};
+use crate::model::{LoadOptions, SentenceModel};
+use crate::select::{self, score::Report, GroupBy};
+use anyhow::{Context, Result};
+use candle_core::{Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of one invocation (not part of the run's settings).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this many epochs in this invocation (a resumable pause).
+    pub max_epochs_this_run: Option<usize>,
+}
+
+/// Metrics of one epoch.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub pool: usize,
+    pub batches: usize,
+    pub pairs: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub val_f2: f64,
+    pub val_precision: f64,
+    pub val_recall: f64,
+    pub seconds: f64,
+    pub pairs_per_s: f64,
+    pub per_language: Vec<crate::select::score::GroupScore>,
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub run: PathBuf,
+    ds: Dataset,
+    pub model: SentenceModel,
+    logit_scale: Var,
+    opt: AdamW,
+    pairs: PairSet,
+    train_topics: Vec<usize>,
+    val_topics: Vec<usize>,
+    /// Topic and content texts per pool (index 0: the original data).
+    topic_texts: Vec<Vec<String>>,
+    content_texts: Vec<Vec<String>>,
+    pools: Vec<usize>,
+    pub state: TrainState,
+}
+
+fn log_line(run: &Path, line: &str) {
+    eprintln!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.join("train.log"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+impl Trainer {
+    /// A new run from settings (the run folder is created; an existing checkpoint is refused).
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
+        let run = PathBuf::from(&cfg.output);
+        anyhow::ensure!(
+            !run.join("checkpoint/state.json").exists(),
+            "{} already holds a run: resume it with `lecr train --resume {}` or choose another output",
+            run.display(),
+            run.display()
+        );
+        std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
+        crate::io::write_atomic(&run.join("config.toml"), |w| {
+            Ok(w.write_all(cfg.to_toml().as_bytes())?)
+        })?;
+        let opts = LoadOptions {
+            max_len: Some(cfg.max_len),
+            pooling: if cfg.pooling.is_empty() {
+                None
+            } else {
+                Some(cfg.pooling.parse()?)
+            },
+            projection_dim: (cfg.projection > 0).then_some(cfg.projection),
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        let model = SentenceModel::load(&cfg.model, &opts)?;
+        let scale = Var::new(&[(1.0f32 / 0.07).ln()], &model.device)?;
+        Self::assemble(cfg, run, model, scale, TrainState::default(), None)
+    }
+
+    /// Continues the run in `run` after its last finished epoch.
+    pub fn resume(run: &Path) -> Result<Self> {
+        let cfg = TrainConfig::load(Some(&run.join("config.toml")), &[])?;
+        let (state, scale_value) = checkpoint::read_state(run)?;
+        let model = SentenceModel::load_folder(
+            &run.join(checkpoint::LAST),
+            &LoadOptions {
+                max_len: Some(cfg.max_len),
+                ..Default::default()
+            },
+        )?;
+        let scale = Var::new(&[scale_value], &model.device)?;
+        let opt_state = checkpoint::read_optimizer(run)?;
+        Self::assemble(cfg, run.to_path_buf(), model, scale, state, Some(opt_state))
+    }
+
+    fn assemble(
+        cfg: TrainConfig,
+        run: PathBuf,
+        mut model: SentenceModel,
+        logit_scale: Var,
+        state: TrainState,
+        opt_state: Option<HashMap<String, Vec<f32>>>,
+    ) -> Result<Self> {
+        model.set_dropout(cfg.dropout);
+        let ds = load_dataset(Path::new(&cfg.data))?;
+        let langs: HashSet<&str> = cfg.languages.iter().map(String::as_str).collect();
+        let keep = |t: usize| langs.is_empty() || langs.contains(ds.topics[t].language.as_str());
+        let with: HashSet<usize> = ds.pairs().iter().map(|p| p.0).collect();
+        if !cfg.train_on_all {
+            anyhow::ensure!(
+                ds.topics.iter().any(|t| t.fold.is_some()),
+                "{}: no fold column; run `lecr split` first or set train_on_all = true",
+                cfg.data
+            );
+        }
+        let is_train = |t: usize| {
+            with.contains(&t)
+                && keep(t)
+                && (cfg.train_on_all || ds.topics[t].fold.is_some_and(|f| f >= 0 && f != cfg.fold))
+        };
+        let train_topics: Vec<usize> = (0..ds.topics.len()).filter(|&t| is_train(t)).collect();
+        let val_topics: Vec<usize> = if cfg.train_on_all {
+            Vec::new()
+        } else {
+            (0..ds.topics.len())
+                .filter(|&t| with.contains(&t) && keep(t) && ds.topics[t].fold == Some(cfg.fold))
+                .collect()
+        };
+        let train_set: HashSet<usize> = train_topics.iter().copied().collect();
+        let pairs = PairSet::new(
+            ds.pairs()
+                .into_iter()
+                .filter(|(t, _)| train_set.contains(t))
+                .collect(),
+        );
+        anyhow::ensure!(pairs.pairs.len() >= 2, "fewer than two training pairs");
+
+        let mut topic_texts = vec![crate::text::topic_texts(&ds.topics)];
+        let mut content_texts = vec![ds
+            .contents
+            .iter()
+            .map(crate::text::content_text)
+            .collect::<Vec<_>>()];
+        let mut pools = Vec::new();
+        for &k in &cfg.pools {
+            if k > ds.pool_count() {
+                continue;
+            }
+            let p = load_pool(&ds.dir, k)?;
+            let tt = crate::text::topic_texts(&p.topics);
+            let by_id: HashMap<&str, usize> = p
+                .topics
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.as_str(), i))
+                .collect();
+            topic_texts.push(
+                ds.topics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        by_id
+                            .get(t.id.as_str())
+                            .map(|&j| tt[j].clone())
+                            .unwrap_or_else(|| topic_texts[0][i].clone())
+                    })
+                    .collect(),
+            );
+            let cid: HashMap<&str, usize> = p
+                .contents
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.as_str(), i))
+                .collect();
+            content_texts.push(
+                ds.contents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        cid.get(c.id.as_str())
+                            .map(|&j| crate::text::content_text(&p.contents[j]))
+                            .unwrap_or_else(|| content_texts[0][i].clone())
+                    })
+                    .collect(),
+            );
+            pools.push(topic_texts.len() - 1);
+        }
+
+        let mut vars = model.vars();
+        vars.push(logit_scale.clone());
+        let mut opt = AdamW::new(
+            vars,
+            AdamWParams {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                clip_value: (cfg.clip_value > 0.0).then_some(cfg.clip_value),
+                ..Default::default()
+            },
+        );
+        if let Some(st) = opt_state {
+            let names = var_names(&model);
+            for (i, n) in names.iter().enumerate() {
+                if let (Some(m), Some(v)) = (st.get(&format!("{n}.m")), st.get(&format!("{n}.v"))) {
+                    anyhow::ensure!(
+                        m.len() == opt.m[i].len(),
+                        "optimizer state for {n} has the wrong size"
+                    );
+                    opt.m[i] = m.clone();
+                    opt.v[i] = v.clone();
+                }
+            }
+            opt.step = state.step as u64;
+        }
+        Ok(Trainer {
+            cfg,
+            run,
+            ds,
+            model,
+            logit_scale,
+            opt,
+            pairs,
+            train_topics,
+            val_topics,
+            topic_texts,
+            content_texts,
+            pools,
+            state,
+        })
+    }
+
+    fn sampler_settings(&self) -> SamplerSettings {
+        SamplerSettings {
+            batch_size: self.cfg.batch_size,
+            max_rejections: self.cfg.max_rejections,
+            max_wrong: self.cfg.max_wrong,
+            hard_negatives: self.cfg.hard_negatives,
+            missing_pairs: self.cfg.missing_pairs,
+        }
+    }
+
+    fn epoch_rng(&self, epoch: usize) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(
+            self.cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )
+    }
+
+    /// Ranks `topics` with the current model (pool 0 texts).
+    fn rank(&self, topics: &[usize]) -> Result<Vec<select::Ranked>> {
+        let langs: HashSet<&str> = topics
+            .iter()
+            .map(|&t| self.ds.topics[t].language.as_str())
+            .collect();
+        let contents: Vec<usize> = (0..self.ds.contents.len())
+            .filter(|&c| langs.contains(self.ds.contents[c].language.as_str()))
+            .collect();
+        let sim = crate::pipeline::model_similarity(
+            &self.ds,
+            &self.model,
+            "model",
+            &self.topic_texts[0],
+            topics,
+            &contents,
+            self.cfg.eval_batch_size,
+        )?;
+        select::rank(
+            &self.ds,
+            topics,
+            sim.as_ref(),
+            select::threshold::MAX_SELECTED,
+        )
+    }
+
+    /// Validation report on the fold (None with train_on_all).
+    pub fn validate(&self) -> Result<Option<Report>> {
+        if self.val_topics.is_empty() {
+            return Ok(None);
+        }
+        let ranked = self.rank(&self.val_topics)?;
+        Ok(Some(select::evaluate(
+            &self.ds,
+            &self.val_topics,
+            &ranked,
+            self.cfg.margin,
+            10,
+            GroupBy::Language,
+        )))
+    }
+
+    /// Wrong and missing pairs of the training topics at the validation margin.
+    fn training_feedback(&self) -> Result<Feedback> {
+        let ranked = self.rank(&self.train_topics)?;
+        let selected = select::select(&ranked, self.cfg.margin);
+        let mut fb = Feedback::default();
+        for (&t, sel) in self.train_topics.iter().zip(&selected) {
+            let truth = &self.pairs.truth[&t];
+            let wrong: Vec<usize> = sel
+                .iter()
+                .map(|&c| c as usize)
+                .filter(|c| !truth.contains(c))
+                .collect();
+            if !wrong.is_empty() {
+                fb.wrong.insert(t, wrong);
+            }
+            let got: HashSet<usize> = sel.iter().map(|&c| c as usize).collect();
+            let mut miss: Vec<usize> = truth.iter().copied().filter(|c| !got.contains(c)).collect();
+            miss.sort();
+            fb.missing.extend(miss.into_iter().map(|c| (t, c)));
+        }
+        Ok(fb)
+    }
+
+    /// Trains until `epochs` (or the per-run limit), returning the metrics of this run's epochs.
+    pub fn fit(&mut self, opts: &RunOptions) -> Result<Vec<EpochMetrics>> {
+        let settings = self.sampler_settings();
+        if self.state.steps_per_epoch == 0 {
+            let n = epoch_batches(&self.pairs, None, &settings, &mut self.epoch_rng(1)).len();
+            self.state.steps_per_epoch = n.div_ceil(self.cfg.grad_accumulation).max(1);
+        }
+        let spe = self.state.steps_per_epoch;
+        let total = spe * self.cfg.epochs;
+        let warmup = (self.cfg.warmup_epochs * spe as f64).round() as usize;
+        log_line(&self.run, &format!(
+            "training {} on {} pairs ({} topics), validating on {} topics; {} pools; {} steps/epoch",
+            self.cfg.model, self.pairs.pairs.len(), self.train_topics.len(), self.val_topics.len(), self.pools.len(), spe
+        ));
+        let mut out = Vec::new();
+        let first = self.state.epochs_done + 1;
+        let last = match opts.max_epochs_this_run {
+            Some(n) => (first + n).saturating_sub(1).min(self.cfg.epochs),
+            None => self.cfg.epochs,
+        };
+        for epoch in first..=last {
+            let t0 = Instant::now();
+            let pool_slot = pool_for_epoch(epoch, self.cfg.switch_until_epoch, &self.pools);
+            let mut rng = self.epoch_rng(epoch);
+            self.model
+                .encoder
+                .dropout()
+                .reseed(self.cfg.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let fb = if epoch >= 2 {
+                self.state.feedback.as_ref()
+            } else {
+                None
+            };
+            let batches = epoch_batches(&self.pairs, fb, &settings, &mut rng);
+            let bar = crate::progress::bar(batches.len() as u64, &format!("epoch {epoch}"));
+            let (mut loss_sum, mut n_pairs) = (0f64, 0usize);
+            let mut acc: Vec<Option<Tensor>> = Vec::new();
+            let mut lr = 0.0;
+            for (bi, batch) in batches.iter().enumerate() {
+                let mut texts: Vec<&str> = batch
+                    .iter()
+                    .map(|&(t, _)| self.topic_texts[pool_slot][t].as_str())
+                    .collect();
+                texts.extend(
+                    batch
+                        .iter()
+                        .map(|&(_, c)| self.content_texts[pool_slot][c].as_str()),
+                );
+                let ids = self.model.tokenizer.encode(&texts)?;
+                let emb = self.model.forward_ids(&ids, None, true)?;
+                let n = batch.len();
+                let loss = info_nce(
+                    &emb.narrow(0, 0, n)?,
+                    &emb.narrow(0, n, n)?,
+                    self.logit_scale.as_tensor(),
+                    self.cfg.label_smoothing,
+                )?;
+                let value = loss.to_scalar::<f32>()? as f64;
+                let loss = (loss / self.cfg.grad_accumulation as f64)?;
+                let grads = self.opt.collect(&loss.backward()?);
+                acc = if acc.is_empty() {
+                    grads
+                } else {
+                    acc.into_iter()
+                        .zip(grads)
+                        .map(|(a, g)| match (a, g) {
+                            (Some(a), Some(g)) => a.add(&g).ok(),
+                            (a, g) => a.or(g),
+                        })
+                        .collect()
+                };
+                if (bi + 1) % self.cfg.grad_accumulation == 0 || bi + 1 == batches.len() {
+                    lr = learning_rate(
+                        self.state.step,
+                        total,
+                        warmup,
+                        self.cfg.lr,
+                        self.cfg.lr_end,
+                        self.cfg.power,
+                    );
+                    self.opt.params.lr = lr;
+                    self.opt.step_with(&acc)?;
+                    acc.clear();
+                    self.state.step += 1;
+                }
+                loss_sum += value * n as f64;
+                n_pairs += n;
+                bar.inc(1);
+                bar.set_prefix(format!(
+                    "loss {:.4} lr {:.2e} {:.1} pairs/s",
+                    loss_sum / n_pairs as f64,
+                    lr,
+                    n_pairs as f64 / t0.elapsed().as_secs_f64()
+                ));
+            }
+            bar.finish_and_clear();
+            let train_secs = t0.elapsed().as_secs_f64();
+            let report = self.validate()?;
+            // −1 stands for "no validation fold" (train_on_all).
+            let f2 = report.as_ref().map(|r| r.overall.f2).unwrap_or(-1.0);
+            // Keep the best; fall back to it after a collapse.
+            let improved =
+                report.is_none() || self.state.best_epoch == 0 || f2 > self.state.best_f2;
+            if improved {
+                self.state.best_f2 = f2;
+                self.state.best_epoch = epoch;
+                self.model.save(&self.run.join("best"))?;
+            } else if f2 < 0.8 * self.state.best_f2 {
+                log_line(&self.run, &format!("epoch {epoch}: F2 {f2:.4} < 0.8 x best {:.4}: reloading the best checkpoint", self.state.best_f2));
+                self.model.load_weights_from(&self.run.join("best"))?;
+            }
+            if epoch < self.cfg.epochs && (self.cfg.hard_negatives || self.cfg.missing_pairs) {
+                self.state.feedback = Some(self.training_feedback()?);
+            }
+            let m = EpochMetrics {
+                epoch,
+                pool: if pool_slot == 0 {
+                    0
+                } else {
+                    self.cfg
+                        .pools
+                        .get(pool_slot - 1)
+                        .copied()
+                        .unwrap_or(pool_slot)
+                },
+                batches: batches.len(),
+                pairs: n_pairs,
+                loss: loss_sum / n_pairs.max(1) as f64,
+                lr,
+                val_f2: f2,
+                val_precision: report.as_ref().map(|r| r.overall.precision).unwrap_or(-1.0),
+                val_recall: report.as_ref().map(|r| r.overall.recall).unwrap_or(-1.0),
+                seconds: t0.elapsed().as_secs_f64(),
+                pairs_per_s: n_pairs as f64 / train_secs,
+                per_language: report
+                    .as_ref()
+                    .map(|r| r.groups.clone())
+                    .unwrap_or_default(),
+            };
+            log_line(&self.run, &format!(
+                "epoch {epoch}/{}: pool {} loss {:.4} lr {:.2e} val F2 {:.4} (P {:.4} R {:.4}) {:.1}s {:.1} pairs/s{}",
+                self.cfg.epochs, m.pool, m.loss, m.lr, m.val_f2, m.val_precision, m.val_recall, m.seconds, m.pairs_per_s,
+                if improved { " *best*" } else { "" }
+            ));
+            if let Some(r) = &report {
+                log_line(&self.run, r.render("language").trim_end());
+            }
+            self.state.epochs_done = epoch;
+            self.state.history.push(m.clone());
+            let scale = self.logit_scale.as_tensor().to_vec1::<f32>()?[0];
+            checkpoint::write(
+                &self.run,
+                &self.model,
+                &self.state,
+                &self.opt,
+                &var_names(&self.model),
+                scale,
+            )?;
+            checkpoint::write_metrics(&self.run, &self.state.history)?;
+            out.push(m);
+        }
+        Ok(out)
+    }
+}
+
+/// Names of the optimizer's variables: the model's, then `logit_scale`.
+fn var_names(model: &SentenceModel) -> Vec<String> {
+    let mut v: Vec<String> = model.params.vars.iter().map(|(n, _)| n.clone()).collect();
+    v.push("logit_scale".into());
+    v
+}
