@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub const LAST: &str = "last";
-const STATE: &str = "trainer_state.json";
+pub const STATE: &str = "trainer_state.json";
 const OPTIMIZER: &str = "optimizer.safetensors";
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

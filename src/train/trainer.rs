@@ -81,7 +81,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig) -> Result<Self> {
         let run = PathBuf::from(&cfg.output);
         anyhow::ensure!(
-            !run.join("checkpoint/state.json").exists(),
+            !run.join(checkpoint::LAST).join(checkpoint::STATE).exists(),
             "{} already holds a run: resume it with `lecr train --resume {}` or choose another output",
             run.display(),
             run.display()

@@ -85,3 +85,37 @@ pub fn minilm_dir() -> PathBuf {
     );
     dir
 }
+
+/// A word-level tokenizer over every word of a data folder (lower-cased), so a tiny model can
+/// learn a generated corpus.
+pub fn corpus_tokenizer(dir: &Path, ds: &lecr::data::Dataset) -> PathBuf {
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "#"].iter().enumerate() {
+        vocab.insert(w.to_string(), serde_json::json!(i));
+    }
+    let texts = lecr::text::topic_texts(&ds.topics)
+        .into_iter()
+        .chain(ds.contents.iter().map(lecr::text::content_text));
+    for t in texts {
+        for w in t
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            let n = vocab.len();
+            vocab.entry(w.to_string()).or_insert(serde_json::json!(n));
+        }
+    }
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    path
+}
