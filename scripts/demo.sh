@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# The main job end to end on the bundled defaults: generate a corpus, check it, split it.
+# The main job end to end on the bundled defaults (a few minutes on 2 cores):
+#   generate a corpus -> check it -> split it into folds -> score the lexical baseline ->
+#   fine-tune all-MiniLM-L6-v2 briefly (English topics, 1 epoch) -> score it -> predict.
 # Outputs go to ${OUT:-out/demo}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/demo}"
+export LECR_NO_PROGRESS="${LECR_NO_PROGRESS:-}"
 cargo build --release --quiet
 bin=target/release/lecr
+model="$(./scripts/fetch-minilm.sh)"
+rm -rf "$out/run"
 $bin synth --out "$out/data" --switch
 $bin data check --data "$out/data" --max-problems 10
 $bin split --data "$out/data" --folds 10 --out "$out/split"
-echo "demo outputs: $out/data (corpus), $out/split (corpus with fold columns)"
+$bin eval --data "$out/split" --fold 0 --model lexical --margins 0.10:0.40:0.05
+$bin train --set data="$out/split" --set model="$model" --set output="$out/run" \
+  --set epochs=1 --set batch_size=32 --set 'languages=["en"]' --set warmup_epochs=0.2
+$bin eval --data "$out/split" --fold 0 --model "$out/run/best" --margin 0.16
+$bin predict --data "$out/split" --model "$out/run/best" --out "$out/submission.csv"
+echo "demo outputs: $out/data (corpus), $out/split (with folds), $out/run (training run), $out/submission.csv"

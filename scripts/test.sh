@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LECR_MINILM="$(./scripts/fetch-minilm.sh)"
 export LECR_MINILM LECR_NO_PROGRESS=1
-cargo test --all-targets "$@"
+cargo test --release --all-targets "$@"
