@@ -1,22 +1,9 @@
 //! Parity with Python sentence-transformers on the real all-MiniLM-L6-v2 folder
 //! (`../shared/fixtures/all-MiniLM-L6-v2.reference.json`), fetched by `scripts/fetch-minilm.sh`.
 
+mod common;
 use lecr::model::{LoadOptions, SentenceModel};
 use std::path::PathBuf;
-
-fn minilm() -> PathBuf {
-    let dir = std::env::var("LECR_MINILM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/all-MiniLM-L6-v2")
-        });
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "{} missing: run scripts/fetch-minilm.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 fn fixture() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,7 +15,11 @@ fn fixture() -> serde_json::Value {
 #[test]
 fn minilm_matches_sentence_transformers() {
     let fx = fixture();
-    let model = SentenceModel::load(minilm().to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let model = SentenceModel::load(
+        common::minilm_dir().to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         model.tokenizer.max_len, 256,
         "max_seq_length from sentence_bert_config.json"

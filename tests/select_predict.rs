@@ -5,7 +5,7 @@ mod common;
 use lecr::data::synth::{generate, SynthConfig};
 use lecr::data::{load_dataset, Dataset};
 use lecr::model::Embeddings;
-use lecr::select::similarity::{EmbeddingSim, Ensemble, Similarity};
+use lecr::select::similarity::{EmbeddingSim, Ensemble};
 use lecr::select::{evaluate, rank, GroupBy};
 use std::collections::{HashMap, HashSet};
 
@@ -256,5 +256,4 @@ fn predict_writes_a_submission_a_strict_reader_accepts() {
     // Features read back equal what was written.
     let back = lecr::features::read(&feats, "topics").unwrap();
     assert_eq!(back.emb, sim.topics);
-    let _ = Similarity::name(&sim);
 }
