@@ -585,6 +585,11 @@ fn parse_margins(s: &str) -> Result<Vec<f32>> {
     Ok((0..=n).map(|i| parts[0] + i as f32 * parts[2]).collect())
 }
 
+/// An f32 setting as the decimal the user typed (0.16, not 0.1599999964).
+fn round6(v: f32) -> f64 {
+    (v as f64 * 1e6).round() / 1e6
+}
+
 fn cmd_eval(a: EvalArgs) -> Result<i32> {
     let t0 = Instant::now();
     let ds = data::load_dataset(&a.data)?;
@@ -630,8 +635,8 @@ fn cmd_eval(a: EvalArgs) -> Result<i32> {
         .unwrap_or(a.margin);
     if a.json {
         let v = serde_json::json!({
-            "source": sim.name(), "fold": a.fold, "topics": topics.len(), "best_margin": best,
-            "reports": reports.iter().map(|(m, r)| serde_json::json!({"margin": m, "report": r})).collect::<Vec<_>>(),
+            "source": sim.name(), "fold": a.fold, "topics": topics.len(), "best_margin": round6(best),
+            "reports": reports.iter().map(|(m, r)| serde_json::json!({"margin": round6(*m), "report": r})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
