@@ -36,6 +36,16 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// GELU of a block, in place (the fused inference dense layer).
+    pub(crate) fn gelu_in_place(y: &mut [f32]) {
+        for o in y.iter_mut() {
+            let v = *o;
+            *o = 0.5 * v * (1.0 + math::erf(v * INV_SQRT2));
+        }
+    }
+}
+
+simd_fn! {
     /// dx = g · (Φ(x) + x φ(x))
     fn gelu_bwd_block(x: &[f32], g: &[f32], dx: &mut [f32]) {
         for ((d, &v), &gg) in dx.iter_mut().zip(x).zip(g) {

@@ -27,6 +27,17 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// The dense layer, fused into one product (and GELU) when no gradient is needed.
+    pub fn forward_t(&self, x: &Tensor, train: bool, gelu: bool) -> candle_core::Result<Tensor> {
+        match (&self.bias, train) {
+            (Some(b), false) => kernels::linear::linear_infer(x, &self.weight, b, gelu),
+            _ if gelu => kernels::gelu(&self.forward(x)?),
+            _ => self.forward(x),
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
@@ -194,7 +205,7 @@ impl Encoder {
             .reshape((bs, len, h))?;
         let mut x = self.dropout.apply(&e.norm.forward(&x)?, drop_h)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &b.mask, &self.dropout, drop_h, drop_a)?;
+            x = layer.forward(&x, &b.mask, &self.dropout, drop_h, drop_a, train)?;
         }
         Ok(x)
     }
@@ -208,22 +219,30 @@ impl Layer {
         dropout: &Dropout,
         drop_h: f64,
         drop_a: f64,
+        train: bool,
     ) -> Result<Tensor> {
-        let a = self.attention.forward(x, mask, dropout, drop_a)?;
+        let a = self.attention.forward(x, mask, dropout, drop_a, train)?;
         let a = self.attention.norm.forward(
             &dropout
-                .apply(&self.attention.output.forward(&a)?, drop_h)?
+                .apply(&self.attention.output.forward_t(&a, train, false)?, drop_h)?
                 .add(x)?,
         )?;
-        let i = kernels::gelu(&self.intermediate.forward(&a)?)?;
-        let o = dropout.apply(&self.output.forward(&i)?, drop_h)?;
+        let i = self.intermediate.forward_t(&a, train, true)?;
+        let o = dropout.apply(&self.output.forward_t(&i, train, false)?, drop_h)?;
         Ok(self.norm.forward(&o.add(&a)?)?)
     }
 }
 
 impl Attention {
     /// Multi-head self-attention up to (not including) the output projection.
-    fn forward(&self, x: &Tensor, mask: &Tensor, dropout: &Dropout, p: f64) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        dropout: &Dropout,
+        p: f64,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let dh = h / self.heads;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
@@ -231,9 +250,9 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let q = split(self.query.forward_t(x, train, false)?)?;
+        let k = split(self.key.forward_t(x, train, false)?)?;
+        let v = split(self.value.forward_t(x, train, false)?)?;
         // Scaling and the key padding mask are fused into the softmax.
         let scores = q.matmul(&k.t()?)?;
         let probs = kernels::masked_softmax(&scores, mask, 1.0 / (dh as f64).sqrt())?;

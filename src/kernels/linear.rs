@@ -1,0 +1,108 @@
+//! Inference-only dense layer: `x Wᵀ + b` in one matrix product (the bias pre-fills the output,
+//! which gemm accumulates into), optionally followed by GELU in the same pass over the output.
+//! Saves the separate bias-add (and GELU) sweeps of the differentiable path; training uses
+//! candle's matmul and the GELU op, which have backward passes.
+
+use super::{f32_slice, for_rows};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+struct LinearInfer {
+    gelu: bool,
+}
+
+impl CustomOp3 for LinearInfer {
+    fn name(&self) -> &'static str {
+        "lecr-linear-infer"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        let b = f32_slice(s3, l3, self.name())?;
+        let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
+        let rows = x.len() / in_dim.max(1);
+        let mut y = vec![0f32; rows * out_dim];
+        for_rows(&mut y, out_dim, |_, r| r.copy_from_slice(b));
+        // SAFETY: the pointers and strides describe the slices above: x is rows × in
+        // (row-major), w is out × in read as its transpose, y is rows × out.
+        unsafe {
+            gemm::gemm(
+                rows,
+                out_dim,
+                in_dim,
+                y.as_mut_ptr(),
+                1,
+                out_dim as isize,
+                true,
+                x.as_ptr(),
+                1,
+                in_dim as isize,
+                w.as_ptr(),
+                in_dim as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        if self.gelu {
+            let dim = 4096.min(y.len().max(1));
+            for_rows(&mut y, dim, |_, r| super::gelu::gelu_in_place(r));
+        }
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("non-empty dims") = out_dim;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+}
+
+/// `x Wᵀ + b` (then GELU when `gelu`), without a backward pass.
+pub fn linear_infer(x: &Tensor, w: &Tensor, b: &Tensor, gelu: bool) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &LinearInfer { gelu })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn matches_matmul_plus_bias_and_gelu() {
+        let d = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 70, 48), &d).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (96, 48), &d).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 96, &d).unwrap();
+        let want = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        for gelu in [false, true] {
+            let got = super::linear_infer(&x, &w, &b, gelu).unwrap();
+            let want = if gelu {
+                want.gelu_erf().unwrap()
+            } else {
+                want.clone()
+            };
+            assert_eq!(got.dims(), &[3, 70, 96]);
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "gelu {gelu}: {diff}");
+        }
+    }
+}
