@@ -49,6 +49,7 @@ pub fn simd_level() -> u8 {
     })
 }
 
+pub mod attention;
 pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;

@@ -253,6 +253,11 @@ impl Attention {
         let q = split(self.query.forward_t(x, train, false)?)?;
         let k = split(self.key.forward_t(x, train, false)?)?;
         let v = split(self.value.forward_t(x, train, false)?)?;
+        if !train {
+            let ctx =
+                kernels::attention::attention_infer(&q, &k, &v, mask, 1.0 / (dh as f64).sqrt())?;
+            return Ok(ctx.transpose(1, 2)?.reshape((b, l, h))?);
+        }
         // Scaling and the key padding mask are fused into the softmax.
         let scores = q.matmul(&k.t()?)?;
         let probs = kernels::masked_softmax(&scores, mask, 1.0 / (dh as f64).sqrt())?;
