@@ -82,8 +82,7 @@ impl CustomOp3 for AttentionInfer {
                     &k[r.clone()],
                     &v[r],
                     keep,
-                    dh,
-                    self.scale,
+                    (dh, self.scale),
                     scores,
                     o,
                 );
