@@ -141,15 +141,32 @@ pub fn torch_baseline(
     Ok(res)
 }
 
-/// Loads the model for the benchmark (max length = the padded length).
-pub fn load(model: &str, max_len: usize) -> Result<SentenceModel> {
+/// Loads the model for the benchmark (max length = the padded length), int8 if asked.
+pub fn load(model: &str, max_len: usize, int8: bool) -> Result<SentenceModel> {
     SentenceModel::load(
         model,
         &LoadOptions {
             max_len: Some(max_len),
+            int8,
             ..Default::default()
         },
     )
+}
+
+/// Smallest and mean cosine between two models' (normalised) embeddings of `texts`.
+pub fn agreement(a: &SentenceModel, b: &SentenceModel, texts: &[String]) -> Result<(f32, f32)> {
+    let ea = a.embed(texts, 64, "agreement")?;
+    let eb = b.embed(texts, 64, "agreement")?;
+    let cos: Vec<f32> = (0..ea.rows())
+        .map(|i| {
+            let (x, y) = (ea.row(i), eb.row(i));
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let n = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt().max(1e-12);
+            dot / (n(x) * n(y))
+        })
+        .collect();
+    let min = cos.iter().copied().fold(1f32, f32::min);
+    Ok((min, cos.iter().sum::<f32>() / cos.len().max(1) as f32))
 }
 
 /// Peak resident memory of this process so far (VmHWM), in MiB; resets the mark after reading

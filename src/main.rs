@@ -36,14 +36,46 @@ enum Cmd {
     /// Fine-tune an encoder with InfoNCE, the hard-negative sampler and language switching
     /// (SPEC §4–§7), validating on a fold each epoch. Resumable.
     Train(TrainArgs),
+    /// Layer-drop distillation (SPEC §9): the student is the teacher with only --layers, trained
+    /// to match the frozen teacher's embeddings and last hidden states on the training sampler's
+    /// batches; same schedule, checkpoints, metrics and resume as `train`.
+    Distill(DistillArgs),
     /// Score a model (or several, ensembled; or saved features; or `--model lexical`) on a
     /// validation fold: F2 / precision / recall per language (SPEC §8), R@k, P@k, MRR.
     Eval(EvalArgs),
     /// Write a Kaggle submission for the topics of sample_submission.csv.
     Predict(PredictArgs),
+    /// Int8 post-training quantization of a model folder's dense layers (SmoothQuant-calibrated,
+    /// per-row weight scales); every --model option accepts the result.
+    Quantize(QuantizeArgs),
     /// Benchmarks, printed as tables with ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// The float model folder (or hub name).
+    #[arg(long)]
+    model: String,
+    /// Where to write the int8 model folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Calibration texts, one per line (default: random vocabulary words, no data needed).
+    #[arg(long, conflicts_with = "data")]
+    calibration_texts: Option<PathBuf>,
+    /// Calibrate on a sample of this data folder's topic and content texts.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// How many calibration texts to use at most.
+    #[arg(long, default_value_t = 512)]
+    calibration_size: usize,
+    /// SmoothQuant migration strength (0 = no smoothing).
+    #[arg(long, default_value_t = lecr::model::quantize::DEFAULT_ALPHA)]
+    alpha: f32,
+    /// Token limit for calibration (default 96 as in SPEC §2).
+    #[arg(long, default_value_t = 96)]
+    max_len: usize,
 }
 
 #[derive(Args)]
@@ -54,6 +86,10 @@ struct ModelArgs {
     /// Pooling, overriding the folder's 1_Pooling/config.json: `cls` or `mean`.
     #[arg(long)]
     pooling: Option<lecr::model::config::Pooling>,
+    /// Quantize a float model to int8 as it loads (calibrated on vocabulary texts); `lecr
+    /// quantize` does it once and saves the result.
+    #[arg(long)]
+    int8: bool,
 }
 
 #[derive(Args)]
@@ -96,6 +132,18 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
+struct DistillArgs {
+    /// The teacher model folder or hub name (frozen).
+    #[arg(long, required_unless_present = "resume")]
+    teacher: Option<String>,
+    /// The teacher's layers the student keeps, e.g. 0,2,4,7,9,11.
+    #[arg(long, value_delimiter = ',', required_unless_present = "resume")]
+    layers: Vec<usize>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Args)]
 struct SourceArgs {
     /// Model folder or hub name; `lexical` for the TF-IDF baseline. Repeat to ensemble.
     #[arg(long = "model")]
@@ -108,6 +156,9 @@ struct SourceArgs {
     max_len: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Quantize float models to int8 as they load (see `lecr quantize`).
+    #[arg(long)]
+    int8: bool,
 }
 
 impl SourceArgs {
@@ -133,6 +184,7 @@ impl SourceArgs {
         lecr::pipeline::EmbedSettings {
             max_len: self.max_len,
             batch_size: self.batch_size,
+            int8: self.int8,
         }
     }
 }
@@ -212,9 +264,16 @@ enum BenchCmd {
         pairs: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Python with torch + transformers (see the header of torch_baseline.py).
+        /// Python with torch + transformers (+ onnx, onnxruntime for the ORT rows; see the
+        /// header of torch_baseline.py).
         #[arg(long)]
         torch_python: Option<String>,
+        /// Figures the baseline script measures (its --only).
+        #[arg(long, default_value = "encode,train-step,ort")]
+        baselines: String,
+        /// Skip the training-step figure (lecr's and the baseline's).
+        #[arg(long)]
+        no_train_step: bool,
         #[arg(long, default_value = "../shared/bench/torch_baseline.py")]
         torch_script: PathBuf,
     },
@@ -322,9 +381,14 @@ fn run(cli: Cli) -> Result<i32> {
         }) => cmd_check(data, max_problems, strict),
         Cmd::Split(a) => cmd_split(a),
         Cmd::Embed(a) => cmd_embed(a),
-        Cmd::Train(a) => cmd_train(a),
+        Cmd::Train(a) => cmd_train(a, None),
+        Cmd::Distill(a) => {
+            let teacher = a.teacher.map(|t| (t, a.layers));
+            cmd_train(a.train, teacher)
+        }
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Predict(a) => cmd_predict(a),
+        Cmd::Quantize(a) => cmd_quantize(a),
         Cmd::Bench(BenchCmd::Select {
             data,
             fold,
@@ -342,6 +406,8 @@ fn run(cli: Cli) -> Result<i32> {
             runs,
             torch_python,
             torch_script,
+            baselines,
+            no_train_step,
         }) => {
             let c = lecr::bench::EncodeBenchConfig {
                 batch,
@@ -349,7 +415,15 @@ fn run(cli: Cli) -> Result<i32> {
                 pairs,
                 runs,
             };
-            cmd_bench_encode(&model, &texts, &c, torch_python.as_deref(), &torch_script)
+            cmd_bench_encode(
+                &model,
+                &texts,
+                &c,
+                torch_python.as_deref(),
+                &torch_script,
+                &baselines,
+                no_train_step,
+            )
         }
     }
 }
@@ -460,6 +534,7 @@ fn cmd_embed(a: EmbedArgs) -> Result<i32> {
     let opts = LoadOptions {
         max_len,
         pooling: a.model.pooling,
+        int8: a.model.int8,
         ..Default::default()
     };
     let model = SentenceModel::load(&a.model.model, &opts)?;
@@ -514,60 +589,159 @@ fn cmd_bench_encode(
     c: &lecr::bench::EncodeBenchConfig,
     torch_python: Option<&str>,
     torch_script: &std::path::Path,
+    baselines: &str,
+    no_train_step: bool,
 ) -> Result<i32> {
     let texts: Vec<String> = read_lines(texts_path)?.into_iter().take(1024).collect();
-    let model = lecr::bench::load(model_spec, c.max_len)?;
+    let model = lecr::bench::load(model_spec, c.max_len, false)?;
     println!(
-        "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads",
+        "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads, int8 kernel {:?}",
         texts.len(),
         c.batch,
         c.max_len,
         c.runs,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        lecr::kernels::int8::Int8Kernel::detect()
     );
+    let float_label = if model.is_int8() {
+        "int8 folder"
+    } else {
+        "f32"
+    };
     let rate = lecr::bench::encode_rate(&model, &texts, c)?;
-    let step = lecr::bench::train_step_time(&model, &texts, c)?;
+    let int8 = if model.is_int8() {
+        None
+    } else {
+        Some(lecr::bench::load(model_spec, c.max_len, true)?)
+    };
+    let int8_rate = int8
+        .as_ref()
+        .map(|m| lecr::bench::encode_rate(m, &texts, c))
+        .transpose()?;
+    let step = if no_train_step || model.is_int8() {
+        None
+    } else {
+        Some(lecr::bench::train_step_time(&model, &texts, c)?)
+    };
     let baseline = match torch_python {
         Some(py) => {
             let dir = lecr::model::hub::resolve_model(model_spec)?;
-            lecr::bench::torch_baseline(py, torch_script, &dir, texts_path, c, "encode,train-step")?
+            let only = if no_train_step {
+                baselines.replace("train-step", "")
+            } else {
+                baselines.to_string()
+            };
+            lecr::bench::torch_baseline(py, torch_script, &dir, texts_path, c, &only)?
         }
         None => Vec::new(),
     };
-    let find = |key: &str| {
-        baseline
-            .iter()
-            .find(|(n, _)| n.contains(key))
-            .map(|(_, v)| *v)
-    };
+    let find = |key: &str| baseline.iter().find(|(n, _)| n == key).map(|(_, v)| *v);
     println!(
-        "{:<28} {:>12} {:>12} {:>8}",
-        "figure", "lecr", "pytorch", "ratio"
+        "{:<30} {:>10}   {:<22} {:>10} {:>8}",
+        "figure", "lecr", "baseline", "value", "ratio"
     );
-    let row = |name: &str, ours: f64, theirs: Option<f64>, better: &str| match theirs {
+    let row = |name: &str, ours: f64, base: &str, better: &str| match find(base) {
         Some(t) => println!(
-            "{name:<28} {ours:>12.3} {t:>12.3} {:>7.2}x  ({better})",
+            "{name:<30} {ours:>10.3}   {base:<22} {t:>10.3} {:>7.2}x  ({better})",
             ours / t
         ),
-        None => println!("{name:<28} {ours:>12.3} {:>12} {:>8}", "-", "-"),
+        None => println!(
+            "{name:<30} {ours:>10.3}   {:<22} {:>10} {:>8}",
+            "-", "-", "-"
+        ),
     };
-    row(
-        "encode sentences/s",
-        rate,
-        find("encode"),
-        "higher is better",
-    );
-    row(
-        &format!("train step s ({} pairs)", c.pairs),
-        step,
-        find("train-step"),
-        "lower is better",
-    );
-    for (n, v) in &baseline {
-        if !n.contains("encode") && !n.contains("train-step") {
-            println!("{n:<28} {:>12} {v:>12.3}", "-");
-        }
+    let enc = format!("encode sentences/s ({float_label})");
+    row(&enc, rate, "torch encode", "higher is better");
+    if find("ort-fp32 encode").is_some() {
+        row(&enc, rate, "ort-fp32 encode", "higher is better");
     }
+    if let Some(r) = int8_rate {
+        row(
+            "encode sentences/s (int8)",
+            r,
+            "ort-int8 encode",
+            "higher is better",
+        );
+        println!(
+            "{:<30} {:>9.2}x   (same run)",
+            "int8 / f32 encode",
+            r / rate
+        );
+    }
+    if let Some(step) = step {
+        row(
+            &format!("train step s ({} pairs)", c.pairs),
+            step,
+            "torch train-step",
+            "lower is better",
+        );
+    }
+    if let Some(q) = &int8 {
+        let (min, mean) = lecr::bench::agreement(&model, q, &texts)?;
+        println!(
+            "int8 vs f32 embeddings over the {} texts: min cosine {min:.5}, mean {mean:.5}",
+            texts.len()
+        );
+    }
+    Ok(0)
+}
+
+fn cmd_quantize(a: QuantizeArgs) -> Result<i32> {
+    use lecr::model::{quantize, LoadOptions, SentenceModel};
+    let t0 = Instant::now();
+    let opts = LoadOptions {
+        max_len: Some(a.max_len),
+        ..Default::default()
+    };
+    let float = SentenceModel::load(&a.model, &opts)?;
+    anyhow::ensure!(
+        !float.is_int8(),
+        "{} is already int8-quantized: give the float model",
+        a.model
+    );
+    let texts: Vec<String> = match (&a.calibration_texts, &a.data) {
+        (Some(p), _) => read_lines(p)?,
+        (None, Some(dir)) => {
+            let ds = data::load_dataset(dir)?;
+            let mut t = lecr::text::topic_texts(&ds.topics);
+            t.extend(ds.contents.iter().map(lecr::text::content_text));
+            t
+        }
+        (None, None) => quantize::vocabulary_texts(&float, a.calibration_size, 0x5eed),
+    };
+    // An even spread over the file, at most --calibration-size texts.
+    let step = texts.len().div_ceil(a.calibration_size.max(1)).max(1);
+    let texts: Vec<String> = texts.into_iter().step_by(step).collect();
+    anyhow::ensure!(!texts.is_empty(), "no calibration texts");
+    let mut model = SentenceModel::load(&a.model, &opts)?;
+    let calib = model.calibrate(&texts, 32, a.alpha)?;
+    model.quantize(&calib)?;
+    // How close the int8 model stays to the float one on the calibration texts.
+    let check: Vec<String> = texts.iter().take(256).cloned().collect();
+    let (min, mean) = lecr::bench::agreement(&float, &model, &check)?;
+    model.save(&a.out)?;
+    let size =
+        |d: &std::path::Path| std::fs::metadata(d.join("model.safetensors")).map(|m| m.len());
+    let src = lecr::model::hub::resolve_model(&a.model)?;
+    println!(
+        "quantized {} dense layers to int8 ({} calibration texts, alpha {}) in {:.1}s",
+        model.params.int8.len(),
+        texts.len(),
+        a.alpha,
+        t0.elapsed().as_secs_f64()
+    );
+    if let (Ok(f), Ok(q)) = (size(&src), size(&a.out)) {
+        println!(
+            "model.safetensors: {:.1} MiB -> {:.1} MiB",
+            f as f64 / 1048576.0,
+            q as f64 / 1048576.0
+        );
+    }
+    println!(
+        "cosine to the float model over {} of the calibration texts: min {min:.5}, mean {mean:.5}",
+        check.len()
+    );
+    println!("wrote {}", a.out.display());
     Ok(0)
 }
 
@@ -822,7 +996,8 @@ fn cmd_bench_select(
     Ok(0)
 }
 
-fn cmd_train(a: TrainArgs) -> Result<i32> {
+/// `train`, or `distill` when `teacher` (model, layers to keep) is given.
+fn cmd_train(a: TrainArgs, teacher: Option<(String, Vec<usize>)>) -> Result<i32> {
     use lecr::train::{config::TrainConfig, trainer};
     let opts = trainer::RunOptions {
         max_epochs_this_run: a.max_epochs_this_run,
@@ -830,7 +1005,13 @@ fn cmd_train(a: TrainArgs) -> Result<i32> {
     let mut t = match &a.resume {
         Some(run) => trainer::Trainer::resume(run)?,
         None => {
-            let cfg = TrainConfig::load(a.config.as_deref(), &a.sets)?;
+            let mut cfg = TrainConfig::load(a.config.as_deref(), &a.sets)?;
+            if let Some((model, layers)) = teacher {
+                cfg.model = model.clone();
+                cfg.teacher = model;
+                cfg.student_layers = layers;
+                cfg.check()?;
+            }
             if a.print_config {
                 print!("{}", cfg.to_toml());
                 return Ok(0);

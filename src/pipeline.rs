@@ -37,6 +37,8 @@ impl Source {
 pub struct EmbedSettings {
     pub max_len: usize,
     pub batch_size: usize,
+    /// Quantize float models to int8 as they load.
+    pub int8: bool,
 }
 
 impl Default for EmbedSettings {
@@ -44,6 +46,7 @@ impl Default for EmbedSettings {
         EmbedSettings {
             max_len: 96,
             batch_size: 64,
+            int8: false,
         }
     }
 }
@@ -79,6 +82,7 @@ pub fn similarity(
                     spec,
                     &LoadOptions {
                         max_len: Some(s.max_len),
+                        int8: s.int8,
                         ..Default::default()
                     },
                 )?;

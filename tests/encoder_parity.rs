@@ -24,6 +24,18 @@ fn minilm_matches_sentence_transformers() {
         model.tokenizer.max_len, 256,
         "max_seq_length from sentence_bert_config.json"
     );
+    let (worst_cos, worst_abs) = compare(&model, &fx, 0.9999, 1e-4);
+    eprintln!("parity: min cosine {worst_cos:.7}, max abs diff {worst_abs:.2e}");
+}
+
+/// Embeds the fixture's texts and checks each against the reference; returns the smallest
+/// cosine and the largest absolute difference.
+fn compare(
+    model: &SentenceModel,
+    fx: &serde_json::Value,
+    min_cos: f64,
+    max_diff: f64,
+) -> (f64, f64) {
     let items = fx["items"].as_array().unwrap();
     let texts: Vec<String> = items
         .iter()
@@ -53,8 +65,54 @@ fn minilm_matches_sentence_transformers() {
             .fold(0.0, f64::max);
         worst_cos = worst_cos.min(cos);
         worst_abs = worst_abs.max(max_abs);
-        assert!(cos >= 0.9999, "item {i}: cosine {cos}");
-        assert!(max_abs <= 1e-4, "item {i}: max abs diff {max_abs}");
+        assert!(cos >= min_cos, "item {i}: cosine {cos}");
+        assert!(max_abs <= max_diff, "item {i}: max abs diff {max_abs}");
     }
-    eprintln!("parity: min cosine {worst_cos:.7}, max abs diff {worst_abs:.2e}");
+    (worst_cos, worst_abs)
+}
+
+/// Int8 (quantized at load, and saved + reloaded as a quantized folder) stays within cosine
+/// 0.99 of the reference float embeddings.
+#[test]
+fn minilm_int8_stays_close_to_sentence_transformers() {
+    let fx = fixture();
+    let spec = common::minilm_dir();
+    let opts = LoadOptions {
+        int8: true,
+        ..Default::default()
+    };
+    let model = SentenceModel::load(spec.to_str().unwrap(), &opts).unwrap();
+    assert!(model.is_int8());
+    // 6 layers × (query, key, value, attention output, intermediate, output).
+    assert_eq!(model.params.int8.len(), 36);
+    let (cos, diff) = compare(&model, &fx, 0.99, 1.0);
+    eprintln!("int8 at load: min cosine {cos:.5}, max abs diff {diff:.2e}");
+    // Not bit-equal to float: the quantization really happened.
+    assert!(diff > 1e-4, "int8 embeddings equal the float ones ({diff})");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8");
+    model.save(&out).unwrap();
+    assert!(out.join("quantization.json").exists());
+    let reloaded = SentenceModel::load(out.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    assert!(reloaded.is_int8());
+    let a = model
+        .embed(&["an int8 round trip".to_string()], 1, "a")
+        .unwrap();
+    let b = reloaded
+        .embed(&["an int8 round trip".to_string()], 1, "b")
+        .unwrap();
+    assert_eq!(a, b, "a saved int8 folder reloads to the same model");
+    // Int8 weights take a quarter of the float file's dense-layer bytes.
+    let size = |p: &std::path::Path| {
+        std::fs::metadata(p.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&out) * 10 < size(&spec) * 7,
+        "{} vs {}",
+        size(&out),
+        size(&spec)
+    );
 }

@@ -52,6 +52,7 @@ pub fn simd_level() -> u8 {
 pub mod attention;
 pub mod dropout;
 pub mod gelu;
+pub mod int8;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;

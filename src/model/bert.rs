@@ -6,32 +6,81 @@
 //! `intermediate.dense`, `output.{dense,LayerNorm}`.
 
 use super::config::{Arch, EncoderConfig};
-use super::params::Params;
+use super::params::{LinearWeight, Params};
 use crate::kernels::{self, Dropout};
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor, D};
+use std::sync::{Arc, Mutex};
 
 /// A dense layer `x Wᵀ + b` over the last dimension.
 #[derive(Clone)]
 pub struct Linear {
-    pub weight: Tensor,
+    /// Canonical name (`encoder.layer.0.attention.self.query`); the weight is `{name}.weight`.
+    pub name: String,
+    pub weight: LinearWeight,
     pub bias: Option<Tensor>,
+    /// Collects the largest magnitude of each input feature (int8 calibration).
+    pub observer: Option<Arc<Mutex<Vec<f32>>>>,
 }
 
 impl Linear {
     fn load(p: &mut Params, name: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
         Ok(Linear {
-            weight: p.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
+            name: name.to_string(),
+            weight: p.linear(name, out_dim, in_dim)?,
             bias: Some(p.get(&format!("{name}.bias"), &[out_dim])?),
+            observer: None,
         })
     }
-}
 
-impl Linear {
+    /// A float layer.
+    pub fn float(name: &str, weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear {
+            name: name.to_string(),
+            weight: LinearWeight::Float(weight),
+            bias,
+            observer: None,
+        }
+    }
+
+    fn observe(&self, x: &Tensor) -> candle_core::Result<()> {
+        if let Some(obs) = &self.observer {
+            let d = self.in_dim();
+            let amax = x.abs()?.reshape(((), d))?.max(0)?.to_vec1::<f32>()?;
+            let mut o = obs.lock().expect("observer lock");
+            o.resize(d, 0.0);
+            for (a, b) in o.iter_mut().zip(amax) {
+                *a = a.max(b);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn out_dim(&self) -> usize {
+        match &self.weight {
+            LinearWeight::Float(w) => w.dims()[0],
+            LinearWeight::Int8(q) => q.out_dim,
+        }
+    }
+
+    pub fn in_dim(&self) -> usize {
+        match &self.weight {
+            LinearWeight::Float(w) => w.dims()[1],
+            LinearWeight::Int8(q) => q.in_dim,
+        }
+    }
+
     /// The dense layer, fused into one product (and GELU) when no gradient is needed.
     pub fn forward_t(&self, x: &Tensor, train: bool, gelu: bool) -> candle_core::Result<Tensor> {
-        match (&self.bias, train) {
-            (Some(b), false) => kernels::linear::linear_infer(x, &self.weight, b, gelu),
+        self.observe(x)?;
+        match (&self.weight, &self.bias, train) {
+            (LinearWeight::Int8(_), _, true) => candle_core::bail!(
+                "an int8-quantized model is for inference only: train the float model, then quantize"
+            ),
+            (LinearWeight::Int8(q), b, false) => kernels::int8::linear_int8(x, q, b.as_ref(), gelu),
+            (LinearWeight::Float(w), Some(b), false) => {
+                kernels::linear::linear_infer(x, w, b, gelu)
+            }
             _ if gelu => kernels::gelu(&self.forward(x)?),
             _ => self.forward(x),
         }
@@ -40,16 +89,20 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let w = match &self.weight {
+            LinearWeight::Float(w) => w,
+            LinearWeight::Int8(_) => return self.forward_t(x, false, false),
+        };
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let mut out = dims;
-        *out.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
+        *out.last_mut().expect("non-empty dims") = w.dim(0)?;
         y.reshape(out)
     }
 }
@@ -175,6 +228,23 @@ impl Encoder {
             layers: out_layers,
             dropout: Dropout::new(0x1ec7),
         })
+    }
+
+    /// Every dense layer of the transformer, in order.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.attention.query,
+                    &mut l.attention.key,
+                    &mut l.attention.value,
+                    &mut l.attention.output,
+                    &mut l.intermediate,
+                    &mut l.output,
+                ]
+            })
+            .collect()
     }
 
     pub fn dropout(&self) -> &Dropout {

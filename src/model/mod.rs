@@ -6,6 +6,7 @@ pub mod bert;
 pub mod config;
 pub mod hub;
 pub mod params;
+pub mod quantize;
 pub mod save;
 pub mod tokenize;
 
@@ -27,6 +28,8 @@ pub struct LoadOptions {
     pub projection_dim: Option<usize>,
     /// Keep only these transformer layers (distillation students).
     pub layers: Option<Vec<usize>>,
+    /// Quantize the encoder's dense layers to int8 as they load (inference only).
+    pub int8: bool,
     pub seed: u64,
 }
 
@@ -45,6 +48,14 @@ pub struct SentenceModel {
     pub source_dir: Option<PathBuf>,
     /// The original `config.json`, kept field for field when saving.
     pub config_json: serde_json::Value,
+}
+
+/// One forward pass: padding mask (`B × L`, 1.0 for tokens), last hidden states (`B × L × H`)
+/// and the model's output embeddings (`B × dim`).
+pub struct Forward {
+    pub mask: Tensor,
+    pub hidden: Tensor,
+    pub embeddings: Tensor,
 }
 
 /// Embeddings of many texts: `rows × dim`, row-major.
@@ -120,6 +131,9 @@ impl SentenceModel {
                 m.add_projection(d, opts.seed)?;
             }
         }
+        if opts.int8 && !m.is_int8() {
+            quantize::calibrate_and_quantize(&mut m, None, quantize::DEFAULT_ALPHA)?;
+        }
         Ok(m)
     }
 
@@ -156,10 +170,7 @@ impl SentenceModel {
         for (n, v) in p.vars {
             self.params.vars.push((format!("2_Dense.{n}"), v));
         }
-        self.projection = Some(Linear {
-            weight: w,
-            bias: None,
-        });
+        self.projection = Some(Linear::float("2_Dense.linear", w, None));
         Ok(())
     }
 
@@ -204,9 +215,14 @@ impl SentenceModel {
     /// Output dimension.
     pub fn dim(&self) -> usize {
         match &self.projection {
-            Some(p) => p.weight.dims()[0],
+            Some(p) => p.out_dim(),
             None => self.encoder.cfg.hidden_size,
         }
+    }
+
+    /// Whether the encoder's dense layers are int8 (an inference-only model).
+    pub fn is_int8(&self) -> bool {
+        !self.params.int8.is_empty()
     }
 
     /// Every trainable variable.
@@ -221,22 +237,37 @@ impl SentenceModel {
         pad_to: Option<usize>,
         train: bool,
     ) -> Result<Tensor> {
+        Ok(self.forward_full(seqs, pad_to, train)?.embeddings)
+    }
+
+    /// The batch, its last hidden states and its embeddings (what distillation compares).
+    pub fn forward_full(
+        &self,
+        seqs: &[Vec<u32>],
+        pad_to: Option<usize>,
+        train: bool,
+    ) -> Result<Forward> {
         let batch = make_batch(self.arch(), seqs, self.pad_id, pad_to, &self.device)?;
-        let h = self.encoder.forward(&batch, train)?;
+        let hidden = self.encoder.forward(&batch, train)?;
         let pooled = match self.pooling {
-            Pooling::Mean => mean_pool(&h, &batch.mask)?,
-            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => mean_pool(&hidden, &batch.mask)?,
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
         };
         let pooled = match &self.projection {
             Some(p) if self.projection_tanh => p.forward(&pooled)?.tanh()?,
             Some(p) => p.forward(&pooled)?,
             None => pooled,
         };
-        if self.normalize {
-            l2_normalize(&pooled)
+        let embeddings = if self.normalize {
+            l2_normalize(&pooled)?
         } else {
-            Ok(pooled)
-        }
+            pooled
+        };
+        Ok(Forward {
+            mask: batch.mask,
+            hidden,
+            embeddings,
+        })
     }
 
     /// Embeds texts in order, batching by token length ("smart batching").
@@ -320,7 +351,7 @@ fn load_dense(dir: &Path, device: &Device, params: &mut Params) -> Result<Option
     for (n, v) in p.vars {
         params.vars.push((format!("2_Dense.{n}"), v));
     }
-    Ok(Some((Linear { weight, bias }, tanh)))
+    Ok(Some((Linear::float("2_Dense.linear", weight, bias), tanh)))
 }
 
 /// Rows divided by their L2 norm.

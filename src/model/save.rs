@@ -5,9 +5,9 @@
 
 use super::config::PoolingConfig;
 use super::SentenceModel;
+use crate::kernels::int8::QuantizedMatrix;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Tokenizer and sentence-transformers files copied unchanged from the source folder.
@@ -19,6 +19,22 @@ const COPIED: &[&str] = &[
     "sentencepiece.bpe.model",
     "config_sentence_transformers.json",
 ];
+
+/// Written beside an int8 model's weights: what the I8 tensors mean.
+pub const QUANTIZATION_FILE: &str = "quantization.json";
+
+fn quantization_note(int8: &[(String, QuantizedMatrix)]) -> serde_json::Value {
+    serde_json::json!({
+        "format": "lecr-int8",
+        "version": 1,
+        "weights": "int8, symmetric, one scale per output row: W[n, k] = weight[n, k] * weight_scale[n] / weight_smooth[k]",
+        "scales": format!("`<name>{}` (F32, one per output row) beside each I8 `<name>`", super::params::SCALE_SUFFIX),
+        "smoothing": format!("optional `<name>{}` (F32, one per input; SmoothQuant): inputs are divided by it before they are quantized; absent = ones", super::params::SMOOTH_SUFFIX),
+        "activations": "quantized at run time to int8, symmetric, one scale per token",
+        "float": "embeddings, layer norms, biases, pooling and any 2_Dense projection",
+        "layers": int8.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    })
+}
 
 /// Tensors by the names they are saved under.
 pub type NamedTensors = Vec<(String, Tensor)>;
@@ -60,7 +76,17 @@ impl SentenceModel {
             .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
         let dir = tmp.path();
         let (enc, dense) = self.named_tensors();
-        write_safetensors(&dir.join("model.safetensors"), &enc)?;
+        let prefix = &self.params.prefix;
+        let int8: Vec<(String, QuantizedMatrix)> = self
+            .params
+            .int8
+            .iter()
+            .map(|(n, q)| (format!("{prefix}{n}"), q.unpack()))
+            .collect();
+        write_stored(&dir.join("model.safetensors"), &enc, &int8)?;
+        if !int8.is_empty() {
+            write_json(&dir.join(QUANTIZATION_FILE), &quantization_note(&int8))?;
+        }
 
         let mut cfg = self.config_json.clone();
         cfg["num_hidden_layers"] = serde_json::json!(self.encoder.cfg.num_hidden_layers);
@@ -98,7 +124,7 @@ impl SentenceModel {
         if let Some(p) = &self.projection {
             let d = dir.join("2_Dense");
             std::fs::create_dir_all(&d)?;
-            let (out_f, in_f) = p.weight.dims2()?;
+            let (out_f, in_f) = (p.out_dim(), p.in_dim());
             let act = if self.projection_tanh {
                 "torch.nn.modules.activation.Tanh"
             } else {
@@ -150,69 +176,96 @@ pub fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
     })
 }
 
-/// Writes f32 tensors as safetensors.
+/// Writes tensors as safetensors (f32, except i64 and u32 which keep their type).
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_stored(path, tensors, &[])
+}
+
+/// Writes float tensors and int8 weights (`name` as I8, `name_scale` as F32 beside it).
+fn write_stored(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    int8: &[(String, QuantizedMatrix)],
+) -> Result<()> {
     use candle_core::DType;
-    let mut map: HashMap<String, Tensor> = HashMap::new();
+    let mut stored: Vec<(String, Stored)> = Vec::new();
     for (n, t) in tensors {
-        let t = match t.dtype() {
-            DType::F32 | DType::I64 | DType::U32 => t.clone(),
-            _ => t.to_dtype(DType::F32)?,
+        let shape = t.dims().to_vec();
+        let t = t.flatten_all()?;
+        let (dtype, data) = match t.dtype() {
+            DType::I64 => (safetensors::Dtype::I64, le_bytes(t.to_vec1::<i64>()?)),
+            DType::U32 => (safetensors::Dtype::U32, le_bytes(t.to_vec1::<u32>()?)),
+            _ => (
+                safetensors::Dtype::F32,
+                le_bytes(t.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            ),
         };
-        map.insert(n.clone(), t);
+        stored.push((n.clone(), Stored { dtype, shape, data }));
     }
-    let bytes = safetensors::serialize(
-        map.iter()
-            .map(|(n, t)| (n.clone(), TensorView(t.clone())))
-            .collect::<Vec<_>>(),
-        None,
-    )?;
+    for (n, q) in int8 {
+        let data = q.values.iter().map(|&v| v as u8).collect();
+        let shape = vec![q.rows, q.cols];
+        let dtype = safetensors::Dtype::I8;
+        stored.push((n.clone(), Stored { dtype, shape, data }));
+        let (dtype, shape, data) = (
+            safetensors::Dtype::F32,
+            vec![q.rows],
+            le_bytes(q.scales.clone()),
+        );
+        let name = format!("{n}{}", super::params::SCALE_SUFFIX);
+        stored.push((name, Stored { dtype, shape, data }));
+        if let Some(s) = &q.smooth {
+            let (shape, data) = (vec![q.cols], le_bytes(s.clone()));
+            let name = format!("{n}{}", super::params::SMOOTH_SUFFIX);
+            stored.push((name, Stored { dtype, shape, data }));
+        }
+    }
+    let bytes = safetensors::serialize(stored, None)?;
     crate::io::write_atomic(path, |w| {
         w.write_all(&bytes)?;
         Ok(())
     })
 }
 
-/// Adapter from a candle tensor to safetensors' view trait.
-struct TensorView(Tensor);
-
-impl safetensors::View for TensorView {
-    fn dtype(&self) -> safetensors::Dtype {
-        match self.0.dtype() {
-            candle_core::DType::I64 => safetensors::Dtype::I64,
-            candle_core::DType::U32 => safetensors::Dtype::U32,
-            _ => safetensors::Dtype::F32,
+/// Little-endian bytes of numbers (safetensors' byte order).
+trait LeBytes: Copy {
+    fn put(self, out: &mut Vec<u8>);
+}
+macro_rules! le_bytes_impl {
+    ($($t:ty),*) => {$(impl LeBytes for $t {
+        fn put(self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
         }
+    })*};
+}
+le_bytes_impl!(f32, i64, u32);
+
+fn le_bytes<T: LeBytes>(v: Vec<T>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * std::mem::size_of::<T>());
+    for x in v {
+        x.put(&mut out);
+    }
+    out
+}
+
+/// One tensor ready to serialise.
+struct Stored {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for Stored {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
     }
     fn shape(&self) -> &[usize] {
-        self.0.dims()
+        &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        let t = self.0.flatten_all().expect("flatten");
-        let bytes: Vec<u8> = match t.dtype() {
-            candle_core::DType::F32 => t
-                .to_vec1::<f32>()
-                .expect("f32")
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            candle_core::DType::I64 => t
-                .to_vec1::<i64>()
-                .expect("i64")
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            candle_core::DType::U32 => t
-                .to_vec1::<u32>()
-                .expect("u32")
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            other => unreachable!("write_safetensors converts {other:?} to f32 first"),
-        };
-        std::borrow::Cow::Owned(bytes)
+        std::borrow::Cow::Borrowed(&self.data)
     }
     fn data_len(&self) -> usize {
-        self.0.elem_count() * self.0.dtype().size_in_bytes()
+        self.data.len()
     }
 }

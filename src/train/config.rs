@@ -51,6 +51,14 @@ pub struct TrainConfig {
     pub output: String,
     /// Batch size when embedding for evaluation.
     pub eval_batch_size: usize,
+    /// Distillation (`lecr distill`): the frozen teacher model; empty for normal training.
+    /// The student starts as the teacher with only `student_layers`, and learns to match the
+    /// teacher's embeddings and last hidden states instead of the InfoNCE loss (SPEC §9).
+    pub teacher: String,
+    /// The teacher's layers the student keeps, in order (e.g. [0, 2, 4, 7, 9, 11]).
+    pub student_layers: Vec<usize>,
+    /// Distillation loss weights: topic embeddings, content embeddings, masked hidden states.
+    pub distill_weights: [f64; 3],
 }
 
 impl Default for TrainConfig {
@@ -85,6 +93,9 @@ impl Default for TrainConfig {
             seed: 42,
             output: "runs/train".into(),
             eval_batch_size: 64,
+            teacher: String::new(),
+            student_layers: Vec::new(),
+            distill_weights: [0.25, 0.25, 0.5],
         }
     }
 }
@@ -143,6 +154,20 @@ impl TrainConfig {
         if !self.pooling.is_empty() {
             self.pooling.parse::<crate::model::config::Pooling>()?;
         }
+        anyhow::ensure!(
+            self.teacher.is_empty() || !self.student_layers.is_empty(),
+            "distillation needs student_layers (the teacher's layers to keep)"
+        );
+        anyhow::ensure!(
+            self.student_layers.windows(2).all(|w| w[0] < w[1]),
+            "student_layers must be increasing and without repeats: {:?}",
+            self.student_layers
+        );
+        anyhow::ensure!(
+            self.distill_weights.iter().all(|w| *w >= 0.0)
+                && self.distill_weights.iter().sum::<f64>() > 0.0,
+            "distill_weights must be non-negative and not all zero"
+        );
         Ok(())
     }
 

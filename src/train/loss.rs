@@ -1,4 +1,5 @@
-//! Symmetric InfoNCE with a learnable temperature and label smoothing (SPEC §5).
+//! Symmetric InfoNCE with a learnable temperature and label smoothing (SPEC §5), and the
+//! layer-drop distillation loss (SPEC §9).
 
 use anyhow::Result;
 use candle_core::{Tensor, D};
@@ -41,6 +42,59 @@ pub fn info_nce(
     let a = diagonal_cross_entropy(&logits, eps)?;
     let b = diagonal_cross_entropy(&logits.t()?.contiguous()?, eps)?;
     Ok(((a + b)? * 0.5)?)
+}
+
+/// Weights of the distillation loss terms: topic embeddings, content embeddings, masked last
+/// hidden states (SPEC §9).
+#[derive(Debug, Clone, Copy)]
+pub struct DistillWeights {
+    pub topics: f64,
+    pub contents: f64,
+    pub hidden: f64,
+}
+
+impl Default for DistillWeights {
+    fn default() -> Self {
+        DistillWeights {
+            topics: 0.25,
+            contents: 0.25,
+            hidden: 0.5,
+        }
+    }
+}
+
+/// Mean squared error over all elements.
+pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(a.sub(b)?.sqr()?.mean_all()?)
+}
+
+/// Mean squared error of hidden states (`B × L × H`) over real tokens only (`mask` `B × L`,
+/// 1.0 for tokens): Σ mask·(a − b)² / (tokens · H).
+pub fn masked_mse(a: &Tensor, b: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let h = a.dim(D::Minus1)? as f64;
+    let tokens = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    let sq = a
+        .sub(b)?
+        .sqr()?
+        .broadcast_mul(&mask.unsqueeze(D::Minus1)?)?;
+    Ok((sq.sum_all()? / (tokens * h))?)
+}
+
+/// The distillation loss of a batch whose first `n` rows are topics and the rest contents:
+/// `w.topics · MSE(topic embeddings) + w.contents · MSE(content embeddings)
+///  + w.hidden · masked MSE(last hidden states)`, student against a frozen teacher.
+pub fn distill_loss(
+    student: &crate::model::Forward,
+    teacher: &crate::model::Forward,
+    n: usize,
+    w: DistillWeights,
+) -> Result<Tensor> {
+    let (s, t) = (&student.embeddings, &teacher.embeddings);
+    let rest = s.dim(0)? - n;
+    let topics = mse(&s.narrow(0, 0, n)?, &t.narrow(0, 0, n)?.detach())?;
+    let contents = mse(&s.narrow(0, n, rest)?, &t.narrow(0, n, rest)?.detach())?;
+    let hidden = masked_mse(&student.hidden, &teacher.hidden.detach(), &student.mask)?;
+    Ok(((topics * w.topics)? + (contents * w.contents)?)?.add(&(hidden * w.hidden)?)?)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use super::adamw::{AdamW, AdamWParams};
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
-use super::loss::info_nce;
+use super::loss::{distill_loss, info_nce, DistillWeights};
 use super::sampler::{epoch_batches, Feedback, PairSet, SamplerSettings};
 use super::schedule::{learning_rate, pool_for_epoch};
 use crate::data::{load::load_pool, load_dataset, Dataset};
@@ -53,6 +53,8 @@ pub struct Trainer {
     pub run: PathBuf,
     ds: Dataset,
     pub model: SentenceModel,
+    /// The frozen teacher when distilling.
+    teacher: Option<SentenceModel>,
     logit_scale: Var,
     opt: AdamW,
     pairs: PairSet,
@@ -90,6 +92,7 @@ impl Trainer {
         crate::io::write_atomic(&run.join("config.toml"), |w| {
             Ok(w.write_all(cfg.to_toml().as_bytes())?)
         })?;
+        let distilling = !cfg.teacher.is_empty();
         let opts = LoadOptions {
             max_len: Some(cfg.max_len),
             pooling: if cfg.pooling.is_empty() {
@@ -97,11 +100,14 @@ impl Trainer {
             } else {
                 Some(cfg.pooling.parse()?)
             },
-            projection_dim: (cfg.projection > 0).then_some(cfg.projection),
+            // A student keeps the teacher's head as it is.
+            projection_dim: (cfg.projection > 0 && !distilling).then_some(cfg.projection),
+            layers: distilling.then(|| cfg.student_layers.clone()),
             seed: cfg.seed,
             ..Default::default()
         };
-        let model = SentenceModel::load(&cfg.model, &opts)?;
+        let source = if distilling { &cfg.teacher } else { &cfg.model };
+        let model = SentenceModel::load(source, &opts)?;
         let scale = Var::new(&[(1.0f32 / 0.07).ln()], &model.device)?;
         Self::assemble(cfg, run, model, scale, TrainState::default(), None)
     }
@@ -130,7 +136,34 @@ impl Trainer {
         state: TrainState,
         opt_state: Option<HashMap<String, Vec<f32>>>,
     ) -> Result<Self> {
+        anyhow::ensure!(
+            !model.is_int8(),
+            "{}: an int8-quantized model cannot be trained; train or distil the float model, then `lecr quantize`",
+            cfg.model
+        );
         model.set_dropout(cfg.dropout);
+        let teacher = if cfg.teacher.is_empty() {
+            None
+        } else {
+            // Frozen and without dropout: only its inference path runs.
+            let t = SentenceModel::load(
+                &cfg.teacher,
+                &LoadOptions {
+                    max_len: Some(cfg.max_len),
+                    pooling: Some(model.pooling),
+                    ..Default::default()
+                },
+            )?;
+            anyhow::ensure!(
+                t.tokenizer.inner().get_vocab_size(true)
+                    == model.tokenizer.inner().get_vocab_size(true)
+                    && t.encoder.cfg.hidden_size == model.encoder.cfg.hidden_size
+                    && t.dim() == model.dim(),
+                "the student and the teacher {} must share tokenizer, hidden size and output size",
+                cfg.teacher
+            );
+            Some(t)
+        };
         let ds = load_dataset(Path::new(&cfg.data))?;
         let langs: HashSet<&str> = cfg.languages.iter().map(String::as_str).collect();
         let keep = |t: usize| langs.is_empty() || langs.contains(ds.topics[t].language.as_str());
@@ -245,6 +278,7 @@ impl Trainer {
             run,
             ds,
             model,
+            teacher,
             logit_scale,
             opt,
             pairs,
@@ -348,10 +382,25 @@ impl Trainer {
         let spe = self.state.steps_per_epoch;
         let total = spe * self.cfg.epochs;
         let warmup = (self.cfg.warmup_epochs * spe as f64).round() as usize;
-        log_line(&self.run, &format!(
-            "training {} on {} pairs ({} topics), validating on {} topics; {} pools; {} steps/epoch",
-            self.cfg.model, self.pairs.pairs.len(), self.train_topics.len(), self.val_topics.len(), self.pools.len(), spe
-        ));
+        let what = if self.cfg.teacher.is_empty() {
+            format!("training {}", self.cfg.model)
+        } else {
+            format!(
+                "distilling {} into its layers {:?}",
+                self.cfg.teacher, self.cfg.student_layers
+            )
+        };
+        log_line(
+            &self.run,
+            &format!(
+                "{what} on {} pairs ({} topics), validating on {} topics; {} pools; {} steps/epoch",
+                self.pairs.pairs.len(),
+                self.train_topics.len(),
+                self.val_topics.len(),
+                self.pools.len(),
+                spe
+            ),
+        );
         let mut out = Vec::new();
         let first = self.state.epochs_done + 1;
         let last = match opts.max_epochs_this_run {
@@ -387,14 +436,29 @@ impl Trainer {
                         .map(|&(_, c)| self.content_texts[pool_slot][c].as_str()),
                 );
                 let ids = self.model.tokenizer.encode(&texts)?;
-                let emb = self.model.forward_ids(&ids, None, true)?;
                 let n = batch.len();
-                let loss = info_nce(
-                    &emb.narrow(0, 0, n)?,
-                    &emb.narrow(0, n, n)?,
-                    self.logit_scale.as_tensor(),
-                    self.cfg.label_smoothing,
-                )?;
+                let loss = match &self.teacher {
+                    Some(teacher) => {
+                        let student = self.model.forward_full(&ids, None, true)?;
+                        let target = teacher.forward_full(&ids, None, false)?;
+                        let [t, c, h] = self.cfg.distill_weights;
+                        let w = DistillWeights {
+                            topics: t,
+                            contents: c,
+                            hidden: h,
+                        };
+                        distill_loss(&student, &target, n, w)?
+                    }
+                    None => {
+                        let emb = self.model.forward_ids(&ids, None, true)?;
+                        info_nce(
+                            &emb.narrow(0, 0, n)?,
+                            &emb.narrow(0, n, n)?,
+                            self.logit_scale.as_tensor(),
+                            self.cfg.label_smoothing,
+                        )?
+                    }
+                };
                 let value = loss.to_scalar::<f32>()? as f64;
                 let loss = (loss / self.cfg.grad_accumulation as f64)?;
                 let grads = self.opt.collect(&loss.backward()?);

@@ -1,0 +1,678 @@
+//! Int8 matrix products for quantized dense layers (`lecr quantize`).
+//!
+//! Weights are quantized once, symmetric with one scale per output row:
+//! `w ≈ s_w[n] · q_w[n, k]`, `q_w ∈ [-127, 127]`. Activations are quantized on the fly, one
+//! scale and zero point per input row (per token), covering the row's own range:
+//! `x ≈ s_x[m] · (q_x[m, k] − z[m])`, `q_x ∈ [-128, 127]` (asymmetric, because GELU outputs and
+//! many hidden features are far from symmetric). The product `Σ_k q_x q_w` is accumulated
+//! exactly in i32 and scaled back: `y = s_x s_w · (Σ q_x q_w − z Σ_k q_w) + b`.
+//!
+//! The fast path uses AVX-512 VNNI (`vpdpbusd`: 16 lanes × 4 products of u8 × i8 per
+//! instruction). That instruction wants one unsigned operand, so the packed weights are stored
+//! as `q_w + 128` and the excess `128 · Σ_k q_x[m, k]` is subtracted from each accumulator.
+//! Without VNNI a scalar kernel computes the same integers, so both paths give equal results.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Rows of activations per micro-tile.
+const MR: usize = 8;
+/// Output columns per packed panel (one 512-bit register of i32).
+const NR: usize = 16;
+/// Rows of activations per parallel task.
+const TASK_ROWS: usize = 64;
+
+/// A weight matrix `rows × cols` (row-major) in int8 with one scale per row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+    /// Per-input smoothing `s[k]` (SmoothQuant): the values hold `W · diag(s)` and inputs are
+    /// divided by `s` before they are quantized, which moves activation outliers into the
+    /// weights where per-row scales absorb them. `None`: all ones.
+    pub smooth: Option<Vec<f32>>,
+}
+
+impl QuantizedMatrix {
+    /// Symmetric per-row quantization: each row's largest magnitude maps to ±127.
+    pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(w.len(), rows * cols, "quantize: matrix size");
+        let mut values = vec![0i8; rows * cols];
+        let mut scales = vec![0f32; rows];
+        for ((row, q), s) in w
+            .chunks(cols.max(1))
+            .zip(values.chunks_mut(cols.max(1)))
+            .zip(scales.iter_mut())
+        {
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if amax > 0.0 && amax.is_finite() {
+                *s = amax / 127.0;
+                let inv = 127.0 / amax;
+                for (q, &v) in q.iter_mut().zip(row) {
+                    *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+                }
+            }
+        }
+        QuantizedMatrix {
+            rows,
+            cols,
+            values,
+            scales,
+            smooth: None,
+        }
+    }
+
+    /// Quantizes `W · diag(smooth)`; the product then divides its inputs by `smooth`.
+    pub fn quantize_smoothed(w: &[f32], rows: usize, cols: usize, smooth: &[f32]) -> Self {
+        assert_eq!(smooth.len(), cols, "quantize: smoothing size");
+        let scaled: Vec<f32> = w
+            .chunks(cols.max(1))
+            .flat_map(|r| r.iter().zip(smooth).map(|(v, s)| v * s))
+            .collect();
+        let mut q = Self::quantize(&scaled, rows, cols);
+        q.smooth = Some(smooth.to_vec());
+        q
+    }
+
+    /// The float matrix these values stand for (smoothing undone).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let ones = vec![1f32; self.cols];
+        let smooth = self.smooth.as_deref().unwrap_or(&ones);
+        self.values
+            .chunks(self.cols.max(1))
+            .zip(&self.scales)
+            .flat_map(|(r, &s)| r.iter().zip(smooth).map(move |(&q, &k)| q as f32 * s / k))
+            .collect()
+    }
+}
+
+/// Which kernel runs the products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX-512 VNNI (`vpdpbusd`).
+    Vnni,
+    /// Portable integer loops.
+    Scalar,
+}
+
+impl Int8Kernel {
+    /// The best kernel this CPU runs (checked once). `LECR_INT8_SCALAR=1` forces the scalar one.
+    pub fn detect() -> Self {
+        static K: std::sync::OnceLock<Int8Kernel> = std::sync::OnceLock::new();
+        *K.get_or_init(|| {
+            if std::env::var_os("LECR_INT8_SCALAR").is_some_and(|v| v == "1") {
+                return Int8Kernel::Scalar;
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    return Int8Kernel::Vnni;
+                }
+            }
+            Int8Kernel::Scalar
+        })
+    }
+}
+
+/// A quantized weight matrix packed for the kernels: panels of 16 output rows; within a panel,
+/// for each group of 4 inputs, 16 × 4 bytes (`q_w + 128`). Inputs are padded to a multiple of 4
+/// and outputs to a multiple of 16 with zero weights.
+#[derive(Debug, Clone)]
+pub struct PackedInt8 {
+    pub out_dim: usize,
+    pub in_dim: usize,
+    /// `in_dim` rounded up to a multiple of 4.
+    k4: usize,
+    data: Vec<u8>,
+    /// Per output row (padded with zeros to whole panels).
+    scales: Vec<f32>,
+    /// `Σ_k q_w[n, k]` per output row (padded): the zero-point correction.
+    wsum: Vec<i32>,
+    /// Per input, `1 / smooth[k]`, applied while quantizing the activations.
+    smooth: Option<Vec<f32>>,
+    inv_smooth: Option<Vec<f32>>,
+}
+
+impl PackedInt8 {
+    pub fn pack(m: &QuantizedMatrix) -> Self {
+        let k4 = m.cols.div_ceil(4) * 4;
+        let panels = m.rows.div_ceil(NR);
+        let mut data = vec![128u8; panels * NR * k4];
+        for n in 0..m.rows {
+            let (p, c) = (n / NR, n % NR);
+            for k in 0..m.cols {
+                let at = p * NR * k4 + (k / 4) * NR * 4 + c * 4 + k % 4;
+                data[at] = (m.values[n * m.cols + k] as i16 + 128) as u8;
+            }
+        }
+        let mut scales = m.scales.clone();
+        scales.resize(panels * NR, 0.0);
+        let mut wsum: Vec<i32> = m
+            .values
+            .chunks(m.cols.max(1))
+            .map(|r| r.iter().map(|&v| v as i32).sum())
+            .collect();
+        wsum.resize(panels * NR, 0);
+        PackedInt8 {
+            wsum,
+            out_dim: m.rows,
+            in_dim: m.cols,
+            k4,
+            data,
+            scales,
+            smooth: m.smooth.clone(),
+            inv_smooth: m
+                .smooth
+                .as_ref()
+                .map(|s| s.iter().map(|v| 1.0 / v).collect()),
+        }
+    }
+
+    /// The quantized matrix back (for saving).
+    pub fn unpack(&self) -> QuantizedMatrix {
+        let mut values = vec![0i8; self.out_dim * self.in_dim];
+        for n in 0..self.out_dim {
+            for k in 0..self.in_dim {
+                values[n * self.in_dim + k] = (self.byte(n, k) as i16 - 128) as i8;
+            }
+        }
+        QuantizedMatrix {
+            rows: self.out_dim,
+            cols: self.in_dim,
+            values,
+            scales: self.scales[..self.out_dim].to_vec(),
+            smooth: self.smooth.clone(),
+        }
+    }
+
+    fn panel_len(&self) -> usize {
+        NR * self.k4
+    }
+
+    fn byte(&self, n: usize, k: usize) -> u8 {
+        self.data[(n / NR) * self.panel_len() + (k / 4) * NR * 4 + (n % NR) * 4 + k % 4]
+    }
+
+    /// Bytes held (weights and scales).
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() + 4 * self.scales.len()
+    }
+}
+
+/// Activations quantized per row: `rows` padded to whole micro-tiles with zero rows, each row
+/// `k4` long (zero-padded).
+pub struct QuantizedActs {
+    pub rows: usize,
+    k4: usize,
+    data: Vec<i8>,
+    scales: Vec<f32>,
+    /// Zero point per row.
+    zeros: Vec<i32>,
+    /// `128 · Σ_k q[m, k]`: the excess the unsigned weight offset adds to each product.
+    offsets: Vec<i32>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `x` (`rows × cols`, row-major) with one symmetric scale per row, for `w`
+    /// (whose smoothing divides the inputs first).
+    pub fn for_weight(x: &[f32], w: &PackedInt8) -> Self {
+        Self::quantize_mul(x, w.in_dim, w.inv_smooth.as_deref())
+    }
+
+    /// Quantizes `x` (`rows × cols`, row-major) with one symmetric scale per row.
+    pub fn quantize(x: &[f32], cols: usize) -> Self {
+        Self::quantize_mul(x, cols, None)
+    }
+
+    /// Like [`quantize`](Self::quantize), multiplying column `k` by `mul[k]` first.
+    fn quantize_mul(x: &[f32], cols: usize, mul: Option<&[f32]>) -> Self {
+        let rows = x.len() / cols.max(1);
+        let k4 = cols.div_ceil(4) * 4;
+        let padded = rows.div_ceil(MR) * MR;
+        let mut data = vec![0i8; padded * k4];
+        let mut scales = vec![0f32; padded];
+        let mut offsets = vec![0i32; padded];
+        let mut zeros = vec![0i32; padded];
+        data.par_chunks_mut(TASK_ROWS * k4)
+            .zip(scales.par_chunks_mut(TASK_ROWS))
+            .zip(offsets.par_chunks_mut(TASK_ROWS))
+            .zip(zeros.par_chunks_mut(TASK_ROWS))
+            .enumerate()
+            .for_each(|(t, (((q, s), o), z))| {
+                let rows_here = q.chunks_mut(k4).zip(s).zip(o).zip(z);
+                for (i, (((qr, s), o), z)) in rows_here.enumerate() {
+                    let r = t * TASK_ROWS + i;
+                    if r < rows {
+                        let row = quantize_row(&x[r * cols..(r + 1) * cols], mul, qr);
+                        *s = row.scale;
+                        *o = 128 * row.sum;
+                        *z = row.zero;
+                    }
+                }
+            });
+        QuantizedActs {
+            rows,
+            k4,
+            data,
+            scales,
+            zeros,
+            offsets,
+        }
+    }
+}
+
+/// How one activation row was quantized.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowQuant {
+    scale: f32,
+    zero: i32,
+    /// `Σ_k q[k]`.
+    sum: i32,
+}
+
+simd_fn! {
+    /// One row to int8 over its own range (which always includes 0, so zeros stay exact);
+    /// rounds half to even, as the vector conversion does.
+    fn quantize_row_into(x: &[f32], q: &mut [i8], out: &mut RowQuant) {
+        let (lo, hi) = x
+            .iter()
+            .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let scale = (hi - lo) / 255.0;
+        if !(scale > 0.0 && scale.is_finite()) {
+            *out = RowQuant::default();
+            return;
+        }
+        let inv = 1.0 / scale;
+        let zero = (-128.0 - lo * inv).round_ties_even().clamp(-128.0, 127.0);
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(x) {
+            let r = ((v * inv).round_ties_even() + zero).clamp(-128.0, 127.0) as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        *out = RowQuant {
+            scale,
+            zero: zero as i32,
+            sum,
+        };
+    }
+}
+
+simd_fn! {
+    fn mul_into(x: &[f32], m: &[f32], out: &mut [f32]) {
+        for ((o, a), b) in out.iter_mut().zip(x).zip(m) {
+            *o = a * b;
+        }
+    }
+}
+
+fn quantize_row(x: &[f32], mul: Option<&[f32]>, q: &mut [i8]) -> RowQuant {
+    let mut out = RowQuant::default();
+    match mul {
+        Some(m) => {
+            let mut tmp = vec![0f32; x.len()];
+            mul_into(x, m, &mut tmp);
+            quantize_row_into(&tmp, q, &mut out);
+        }
+        None => quantize_row_into(x, q, &mut out),
+    }
+    out
+}
+
+/// `y = dequant(acts × packedᵀ) + bias`, `y` is `acts.rows × out_dim` row-major.
+pub fn matmul(
+    acts: &QuantizedActs,
+    w: &PackedInt8,
+    bias: Option<&[f32]>,
+    kernel: Int8Kernel,
+    y: &mut [f32],
+) {
+    let n = w.out_dim;
+    assert_eq!(acts.k4, w.k4, "int8 matmul: inner dimensions differ");
+    assert_eq!(y.len(), acts.rows * n, "int8 matmul: output size");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "int8 matmul: bias size");
+    }
+    if n == 0 || acts.rows == 0 {
+        return;
+    }
+    y.par_chunks_mut(TASK_ROWS * n)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let r0 = t * TASK_ROWS;
+            let rows = out.len() / n;
+            let tile = Tile {
+                acts,
+                w,
+                bias,
+                r0,
+                rows,
+            };
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Vnni` is only chosen when the CPU has these features (or by a test
+                // that checked them).
+                Int8Kernel::Vnni => unsafe { vnni::task(&tile, out) },
+                _ => scalar_task(&tile, out),
+            }
+        });
+}
+
+/// One task's share: activation rows `r0 .. r0 + rows` against all of `w`.
+struct Tile<'a> {
+    acts: &'a QuantizedActs,
+    w: &'a PackedInt8,
+    bias: Option<&'a [f32]>,
+    r0: usize,
+    rows: usize,
+}
+
+fn scalar_task(t: &Tile, out: &mut [f32]) {
+    let (a, w) = (t.acts, t.w);
+    let n = w.out_dim;
+    for i in 0..t.rows {
+        let r = t.r0 + i;
+        let x = &a.data[r * a.k4..(r + 1) * a.k4];
+        for c in 0..n {
+            let panel = &w.data[(c / NR) * w.panel_len()..];
+            let mut acc = 0i32;
+            for (g, xs) in x.chunks_exact(4).enumerate() {
+                let wb = &panel[g * NR * 4 + (c % NR) * 4..][..4];
+                for (&xv, &wv) in xs.iter().zip(wb) {
+                    acc += xv as i32 * wv as i32;
+                }
+            }
+            let acc = acc - a.offsets[r] - a.zeros[r] * w.wsum[c];
+            let v = acc as f32 * (a.scales[r] * w.scales[c]);
+            out[i * n + c] = v + t.bias.map_or(0.0, |b| b[c]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{Tile, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Micro-tiles of `MR` rows × `NB` panels over the task's rows and all panels.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn task(t: &Tile, out: &mut [f32]) {
+        let panels = t.w.out_dim.div_ceil(NR);
+        let mut p = 0;
+        while p < panels {
+            let nb = (panels - p).min(3);
+            let mut i = 0;
+            while i < t.rows {
+                match nb {
+                    3 => micro::<3>(t, out, i, p),
+                    2 => micro::<2>(t, out, i, p),
+                    _ => micro::<1>(t, out, i, p),
+                }
+                i += MR;
+            }
+            p += nb;
+        }
+    }
+
+    /// Rows `i .. i + MR` of the task × panels `p .. p + NB`, scaled, biased and stored.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn micro<const NB: usize>(t: &Tile, out: &mut [f32], i: usize, p: usize) {
+        let (a, w) = (t.acts, t.w);
+        let k4 = a.k4;
+        let r0 = t.r0 + i;
+        // SAFETY (whole body): activations are padded to whole micro-tiles and panels to
+        // whole 16-column groups, so every read below stays inside `a.data` / `w.data`;
+        // stores are masked to the valid rows and columns of `out`.
+        let xa = a.data.as_ptr().add(r0 * k4);
+        let wp = w.data.as_ptr().add(p * w.panel_len());
+        let mut acc = [[_mm512_setzero_si512(); NB]; MR];
+        for g in 0..k4 / 4 {
+            let mut wv = [_mm512_setzero_si512(); NB];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(wp.add(j * w.panel_len() + g * NR * 4) as *const _);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_epi32((xa.add(r * k4 + g * 4) as *const i32).read_unaligned());
+                for (acc, &wv) in row.iter_mut().zip(&wv) {
+                    *acc = _mm512_dpbusd_epi32(*acc, wv, xb);
+                }
+            }
+        }
+        let n = w.out_dim;
+        let rows = (t.rows - i).min(MR);
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            let m = r0 + r;
+            let off = _mm512_set1_epi32(a.offsets[m]);
+            let zero = _mm512_set1_epi32(a.zeros[m]);
+            let xs = _mm512_set1_ps(a.scales[m]);
+            let dst = out.as_mut_ptr().add((i + r) * n);
+            for (j, &acc) in row.iter().enumerate() {
+                let c0 = (p + j) * NR;
+                let valid = n.saturating_sub(c0).min(NR);
+                let mask: __mmask16 = if valid == NR {
+                    0xffff
+                } else {
+                    (1u16 << valid) - 1
+                };
+                let s = _mm512_mul_ps(xs, _mm512_loadu_ps(w.scales.as_ptr().add(c0)));
+                let corr = _mm512_mullo_epi32(
+                    zero,
+                    _mm512_loadu_si512(w.wsum.as_ptr().add(c0) as *const _),
+                );
+                let acc = _mm512_sub_epi32(acc, _mm512_add_epi32(off, corr));
+                let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
+                if let Some(b) = t.bias {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0)));
+                }
+                _mm512_mask_storeu_ps(dst.add(c0), mask, v);
+            }
+        }
+    }
+}
+
+/// The inference dense layer with int8 weights: `x` is quantized per row, multiplied by `w`,
+/// scaled back, biased (and passed through GELU when `gelu`). No backward pass.
+pub fn linear_int8(
+    x: &Tensor,
+    w: &Arc<PackedInt8>,
+    bias: Option<&Tensor>,
+    gelu: bool,
+) -> candle_core::Result<Tensor> {
+    let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+    x.contiguous()?.apply_op1_no_bwd(&LinearInt8 {
+        w: w.clone(),
+        bias,
+        gelu,
+    })
+}
+
+struct LinearInt8 {
+    w: Arc<PackedInt8>,
+    bias: Option<Vec<f32>>,
+    gelu: bool,
+}
+
+impl CustomOp1 for LinearInt8 {
+    fn name(&self) -> &'static str {
+        "lecr-linear-int8"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = super::f32_slice(s, l, self.name())?;
+        let dims = l.dims();
+        let in_dim = *dims.last().unwrap_or(&0);
+        if in_dim != self.w.in_dim {
+            candle_core::bail!(
+                "int8 linear: input has {in_dim} features, the layer expects {}",
+                self.w.in_dim
+            );
+        }
+        let acts = QuantizedActs::for_weight(x, &self.w);
+        let mut y = vec![0f32; acts.rows * self.w.out_dim];
+        matmul(
+            &acts,
+            &self.w,
+            self.bias.as_deref(),
+            Int8Kernel::detect(),
+            &mut y,
+        );
+        if self.gelu {
+            let dim = 4096.min(y.len().max(1));
+            super::for_rows(&mut y, dim, |_, r| super::gelu::gelu_in_place(r));
+        }
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("non-empty dims") = self.w.out_dim;
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
+    }
+
+    /// The integer product written out directly from the definitions.
+    fn reference(x: &[f32], w: &QuantizedMatrix, bias: &[f32]) -> Vec<f32> {
+        let k = w.cols;
+        let rows = x.len() / k;
+        let mut y = vec![0f32; rows * w.rows];
+        for r in 0..rows {
+            let xr = &x[r * k..(r + 1) * k];
+            let lo = xr.iter().fold(0f32, |m, &v| m.min(v));
+            let hi = xr.iter().fold(0f32, |m, &v| m.max(v));
+            let scale = (hi - lo) / 255.0;
+            let zero = (-128.0 - lo * (1.0 / scale)).round_ties_even();
+            let q: Vec<i32> = xr
+                .iter()
+                .map(|v| {
+                    ((v * (1.0 / scale)).round_ties_even() + zero).clamp(-128.0, 127.0) as i32
+                        - zero as i32
+                })
+                .collect();
+            for c in 0..w.rows {
+                let acc: i32 = (0..k).map(|i| q[i] * w.values[c * k + i] as i32).sum();
+                y[r * w.rows + c] = acc as f32 * (scale * w.scales[c]) + bias[c];
+            }
+        }
+        y
+    }
+
+    fn kernels() -> Vec<Int8Kernel> {
+        let mut k = vec![Int8Kernel::Scalar];
+        if Int8Kernel::detect() == Int8Kernel::Vnni {
+            k.push(Int8Kernel::Vnni);
+        } else {
+            eprintln!("this CPU has no AVX-512 VNNI: only the scalar kernel is tested");
+        }
+        k
+    }
+
+    #[test]
+    fn weight_quantization_round_trips_within_half_a_step() {
+        let w = random(37 * 53, 1, 0.3);
+        let q = QuantizedMatrix::quantize(&w, 37, 53);
+        let back = q.dequantize();
+        for r in 0..37 {
+            let amax = w[r * 53..(r + 1) * 53]
+                .iter()
+                .fold(0f32, |m, v| m.max(v.abs()));
+            // The largest value of each row is exactly ±127.
+            assert_eq!(
+                q.values[r * 53..(r + 1) * 53]
+                    .iter()
+                    .map(|v| v.unsigned_abs())
+                    .max(),
+                Some(127)
+            );
+            for c in 0..53 {
+                let e = (back[r * 53 + c] - w[r * 53 + c]).abs();
+                assert!(e <= amax / 127.0 * 0.5 + 1e-7, "row {r} col {c}: {e}");
+            }
+        }
+        assert_eq!(PackedInt8::pack(&q).unpack(), q);
+        // A zero row quantizes to zeros with a zero scale.
+        let z = QuantizedMatrix::quantize(&[0.0; 6], 2, 3);
+        assert_eq!(z.values, vec![0; 6]);
+        assert_eq!(z.dequantize(), vec![0.0; 6]);
+    }
+
+    #[test]
+    fn kernels_compute_the_exact_integer_product() {
+        // Odd shapes: partial micro-tiles, partial panels, inputs not a multiple of 4, more
+        // rows than one task, one and two trailing panels.
+        for (rows, k, n) in [
+            (1, 1, 1),
+            (7, 5, 17),
+            (70, 33, 40),
+            (131, 64, 48),
+            (9, 384, 96),
+        ] {
+            let x = random(rows * k, rows as u64, 2.0);
+            let wf = random(n * k, k as u64, 0.5);
+            let bias = random(n, 7, 1.0);
+            let q = QuantizedMatrix::quantize(&wf, n, k);
+            let packed = PackedInt8::pack(&q);
+            let acts = QuantizedActs::quantize(&x, k);
+            let want = reference(&x, &q, &bias);
+            for kern in kernels() {
+                let mut y = vec![f32::NAN; rows * n];
+                matmul(&acts, &packed, Some(&bias), kern, &mut y);
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{kern:?} {rows}×{k}×{n} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int8_product_is_close_to_the_float_product() {
+        let (rows, k, n) = (40, 384, 64);
+        let x = random(rows * k, 3, 1.0);
+        let wf = random(n * k, 4, 0.1);
+        let q = QuantizedMatrix::quantize(&wf, n, k);
+        let mut y = vec![0f32; rows * n];
+        matmul(
+            &QuantizedActs::quantize(&x, k),
+            &PackedInt8::pack(&q),
+            None,
+            Int8Kernel::detect(),
+            &mut y,
+        );
+        let mut worst = 0f32;
+        for r in 0..rows {
+            for c in 0..n {
+                let exact: f32 = (0..k).map(|i| x[r * k + i] * wf[c * k + i]).sum();
+                worst = worst.max((y[r * n + c] - exact).abs());
+            }
+        }
+        // Each product carries at most half a step of error from each side.
+        assert!(worst < 0.05, "largest error {worst}");
+    }
+
+    #[test]
+    fn zero_rows_give_the_bias() {
+        let q = QuantizedMatrix::quantize(&random(20 * 8, 5, 1.0), 20, 8);
+        let acts = QuantizedActs::quantize(&[0.0; 16], 8);
+        for kern in kernels() {
+            let mut y = vec![0f32; 40];
+            let bias: Vec<f32> = (0..20).map(|i| i as f32).collect();
+            matmul(&acts, &PackedInt8::pack(&q), Some(&bias), kern, &mut y);
+            assert_eq!(&y[..20], bias.as_slice());
+            assert_eq!(&y[20..], bias.as_slice());
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Post-training int8 quantization of the encoder's dense layers (`lecr quantize`, SPEC §9).
+//!
+//! Weights: symmetric int8, one scale per output row. Activations: int8 at run time, one
+//! scale per token (see `kernels::int8`). Transformer hidden states carry a few features with
+//! much larger magnitudes than the rest; with one scale per token those features would leave
+//! the others only a few int8 steps. Calibration (running the float model over some texts)
+//! records each layer's largest input per feature, and SmoothQuant's per-feature factor
+//! `s_k = max|x_k|^α / max|W_·k|^(1-α)` moves that range from the activations into the
+//! weights (`x / s`, `W · diag(s)`), where the per-row weight scales absorb it.
+//! Embeddings, layer norms, biases, pooling and any projection stay in float.
+
+use super::bert::Linear;
+use super::params::LinearWeight;
+use super::SentenceModel;
+use crate::kernels::int8::{PackedInt8, QuantizedMatrix};
+use anyhow::Result;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// SmoothQuant's migration strength (0: none, 1: all of the activation range into weights).
+pub const DEFAULT_ALPHA: f32 = 0.5;
+
+/// Per-feature input ranges of the dense layers, by layer name. Empty: no smoothing.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration {
+    pub input_max: HashMap<String, Vec<f32>>,
+    pub alpha: f32,
+}
+
+impl SentenceModel {
+    /// Runs the (float) model over `texts` and records every dense layer's largest input
+    /// magnitude per feature.
+    pub fn calibrate(&mut self, texts: &[String], batch: usize, alpha: f32) -> Result<Calibration> {
+        anyhow::ensure!(
+            !self.is_int8(),
+            "the model is already int8: calibrate its float version"
+        );
+        for l in self.encoder.linears_mut() {
+            l.observer = Some(Arc::new(Mutex::new(Vec::new())));
+        }
+        let run = self.embed(texts, batch, "calibrating");
+        let mut input_max = HashMap::new();
+        for l in self.encoder.linears_mut() {
+            if let Some(obs) = l.observer.take() {
+                let v = std::mem::take(&mut *obs.lock().expect("observer lock"));
+                input_max.insert(l.name.clone(), v);
+            }
+        }
+        run?;
+        Ok(Calibration { input_max, alpha })
+    }
+
+    /// Replaces every float dense layer of the encoder by its int8 form (smoothed where `c`
+    /// has the layer's input ranges).
+    pub fn quantize(&mut self, c: &Calibration) -> Result<()> {
+        let mut done = Vec::new();
+        for l in self.encoder.linears_mut() {
+            if let Some(packed) = quantize_layer(l, c)? {
+                done.push((format!("{}.weight", l.name), packed));
+            }
+        }
+        for (name, packed) in done {
+            self.params.make_int8(&name, packed);
+        }
+        Ok(())
+    }
+}
+
+fn quantize_layer(l: &mut Linear, c: &Calibration) -> Result<Option<Arc<PackedInt8>>> {
+    let LinearWeight::Float(w) = &l.weight else {
+        return Ok(None);
+    };
+    let (rows, cols) = w.dims2()?;
+    let values = w.flatten_all()?.to_vec1::<f32>()?;
+    let q = match c.input_max.get(&l.name) {
+        Some(xmax) if xmax.len() == cols && c.alpha > 0.0 => {
+            let smooth = smoothing(&values, cols, xmax, c.alpha);
+            QuantizedMatrix::quantize_smoothed(&values, rows, cols, &smooth)
+        }
+        _ => QuantizedMatrix::quantize(&values, rows, cols),
+    };
+    let packed = Arc::new(PackedInt8::pack(&q));
+    l.weight = LinearWeight::Int8(packed.clone());
+    Ok(Some(packed))
+}
+
+/// Texts of random vocabulary words, for calibrating without data: the hidden-state outlier
+/// features of a transformer show for nearly every token, so ranges measured on these match
+/// ranges measured on real text closely (on all-MiniLM-L6-v2: min cosine to float 0.9972 vs
+/// 0.9973 with 512 real texts).
+pub fn vocabulary_texts(model: &SentenceModel, n: usize, seed: u64) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    let mut words: Vec<String> = model
+        .tokenizer
+        .inner()
+        .get_vocab(false)
+        .into_keys()
+        .map(|w| w.trim_start_matches(['▁', 'Ġ']).to_string())
+        .filter(|w| !w.is_empty() && w.chars().all(char::is_alphabetic))
+        .collect();
+    words.sort();
+    words.dedup();
+    if words.is_empty() {
+        return Vec::new();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let len = rng.gen_range(3..48);
+            (0..len)
+                .map(|_| words[rng.gen_range(0..words.len())].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Calibrates on `texts`, or on [`vocabulary_texts`] when there are none, then quantizes.
+pub fn calibrate_and_quantize(
+    model: &mut SentenceModel,
+    texts: Option<&[String]>,
+    alpha: f32,
+) -> Result<()> {
+    let generated;
+    let texts = match texts {
+        Some(t) if !t.is_empty() => t,
+        _ => {
+            generated = vocabulary_texts(model, 256, 0x5eed);
+            &generated
+        }
+    };
+    let c = model.calibrate(texts, 32, alpha)?;
+    model.quantize(&c)
+}
+
+/// `s_k = max|x_k|^α / max_n |W_nk|^(1-α)`, with features never seen (or weights of zero)
+/// left alone.
+pub fn smoothing(w: &[f32], cols: usize, xmax: &[f32], alpha: f32) -> Vec<f32> {
+    let mut wmax = vec![0f32; cols];
+    for row in w.chunks(cols) {
+        for (m, v) in wmax.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    xmax.iter()
+        .zip(&wmax)
+        .map(|(&x, &w)| {
+            if x > 0.0 && w > 0.0 && x.is_finite() {
+                (x.powf(alpha) / w.powf(1.0 - alpha)).clamp(1e-5, 1e5)
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
