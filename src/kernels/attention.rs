@@ -1,8 +1,11 @@
-//! Inference-only self-attention core: for each (batch item, head), scores of every query
-//! against the unmasked keys, softmax, and the weighted sum of values, in one task. Replaces a
-//! batched matrix product per (item, head) — hundreds of tiny products per layer whose dispatch
-//! cost more than their arithmetic — and skips padded queries, whose rows no token reads.
-//! Training keeps the differentiable path (matmul, masked softmax, matmul).
+//! Inference-only self-attention core: for each batch item, for each head, scores of every
+//! query against the unmasked keys, softmax, and the weighted sum of values, in one task.
+//! Replaces a batched matrix product per (item, head) — hundreds of tiny products per layer
+//! whose dispatch cost more than their arithmetic — and skips padded queries, whose rows no
+//! token reads. It reads q, k, v in the dense layers' `B × L × H` layout and writes the output
+//! in it, so the heads are never split into or merged from separate tensors. Keys are
+//! transposed per head so that the scores of one query are a vector over keys (no horizontal
+//! sums). Training keeps the differentiable path (matmul, masked softmax, matmul).
 
 use super::{f32_slice, math};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -11,42 +14,105 @@ use rayon::prelude::*;
 struct AttentionInfer {
     /// B × L, 1 for tokens and 0 for padding.
     mask: Vec<f32>,
+    heads: usize,
     scale: f32,
 }
 
+/// Keys per score block and features per output block: one 512-bit register of f32.
+const W: usize = 16;
+
+/// Per-task scratch: one head's keys transposed (dh × keys rounded up to W, zero-padded) and
+/// one query's scores.
+struct Scratch {
+    kt: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// Queries scored together (independent accumulator chains that share each key load).
+const QB: usize = 4;
+
 simd_fn! {
-    /// One head: q, k, v and out are L × dh; `dims` is (dh, scale).
-    fn head(q: &[f32], k: &[f32], v: &[f32], keep: &[f32], dims: (usize, f32), scores: &mut [f32], out: &mut [f32]) {
-        let (dh, scale) = dims;
+    /// One item: q, k, v and out are L × H (H = heads × dh); `dims` is (heads, scale).
+    /// Keys and queries after the last unmasked position are never touched (padding is on the
+    /// right); rows of masked queries are left zero.
+    fn item(q: &[f32], k: &[f32], v: &[f32], keep: &[f32], dims: (usize, f32), sc: &mut Scratch, out: &mut [f32]) {
+        let (heads, scale) = dims;
         let l = keep.len();
-        for i in 0..l {
-            if keep[i] == 0.0 {
-                continue;
-            }
-            let qi = &q[i * dh..(i + 1) * dh];
-            let mut max = f32::NEG_INFINITY;
-            for j in 0..l {
-                if keep[j] != 0.0 {
-                    let s = math::dot(qi, &k[j * dh..(j + 1) * dh]) * scale;
-                    scores[j] = s;
-                    max = max.max(s);
+        let h = q.len() / l.max(1);
+        let dh = h / heads;
+        let n = keep.iter().rposition(|&m| m != 0.0).map_or(0, |p| p + 1);
+        let np = n.div_ceil(W) * W;
+        sc.kt.clear();
+        sc.kt.resize(dh * np, 0.0);
+        sc.scores.clear();
+        sc.scores.resize(QB * np, 0.0);
+        let (kt, scores) = (&mut sc.kt, &mut sc.scores);
+        for hd in 0..heads {
+            let c0 = hd * dh;
+            for j in 0..n {
+                for d in 0..dh {
+                    kt[d * np + j] = k[j * h + c0 + d];
                 }
             }
-            let mut sum = 0f32;
-            for j in 0..l {
-                let p = if keep[j] != 0.0 { math::exp(scores[j] - max) } else { 0.0 };
-                scores[j] = p;
-                sum += p;
-            }
-            let inv = 1.0 / sum;
-            let oi = &mut out[i * dh..(i + 1) * dh];
-            for j in 0..l {
-                let p = scores[j] * inv;
-                if p != 0.0 {
-                    for (o, &vv) in oi.iter_mut().zip(&v[j * dh..(j + 1) * dh]) {
-                        *o += p * vv;
+            let mut i0 = 0;
+            while i0 < n {
+                let nq = (n - i0).min(QB);
+                // Scores of up to QB queries, W keys at a time, in registers across features.
+                for jb in (0..np).step_by(W) {
+                    let mut acc = [[0f32; W]; QB];
+                    for d in 0..dh {
+                        let row = &kt[d * np + jb..d * np + jb + W];
+                        for (a, qi) in acc.iter_mut().zip(i0..i0 + nq) {
+                            let qv = q[qi * h + c0 + d];
+                            for t in 0..W {
+                                a[t] = qv.mul_add(row[t], a[t]);
+                            }
+                        }
+                    }
+                    for (a, s) in acc.iter().zip(scores.chunks_mut(np)).take(nq) {
+                        s[jb..jb + W].copy_from_slice(a);
                     }
                 }
+                for (r, qi) in (i0..i0 + nq).enumerate() {
+                    let sr = &mut scores[r * np..r * np + n];
+                    // Branch-free masked softmax in separate maps and reductions, so each
+                    // vectorises; masked keys weigh exactly 0.
+                    for (s, &m) in sr.iter_mut().zip(keep) {
+                        *s = if m != 0.0 { *s * scale } else { f32::NEG_INFINITY };
+                    }
+                    let max = math::max(sr);
+                    for (s, &m) in sr.iter_mut().zip(keep) {
+                        *s = math::exp(*s - max) * m;
+                    }
+                    let sum = math::sum(sr);
+                    let oi = &mut out[qi * h + c0..qi * h + c0 + dh];
+                    if keep[qi] == 0.0 {
+                        continue;
+                    }
+                    let inv = 1.0 / sum;
+                    if dh % W == 0 {
+                        for db in (0..dh).step_by(W) {
+                            let mut acc = [0f32; W];
+                            for (j, &p) in sr.iter().enumerate() {
+                                let vr = &v[j * h + c0 + db..j * h + c0 + db + W];
+                                for t in 0..W {
+                                    acc[t] = p.mul_add(vr[t], acc[t]);
+                                }
+                            }
+                            for (o, a) in oi[db..db + W].iter_mut().zip(acc) {
+                                *o = a * inv;
+                            }
+                        }
+                    } else {
+                        for (j, &p) in sr.iter().enumerate() {
+                            let p = p * inv;
+                            for (o, &vv) in oi.iter_mut().zip(&v[j * h + c0..j * h + c0 + dh]) {
+                                *o += p * vv;
+                            }
+                        }
+                    }
+                }
+                i0 += nq;
             }
         }
     }
@@ -68,22 +134,28 @@ impl CustomOp3 for AttentionInfer {
         let q = f32_slice(s1, l1, self.name())?;
         let k = f32_slice(s2, l2, self.name())?;
         let v = f32_slice(s3, l3, self.name())?;
-        let (_, heads, l, dh) = l1.shape().dims4()?;
+        let (_, l, h) = l1.shape().dims3()?;
+        if h % self.heads != 0 {
+            candle_core::bail!("attention: {h} features do not split into {} heads", self.heads);
+        }
+        let dh = h / self.heads;
         let mut out = vec![0f32; q.len()];
-        let per_head = l * dh;
-        out.par_chunks_mut(per_head).enumerate().for_each_init(
-            || vec![0f32; l],
-            |scores, (bh, o)| {
-                let item = bh / heads;
-                let r = bh * per_head..(bh + 1) * per_head;
-                let keep = &self.mask[item * l..(item + 1) * l];
-                head(
+        let per_item = l * h;
+        out.par_chunks_mut(per_item).enumerate().for_each_init(
+            || Scratch {
+                kt: Vec::with_capacity(dh * l.div_ceil(W) * W),
+                scores: Vec::with_capacity(QB * l.div_ceil(W) * W),
+            },
+            |sc, (b, o)| {
+                let r = b * per_item..(b + 1) * per_item;
+                let keep = &self.mask[b * l..(b + 1) * l];
+                item(
                     &q[r.clone()],
                     &k[r.clone()],
                     &v[r],
                     keep,
-                    (dh, self.scale),
-                    scores,
+                    (self.heads, self.scale),
+                    sc,
                     o,
                 );
             },
@@ -92,17 +164,20 @@ impl CustomOp3 for AttentionInfer {
     }
 }
 
-/// softmax(scale · q kᵀ over unmasked keys) · v for q, k, v of shape B × heads × L × dh;
-/// rows of padded queries are left zero. No backward pass.
+/// softmax(scale · q kᵀ over unmasked keys) · v per head, for q, k, v of shape B × L × H
+/// (H = heads × dh, heads side by side as the dense layers write them); the output has the
+/// same layout. Rows of padded queries are left zero. No backward pass.
 pub fn attention_infer(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
+    heads: usize,
     scale: f64,
 ) -> Result<Tensor> {
     let op = AttentionInfer {
         mask: mask.flatten_all()?.to_vec1::<f32>()?,
+        heads,
         scale: scale as f32,
     };
     q.contiguous()?
@@ -115,8 +190,15 @@ mod tests {
 
     #[test]
     fn matches_the_differentiable_path_on_token_rows() {
+        // Head sizes with and without whole register blocks.
+        for dh in [16, 12] {
+            check(dh);
+        }
+    }
+
+    fn check(dh: usize) {
         let d = Device::Cpu;
-        let (b, h, l, dh) = (3, 4, 9, 16);
+        let (b, h, l) = (3, 4, 9);
         let q = Tensor::randn(0f32, 1.0, (b, h, l, dh), &d).unwrap();
         let k = Tensor::randn(0f32, 1.0, (b, h, l, dh), &d).unwrap();
         let v = Tensor::randn(0f32, 1.0, (b, h, l, dh), &d).unwrap();
@@ -132,10 +214,13 @@ mod tests {
             .unwrap()
             .matmul(&v)
             .unwrap();
-        let got = super::attention_infer(&q, &k, &v, &mask, scale).unwrap();
+        // The kernel takes and gives B × L × (heads · dh).
+        let merge = |t: &Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, l, h * dh)).unwrap();
+        let got = super::attention_infer(&merge(&q), &merge(&k), &merge(&v), &mask, h, scale).unwrap();
+        let w4 = merge(&w4);
         for (bi, &n) in lens.iter().enumerate() {
-            let a = w4.get(bi).unwrap().narrow(1, 0, n).unwrap();
-            let g = got.get(bi).unwrap().narrow(1, 0, n).unwrap();
+            let a = w4.get(bi).unwrap().narrow(0, 0, n).unwrap();
+            let g = got.get(bi).unwrap().narrow(0, 0, n).unwrap();
             let diff = (a - g)
                 .unwrap()
                 .abs()

@@ -304,21 +304,17 @@ simd_fn! {
     }
 }
 
-simd_fn! {
-    fn mul_into(x: &[f32], m: &[f32], out: &mut [f32]) {
-        for ((o, a), b) in out.iter_mut().zip(x).zip(m) {
-            *o = a * b;
-        }
-    }
-}
-
 fn quantize_row(x: &[f32], mul: Option<&[f32]>, q: &mut [i8]) -> RowQuant {
+    #[cfg(target_arch = "x86_64")]
+    if Int8Kernel::detect() == Int8Kernel::Vnni {
+        // SAFETY: the CPU has AVX-512 F/BW (checked by `detect`).
+        return unsafe { vnni::quantize_row(x, mul, q) };
+    }
     let mut out = RowQuant::default();
     match mul {
         Some(m) => {
-            let mut tmp = vec![0f32; x.len()];
-            mul_into(x, m, &mut tmp);
-            quantize_row_into(&tmp, q, &mut out);
+            let scaled: Vec<f32> = x.iter().zip(m).map(|(a, b)| a * b).collect();
+            quantize_row_into(&scaled, q, &mut out);
         }
         None => quantize_row_into(x, q, &mut out),
     }
@@ -397,8 +393,67 @@ fn scalar_task(t: &Tile, out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{Tile, MR, NR};
+    use super::{RowQuant, Tile, MR, NR};
     use std::arch::x86_64::*;
+
+    /// Loads 16 inputs from `at` (fewer at the end of the row, the rest zero), times `mul`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load(x: &[f32], mul: Option<&[f32]>, at: usize, mask: __mmask16) -> __m512 {
+        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(at));
+        match mul {
+            Some(m) => _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, m.as_ptr().add(at))),
+            None => v,
+        }
+    }
+
+    fn tail_mask(n: usize, at: usize) -> __mmask16 {
+        let left = n - at;
+        if left >= 16 {
+            0xffff
+        } else {
+            (1u16 << left) - 1
+        }
+    }
+
+    /// The vector form of `super::quantize_row_into` (same rounding, same results).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row(x: &[f32], mul: Option<&[f32]>, q: &mut [i8]) -> RowQuant {
+        let n = x.len();
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut at = 0;
+        while at < n {
+            let v = load(x, mul, at, tail_mask(n, at));
+            lo = _mm512_min_ps(lo, v);
+            hi = _mm512_max_ps(hi, v);
+            at += 16;
+        }
+        let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+        let scale = (hi - lo) / 255.0;
+        if !(scale > 0.0 && scale.is_finite()) {
+            return RowQuant::default();
+        }
+        let inv = 1.0 / scale;
+        let zero = (-128.0 - lo * inv).round_ties_even().clamp(-128.0, 127.0);
+        let (vinv, vzero) = (_mm512_set1_ps(inv), _mm512_set1_epi32(zero as i32));
+        let mut sum = _mm512_setzero_si512();
+        let mut at = 0;
+        while at < n {
+            let mask = tail_mask(n, at);
+            let v = _mm512_mul_ps(load(x, mul, at, mask), vinv);
+            // Round half to even (the default rounding mode), shift, saturate to i8.
+            let r = _mm512_add_epi32(_mm512_cvtps_epi32(v), vzero);
+            let b = _mm512_cvtsepi32_epi8(r);
+            _mm_mask_storeu_epi8(q.as_mut_ptr().add(at) as *mut i8, mask, b);
+            sum = _mm512_add_epi32(sum, _mm512_maskz_mov_epi32(mask, _mm512_cvtepi8_epi32(b)));
+            at += 16;
+        }
+        RowQuant {
+            scale,
+            zero: zero as i32,
+            sum: _mm512_reduce_add_epi32(sum),
+        }
+    }
 
     /// Micro-tiles of `MR` rows × `NB` panels over the task's rows and all panels.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -661,6 +716,32 @@ mod tests {
         }
         // Each product carries at most half a step of error from each side.
         assert!(worst < 0.05, "largest error {worst}");
+    }
+
+    #[test]
+    fn vector_and_scalar_activation_quantization_agree() {
+        if Int8Kernel::detect() != Int8Kernel::Vnni {
+            eprintln!("no AVX-512: nothing to compare");
+            return;
+        }
+        for (n, seed) in [(1, 1), (15, 2), (16, 3), (33, 4), (384, 5), (1536, 6)] {
+            let mut x = random(n, seed, 3.0);
+            x[0] = 9.0; // an outlier
+            let mul = random(n, seed + 50, 1.0);
+            for m in [None, Some(mul.as_slice())] {
+                let (mut qa, mut qb) = (vec![0i8; n], vec![0i8; n]);
+                // SAFETY: checked above.
+                let a = unsafe { vnni::quantize_row(&x, m, &mut qa) };
+                let mut b = RowQuant::default();
+                let scaled: Vec<f32> = match m {
+                    Some(m) => x.iter().zip(m).map(|(a, b)| a * b).collect(),
+                    None => x.clone(),
+                };
+                quantize_row_into(&scaled, &mut qb, &mut b);
+                assert_eq!(qa, qb, "n {n}");
+                assert_eq!((a.scale, a.zero, a.sum), (b.scale, b.zero, b.sum), "n {n}");
+            }
+        }
     }
 
     #[test]

@@ -315,22 +315,23 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let dh = h / self.heads;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let q = self.query.forward_t(x, train, false)?;
+        let k = self.key.forward_t(x, train, false)?;
+        let v = self.value.forward_t(x, train, false)?;
+        if !train {
+            let ctx = kernels::attention::attention_infer(&q, &k, &v, mask, self.heads, scale)?;
+            return Ok(ctx);
+        }
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
             t.reshape((b, l, self.heads, dh))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward_t(x, train, false)?)?;
-        let k = split(self.key.forward_t(x, train, false)?)?;
-        let v = split(self.value.forward_t(x, train, false)?)?;
-        if !train {
-            let ctx =
-                kernels::attention::attention_infer(&q, &k, &v, mask, 1.0 / (dh as f64).sqrt())?;
-            return Ok(ctx.transpose(1, 2)?.reshape((b, l, h))?);
-        }
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         // Scaling and the key padding mask are fused into the softmax.
         let scores = q.matmul(&k.t()?)?;
-        let probs = kernels::masked_softmax(&scores, mask, 1.0 / (dh as f64).sqrt())?;
+        let probs = kernels::masked_softmax(&scores, mask, scale)?;
         let probs = dropout.apply(&probs, p)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
         Ok(ctx)
