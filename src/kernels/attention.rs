@@ -12,8 +12,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 struct AttentionInfer {
-    /// B × L, 1 for tokens and 0 for padding.
-    mask: Vec<f32>,
+    keys: Keys,
     heads: usize,
     scale: f32,
 }
@@ -90,7 +89,7 @@ simd_fn! {
                         continue;
                     }
                     let inv = 1.0 / sum;
-                    if dh % W == 0 {
+                    if dh.is_multiple_of(W) {
                         for db in (0..dh).step_by(W) {
                             let mut acc = [0f32; W];
                             for (j, &p) in sr.iter().enumerate() {
@@ -134,25 +133,49 @@ impl CustomOp3 for AttentionInfer {
         let q = f32_slice(s1, l1, self.name())?;
         let k = f32_slice(s2, l2, self.name())?;
         let v = f32_slice(s3, l3, self.name())?;
-        let (_, l, h) = l1.shape().dims3()?;
-        if h % self.heads != 0 {
-            candle_core::bail!("attention: {h} features do not split into {} heads", self.heads);
+        let h = *l1.dims().last().unwrap_or(&0);
+        if h == 0 || !h.is_multiple_of(self.heads) {
+            candle_core::bail!(
+                "attention: {h} features do not split into {} heads",
+                self.heads
+            );
         }
+        let rows = q.len() / h;
+        let items = self.items(rows)?;
         let dh = h / self.heads;
-        let mut out = vec![0f32; q.len()];
-        let per_item = l * h;
-        out.par_chunks_mut(per_item).enumerate().for_each_init(
+        let longest = items.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut out: Vec<f32> = Vec::with_capacity(q.len());
+        // Split the output into the items' row ranges (each task owns one item).
+        let mut parts = Vec::with_capacity(items.len());
+        let mut rest = &mut out.spare_capacity_mut()[..q.len()];
+        let mut at = 0;
+        for r in &items {
+            let (_, tail) = rest.split_at_mut((r.start - at) * h);
+            let (part, tail) = tail.split_at_mut(r.len() * h);
+            parts.push((r.clone(), part));
+            rest = tail;
+            at = r.end;
+        }
+        parts.into_par_iter().for_each_init(
             || Scratch {
-                kt: Vec::with_capacity(dh * l.div_ceil(W) * W),
-                scores: Vec::with_capacity(QB * l.div_ceil(W) * W),
+                kt: Vec::with_capacity(dh * longest.div_ceil(W) * W),
+                scores: Vec::with_capacity(QB * longest.div_ceil(W) * W),
             },
-            |sc, (b, o)| {
-                let r = b * per_item..(b + 1) * per_item;
-                let keep = &self.mask[b * l..(b + 1) * l];
+            |sc, (r, o)| {
+                // Each task zero-fills its own item while it is about to be written (in cache,
+                // in parallel) instead of one single-threaded pass over the whole output.
+                o.fill(std::mem::MaybeUninit::new(0.0));
+                // SAFETY: just initialised; same layout.
+                let o = unsafe { &mut *(o as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                let (rows, keep) = match &self.keys {
+                    Keys::Padded { mask, .. } => (r.clone(), &mask[r.clone()]),
+                    Keys::Packed { ones, .. } => (r.clone(), &ones[..r.len()]),
+                };
+                let rr = rows.start * h..rows.end * h;
                 item(
-                    &q[r.clone()],
-                    &k[r.clone()],
-                    &v[r],
+                    &q[rr.clone()],
+                    &k[rr.clone()],
+                    &v[rr],
                     keep,
                     (self.heads, self.scale),
                     sc,
@@ -160,7 +183,43 @@ impl CustomOp3 for AttentionInfer {
                 );
             },
         );
+        if !matches!(self.keys, Keys::Packed { .. }) || at * h == q.len() {
+            // SAFETY: every item's rows were filled above, and the items cover all rows.
+            unsafe { out.set_len(q.len()) };
+        } else {
+            candle_core::bail!("attention: the segments do not cover the rows");
+        }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Which rows form an item, and which of its keys count.
+enum Keys {
+    /// `B × L` rows, `mask` (1 for tokens, 0 for padding) per row.
+    Padded { mask: Vec<f32>, len: usize },
+    /// Only real tokens, item `b` in rows `offsets[b] .. offsets[b + 1]`, all keys count.
+    Packed { offsets: Vec<usize>, ones: Vec<f32> },
+}
+
+impl AttentionInfer {
+    fn items(&self, rows: usize) -> Result<Vec<std::ops::Range<usize>>> {
+        match &self.keys {
+            Keys::Padded { mask, len } => {
+                if mask.len() != rows || *len == 0 {
+                    candle_core::bail!("attention: mask of {} for {rows} rows", mask.len());
+                }
+                Ok((0..rows / len).map(|b| b * len..(b + 1) * len).collect())
+            }
+            Keys::Packed { offsets, .. } => {
+                if offsets.first() != Some(&0)
+                    || offsets.last() != Some(&rows)
+                    || offsets.windows(2).any(|w| w[0] > w[1])
+                {
+                    candle_core::bail!("attention: segment offsets do not cover {rows} rows");
+                }
+                Ok(offsets.windows(2).map(|w| w[0]..w[1]).collect())
+            }
+        }
     }
 }
 
@@ -175,8 +234,39 @@ pub fn attention_infer(
     heads: usize,
     scale: f64,
 ) -> Result<Tensor> {
+    let len = mask.dim(1)?;
     let op = AttentionInfer {
-        mask: mask.flatten_all()?.to_vec1::<f32>()?,
+        keys: Keys::Padded {
+            mask: mask.flatten_all()?.to_vec1::<f32>()?,
+            len,
+        },
+        heads,
+        scale: scale as f32,
+    };
+    q.contiguous()?
+        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+}
+
+/// The same for packed real tokens: q, k, v are `T × H`, item `b` holds rows
+/// `offsets[b] .. offsets[b + 1]` (no padding anywhere).
+pub fn attention_packed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offsets: &[usize],
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let longest = offsets
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap_or(0);
+    let op = AttentionInfer {
+        keys: Keys::Packed {
+            offsets: offsets.to_vec(),
+            ones: vec![1.0; longest],
+        },
         heads,
         scale: scale as f32,
     };
@@ -215,9 +305,46 @@ mod tests {
             .matmul(&v)
             .unwrap();
         // The kernel takes and gives B × L × (heads · dh).
-        let merge = |t: &Tensor| t.transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, l, h * dh)).unwrap();
-        let got = super::attention_infer(&merge(&q), &merge(&k), &merge(&v), &mask, h, scale).unwrap();
+        let merge = |t: &Tensor| {
+            t.transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((b, l, h * dh))
+                .unwrap()
+        };
+        let got =
+            super::attention_infer(&merge(&q), &merge(&k), &merge(&v), &mask, h, scale).unwrap();
         let w4 = merge(&w4);
+        // Packed: only each item's real rows, one after another.
+        let pack = |t: &Tensor| {
+            let rows: Vec<Tensor> = lens
+                .iter()
+                .enumerate()
+                .map(|(bi, &n)| t.get(bi).unwrap().narrow(0, 0, n).unwrap())
+                .collect();
+            Tensor::cat(&rows, 0).unwrap()
+        };
+        let mut offsets = vec![0];
+        for &n in &lens {
+            offsets.push(offsets.last().unwrap() + n);
+        }
+        let packed = super::attention_packed(
+            &pack(&merge(&q)),
+            &pack(&merge(&k)),
+            &pack(&merge(&v)),
+            &offsets,
+            h,
+            scale,
+        )
+        .unwrap();
+        let diff = (pack(&w4) - packed)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "packed: {diff}");
         for (bi, &n) in lens.iter().enumerate() {
             let a = w4.get(bi).unwrap().narrow(0, 0, n).unwrap();
             let g = got.get(bi).unwrap().narrow(0, 0, n).unwrap();

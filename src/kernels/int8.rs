@@ -14,6 +14,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// Rows of activations per micro-tile.
@@ -329,6 +330,19 @@ pub fn matmul(
     kernel: Int8Kernel,
     y: &mut [f32],
 ) {
+    // SAFETY: f32 → MaybeUninit<f32> has the same layout, and every element stays initialised.
+    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_into(acts, w, bias, kernel, y)
+}
+
+/// [`matmul`] into memory that need not be initialised: every element of `y` is written.
+fn matmul_into(
+    acts: &QuantizedActs,
+    w: &PackedInt8,
+    bias: Option<&[f32]>,
+    kernel: Int8Kernel,
+    y: &mut [MaybeUninit<f32>],
+) {
     let n = w.out_dim;
     assert_eq!(acts.k4, w.k4, "int8 matmul: inner dimensions differ");
     assert_eq!(y.len(), acts.rows * n, "int8 matmul: output size");
@@ -369,7 +383,7 @@ struct Tile<'a> {
     rows: usize,
 }
 
-fn scalar_task(t: &Tile, out: &mut [f32]) {
+fn scalar_task(t: &Tile, out: &mut [MaybeUninit<f32>]) {
     let (a, w) = (t.acts, t.w);
     let n = w.out_dim;
     for i in 0..t.rows {
@@ -386,7 +400,7 @@ fn scalar_task(t: &Tile, out: &mut [f32]) {
             }
             let acc = acc - a.offsets[r] - a.zeros[r] * w.wsum[c];
             let v = acc as f32 * (a.scales[r] * w.scales[c]);
-            out[i * n + c] = v + t.bias.map_or(0.0, |b| b[c]);
+            out[i * n + c].write(v + t.bias.map_or(0.0, |b| b[c]));
         }
     }
 }
@@ -395,6 +409,7 @@ fn scalar_task(t: &Tile, out: &mut [f32]) {
 mod vnni {
     use super::{RowQuant, Tile, MR, NR};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// Loads 16 inputs from `at` (fewer at the end of the row, the rest zero), times `mul`.
     #[target_feature(enable = "avx512f")]
@@ -444,7 +459,7 @@ mod vnni {
             // Round half to even (the default rounding mode), shift, saturate to i8.
             let r = _mm512_add_epi32(_mm512_cvtps_epi32(v), vzero);
             let b = _mm512_cvtsepi32_epi8(r);
-            _mm_mask_storeu_epi8(q.as_mut_ptr().add(at) as *mut i8, mask, b);
+            _mm_mask_storeu_epi8(q.as_mut_ptr().add(at), mask, b);
             sum = _mm512_add_epi32(sum, _mm512_maskz_mov_epi32(mask, _mm512_cvtepi8_epi32(b)));
             at += 16;
         }
@@ -457,7 +472,7 @@ mod vnni {
 
     /// Micro-tiles of `MR` rows × `NB` panels over the task's rows and all panels.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn task(t: &Tile, out: &mut [f32]) {
+    pub(super) unsafe fn task(t: &Tile, out: &mut [MaybeUninit<f32>]) {
         let panels = t.w.out_dim.div_ceil(NR);
         let mut p = 0;
         while p < panels {
@@ -478,7 +493,7 @@ mod vnni {
     /// Rows `i .. i + MR` of the task × panels `p .. p + NB`, scaled, biased and stored.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn micro<const NB: usize>(t: &Tile, out: &mut [f32], i: usize, p: usize) {
+    unsafe fn micro<const NB: usize>(t: &Tile, out: &mut [MaybeUninit<f32>], i: usize, p: usize) {
         let (a, w) = (t.acts, t.w);
         let k4 = a.k4;
         let r0 = t.r0 + i;
@@ -507,7 +522,7 @@ mod vnni {
             let off = _mm512_set1_epi32(a.offsets[m]);
             let zero = _mm512_set1_epi32(a.zeros[m]);
             let xs = _mm512_set1_ps(a.scales[m]);
-            let dst = out.as_mut_ptr().add((i + r) * n);
+            let dst = (out.as_mut_ptr() as *mut f32).add((i + r) * n);
             for (j, &acc) in row.iter().enumerate() {
                 let c0 = (p + j) * NR;
                 let valid = n.saturating_sub(c0).min(NR);
@@ -569,14 +584,23 @@ impl CustomOp1 for LinearInt8 {
             );
         }
         let acts = QuantizedActs::for_weight(x, &self.w);
-        let mut y = vec![0f32; acts.rows * self.w.out_dim];
-        matmul(
+        let len = acts.rows * self.w.out_dim;
+        // The product writes every element: no zero-filling pass over the output.
+        let mut y: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+        // SAFETY: MaybeUninit needs no initialisation.
+        unsafe { y.set_len(len) };
+        matmul_into(
             &acts,
             &self.w,
             self.bias.as_deref(),
             Int8Kernel::detect(),
             &mut y,
         );
+        // SAFETY: `matmul_into` initialised all `len` elements; the layouts are equal.
+        let mut y = {
+            let mut y = std::mem::ManuallyDrop::new(y);
+            unsafe { Vec::from_raw_parts(y.as_mut_ptr() as *mut f32, len, y.capacity()) }
+        };
         if self.gelu {
             let dim = 4096.min(y.len().max(1));
             super::for_rows(&mut y, dim, |_, r| super::gelu::gelu_in_place(r));

@@ -166,6 +166,8 @@ pub struct Encoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     dropout: Dropout,
+    /// Inference skips padding rows (see `forward_packed`); off only to measure padded work.
+    pub unpad: bool,
 }
 
 impl Encoder {
@@ -227,6 +229,7 @@ impl Encoder {
             embeddings,
             layers: out_layers,
             dropout: Dropout::new(0x1ec7),
+            unpad: true,
         })
     }
 
@@ -274,24 +277,64 @@ impl Encoder {
             .add(&e.token_type.index_select(&flat(&b.token_types)?, 0)?)?
             .reshape((bs, len, h))?;
         let mut x = self.dropout.apply(&e.norm.forward(&x)?, drop_h)?;
+        if !train && self.unpad {
+            return self.forward_packed(&x, &b.mask);
+        }
+        let keys = Keys::Padded(&b.mask);
         for layer in &self.layers {
-            x = layer.forward(&x, &b.mask, &self.dropout, drop_h, drop_a, train)?;
+            x = layer.forward(&x, &keys, &self.dropout, drop_h, drop_a, train)?;
         }
         Ok(x)
     }
+
+    /// Inference on real tokens only: the rows of padding are dropped before the first layer
+    /// (every later op is per token, except attention, which gets each item's row range) and
+    /// put back as zeros at the end. Same results as the padded pass, less work when batches
+    /// hold texts of different lengths.
+    fn forward_packed(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (bs, len, h) = x.dims3()?;
+        let m = mask.to_vec2::<f32>()?;
+        let mut rows = Vec::new();
+        let mut offsets = vec![0usize];
+        for (b, mr) in m.iter().enumerate() {
+            rows.extend(
+                mr.iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v != 0.0)
+                    .map(|(i, _)| (b * len + i) as u32),
+            );
+            offsets.push(rows.len());
+        }
+        let idx = Tensor::from_vec(rows, offsets[bs], x.device())?;
+        let mut t = x.reshape((bs * len, h))?.index_select(&idx, 0)?;
+        let keys = Keys::Packed(&offsets);
+        for layer in &self.layers {
+            t = layer.forward(&t, &keys, &self.dropout, 0.0, 0.0, false)?;
+        }
+        let full = Tensor::zeros((bs * len, h), t.dtype(), t.device())?;
+        Ok(full.index_add(&idx, &t, 0)?.reshape((bs, len, h))?)
+    }
+}
+
+/// How attention finds each item's keys.
+enum Keys<'a> {
+    /// `B × L × H` hidden states with a `B × L` mask (1 for tokens).
+    Padded(&'a Tensor),
+    /// `T × H` real tokens, item `b` in rows `offsets[b] .. offsets[b + 1]` (inference only).
+    Packed(&'a [usize]),
 }
 
 impl Layer {
     fn forward(
         &self,
         x: &Tensor,
-        mask: &Tensor,
+        keys: &Keys,
         dropout: &Dropout,
         drop_h: f64,
         drop_a: f64,
         train: bool,
     ) -> Result<Tensor> {
-        let a = self.attention.forward(x, mask, dropout, drop_a, train)?;
+        let a = self.attention.forward(x, keys, dropout, drop_a, train)?;
         let a = self.attention.norm.forward(
             &dropout
                 .apply(&self.attention.output.forward_t(&a, train, false)?, drop_h)?
@@ -308,21 +351,31 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        mask: &Tensor,
+        keys: &Keys,
         dropout: &Dropout,
         p: f64,
         train: bool,
     ) -> Result<Tensor> {
-        let (b, l, h) = x.dims3()?;
+        let h = x.dim(D::Minus1)?;
         let dh = h / self.heads;
         let scale = 1.0 / (dh as f64).sqrt();
         let q = self.query.forward_t(x, train, false)?;
         let k = self.key.forward_t(x, train, false)?;
         let v = self.value.forward_t(x, train, false)?;
-        if !train {
-            let ctx = kernels::attention::attention_infer(&q, &k, &v, mask, self.heads, scale)?;
-            return Ok(ctx);
-        }
+        let mask = match (keys, train) {
+            (Keys::Packed(offsets), false) => {
+                return Ok(kernels::attention::attention_packed(
+                    &q, &k, &v, offsets, self.heads, scale,
+                )?)
+            }
+            (Keys::Packed(_), true) => anyhow::bail!("packed tokens are for inference only"),
+            (Keys::Padded(mask), false) => {
+                let ctx = kernels::attention::attention_infer(&q, &k, &v, mask, self.heads, scale)?;
+                return Ok(ctx);
+            }
+            (Keys::Padded(mask), true) => *mask,
+        };
+        let (b, l, _) = x.dims3()?;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
             t.reshape((b, l, self.heads, dh))?
                 .transpose(1, 2)?
