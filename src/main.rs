@@ -624,6 +624,11 @@ fn cmd_bench_encode(
         Some(lecr::bench::load(model_spec, c.max_len, true)?)
     };
     let int8_rate = int8.as_mut().map(rates).transpose()?;
+    // Before the training step, which changes the float model's weights.
+    let agreement = match &int8 {
+        Some(q) => Some(lecr::bench::agreement(&model, q, &texts)?),
+        None => None,
+    };
     let step = if no_train_step || model.is_int8() {
         None
     } else {
@@ -674,6 +679,12 @@ fn cmd_bench_encode(
             r / rate
         );
     }
+    if let Some((min, mean)) = agreement {
+        println!(
+            "int8 vs f32 embeddings over the {} texts: min cosine {min:.5}, mean {mean:.5}",
+            texts.len()
+        );
+    }
     println!(
         "(`no pad`: lecr's default, the rows of padding tokens are skipped; the other rows and \
          the baselines compute all {} positions of every text)",
@@ -685,13 +696,6 @@ fn cmd_bench_encode(
             step,
             "torch train-step",
             "lower is better",
-        );
-    }
-    if let Some(q) = &int8 {
-        let (min, mean) = lecr::bench::agreement(&model, q, &texts)?;
-        println!(
-            "int8 vs f32 embeddings over the {} texts: min cosine {min:.5}, mean {mean:.5}",
-            texts.len()
         );
     }
     Ok(0)

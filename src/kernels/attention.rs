@@ -15,6 +15,30 @@ struct AttentionInfer {
     keys: Keys,
     heads: usize,
     scale: f32,
+    cols: Cols,
+}
+
+/// Where q, k and v sit in their rows: separate `T × H` tensors (stride H, offsets 0), or one
+/// fused `T × 3H` product (stride 3H, offsets 0, H, 2H). `width` is H.
+#[derive(Debug, Clone, Copy)]
+struct Cols {
+    stride: usize,
+    q: usize,
+    k: usize,
+    v: usize,
+    width: usize,
+}
+
+impl Cols {
+    fn separate(h: usize) -> Self {
+        Cols {
+            stride: h,
+            q: 0,
+            k: 0,
+            v: 0,
+            width: h,
+        }
+    }
 }
 
 /// Keys per score block and features per output block: one 512-bit register of f32.
@@ -34,11 +58,12 @@ simd_fn! {
     /// One item: q, k, v and out are L × H (H = heads × dh); `dims` is (heads, scale).
     /// Keys and queries after the last unmasked position are never touched (padding is on the
     /// right); rows of masked queries are left zero.
-    fn item(q: &[f32], k: &[f32], v: &[f32], keep: &[f32], dims: (usize, f32), sc: &mut Scratch, out: &mut [f32]) {
-        let (heads, scale) = dims;
-        let l = keep.len();
-        let h = q.len() / l.max(1);
+    fn item(q: &[f32], k: &[f32], v: &[f32], keep: &[f32], dims: (usize, f32, Cols), sc: &mut Scratch, out: &mut [f32]) {
+        let (heads, scale, cols) = dims;
+        let (rs, h) = (cols.stride, cols.width);
         let dh = h / heads;
+        // Each of q, k, v starts at its own column of rows `rs` wide.
+        let (q, k, v) = (&q[cols.q..], &k[cols.k..], &v[cols.v..]);
         let n = keep.iter().rposition(|&m| m != 0.0).map_or(0, |p| p + 1);
         let np = n.div_ceil(W) * W;
         sc.kt.clear();
@@ -50,7 +75,7 @@ simd_fn! {
             let c0 = hd * dh;
             for j in 0..n {
                 for d in 0..dh {
-                    kt[d * np + j] = k[j * h + c0 + d];
+                    kt[d * np + j] = k[j * rs + c0 + d];
                 }
             }
             let mut i0 = 0;
@@ -62,7 +87,7 @@ simd_fn! {
                     for d in 0..dh {
                         let row = &kt[d * np + jb..d * np + jb + W];
                         for (a, qi) in acc.iter_mut().zip(i0..i0 + nq) {
-                            let qv = q[qi * h + c0 + d];
+                            let qv = q[qi * rs + c0 + d];
                             for t in 0..W {
                                 a[t] = qv.mul_add(row[t], a[t]);
                             }
@@ -93,7 +118,7 @@ simd_fn! {
                         for db in (0..dh).step_by(W) {
                             let mut acc = [0f32; W];
                             for (j, &p) in sr.iter().enumerate() {
-                                let vr = &v[j * h + c0 + db..j * h + c0 + db + W];
+                                let vr = &v[j * rs + c0 + db..j * rs + c0 + db + W];
                                 for t in 0..W {
                                     acc[t] = p.mul_add(vr[t], acc[t]);
                                 }
@@ -105,7 +130,7 @@ simd_fn! {
                     } else {
                         for (j, &p) in sr.iter().enumerate() {
                             let p = p * inv;
-                            for (o, &vv) in oi.iter_mut().zip(&v[j * h + c0..j * h + c0 + dh]) {
+                            for (o, &vv) in oi.iter_mut().zip(&v[j * rs + c0..j * rs + c0 + dh]) {
                                 *o += p * vv;
                             }
                         }
@@ -133,21 +158,22 @@ impl CustomOp3 for AttentionInfer {
         let q = f32_slice(s1, l1, self.name())?;
         let k = f32_slice(s2, l2, self.name())?;
         let v = f32_slice(s3, l3, self.name())?;
-        let h = *l1.dims().last().unwrap_or(&0);
-        if h == 0 || !h.is_multiple_of(self.heads) {
+        let (rs, h) = (self.cols.stride, self.cols.width);
+        if h == 0 || !h.is_multiple_of(self.heads) || l1.dims().last() != Some(&rs) {
             candle_core::bail!(
                 "attention: {h} features do not split into {} heads",
                 self.heads
             );
         }
-        let rows = q.len() / h;
+        let rows = q.len() / rs;
         let items = self.items(rows)?;
         let dh = h / self.heads;
         let longest = items.iter().map(|r| r.len()).max().unwrap_or(0);
-        let mut out: Vec<f32> = Vec::with_capacity(q.len());
+        let total = rows * h;
+        let mut out: Vec<f32> = Vec::with_capacity(total);
         // Split the output into the items' row ranges (each task owns one item).
         let mut parts = Vec::with_capacity(items.len());
-        let mut rest = &mut out.spare_capacity_mut()[..q.len()];
+        let mut rest = &mut out.spare_capacity_mut()[..total];
         let mut at = 0;
         for r in &items {
             let (_, tail) = rest.split_at_mut((r.start - at) * h);
@@ -171,25 +197,26 @@ impl CustomOp3 for AttentionInfer {
                     Keys::Padded { mask, .. } => (r.clone(), &mask[r.clone()]),
                     Keys::Packed { ones, .. } => (r.clone(), &ones[..r.len()]),
                 };
-                let rr = rows.start * h..rows.end * h;
+                let rr = rows.start * rs..rows.end * rs;
                 item(
                     &q[rr.clone()],
                     &k[rr.clone()],
                     &v[rr],
                     keep,
-                    (self.heads, self.scale),
+                    (self.heads, self.scale, self.cols),
                     sc,
                     o,
                 );
             },
         );
-        if !matches!(self.keys, Keys::Packed { .. }) || at * h == q.len() {
-            // SAFETY: every item's rows were filled above, and the items cover all rows.
-            unsafe { out.set_len(q.len()) };
-        } else {
-            candle_core::bail!("attention: the segments do not cover the rows");
+        if at != rows {
+            candle_core::bail!("attention: the items do not cover the rows");
         }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        // SAFETY: every item's rows were filled above, and the items cover all rows.
+        unsafe { out.set_len(total) };
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("non-empty dims") = h;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
 
@@ -242,6 +269,7 @@ pub fn attention_infer(
         },
         heads,
         scale: scale as f32,
+        cols: Cols::separate(q.dim(candle_core::D::Minus1)?),
     };
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
@@ -269,9 +297,54 @@ pub fn attention_packed(
         },
         heads,
         scale: scale as f32,
+        cols: Cols::separate(q.dim(candle_core::D::Minus1)?),
     };
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
+}
+
+/// [`attention_packed`] (or, with `mask`, [`attention_infer`]) reading q, k and v from one
+/// fused `rows × 3H` product (columns q | k | v).
+pub fn attention_fused(
+    qkv: &Tensor,
+    mask: Option<&Tensor>,
+    offsets: &[usize],
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let w3 = qkv.dim(candle_core::D::Minus1)?;
+    let h = w3 / 3;
+    let keys = match mask {
+        Some(m) => Keys::Padded {
+            mask: m.flatten_all()?.to_vec1::<f32>()?,
+            len: m.dim(1)?,
+        },
+        None => {
+            let longest = offsets
+                .windows(2)
+                .map(|w| w[1].saturating_sub(w[0]))
+                .max()
+                .unwrap_or(0);
+            Keys::Packed {
+                offsets: offsets.to_vec(),
+                ones: vec![1.0; longest],
+            }
+        }
+    };
+    let op = AttentionInfer {
+        keys,
+        heads,
+        scale: scale as f32,
+        cols: Cols {
+            stride: w3,
+            q: 0,
+            k: h,
+            v: 2 * h,
+            width: h,
+        },
+    };
+    let qkv = qkv.contiguous()?;
+    qkv.apply_op3_no_bwd(&qkv, &qkv, &op)
 }
 
 #[cfg(test)]

@@ -175,6 +175,26 @@ impl PackedInt8 {
         }
     }
 
+    /// The rows of several matrices stacked into one (a fused product), if they read the same
+    /// inputs the same way (input size and smoothing).
+    pub fn stack(parts: &[&PackedInt8]) -> Option<PackedInt8> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.in_dim != first.in_dim || p.smooth != first.smooth)
+        {
+            return None;
+        }
+        let mut all = first.unpack();
+        for p in &parts[1..] {
+            let m = p.unpack();
+            all.rows += m.rows;
+            all.values.extend(m.values);
+            all.scales.extend(m.scales);
+        }
+        Some(PackedInt8::pack(&all))
+    }
+
     /// The quantized matrix back (for saving).
     pub fn unpack(&self) -> QuantizedMatrix {
         let mut values = vec![0i8; self.out_dim * self.in_dim];
@@ -355,23 +375,153 @@ fn matmul_into(
     y.par_chunks_mut(TASK_ROWS * n)
         .enumerate()
         .for_each(|(t, out)| {
-            let r0 = t * TASK_ROWS;
             let rows = out.len() / n;
-            let tile = Tile {
-                acts,
-                w,
-                bias,
-                r0,
-                rows,
-            };
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Vnni` is only chosen when the CPU has these features (or by a test
-                // that checked them).
-                Int8Kernel::Vnni => unsafe { vnni::task(&tile, out) },
-                _ => scalar_task(&tile, out),
-            }
+            run_tile(acts, w, bias, kernel, t * TASK_ROWS, rows, out);
         });
+}
+
+/// Rows `r0 .. r0 + rows` of the product into `out` (`rows × w.out_dim`).
+fn run_tile(
+    acts: &QuantizedActs,
+    w: &PackedInt8,
+    bias: Option<&[f32]>,
+    kernel: Int8Kernel,
+    r0: usize,
+    rows: usize,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let tile = Tile {
+        acts,
+        w,
+        bias,
+        r0,
+        rows,
+    };
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Vnni` is only chosen when the CPU has these features (or by a test that
+        // checked them).
+        Int8Kernel::Vnni => unsafe { vnni::task(&tile, out) },
+        _ => scalar_task(&tile, out),
+    }
+}
+
+/// The feed-forward block's first half for int8 layers: `gelu(acts × upᵀ + b)`, quantized
+/// straight away as the input of `down` (with its smoothing). Each task keeps its rows' f32
+/// product in a cache-sized scratch, so the wide intermediate activations never go to memory
+/// in f32 and are never re-read for quantization.
+pub fn up_gelu_quantized(
+    acts: &QuantizedActs,
+    up: &PackedInt8,
+    bias: Option<&[f32]>,
+    down: &PackedInt8,
+    kernel: Int8Kernel,
+) -> QuantizedActs {
+    let n = up.out_dim;
+    assert_eq!(acts.k4, up.k4, "int8 ffn: inner dimensions differ");
+    assert_eq!(n, down.in_dim, "int8 ffn: up and down do not chain");
+    let k4 = down.k4;
+    let padded = acts.rows.div_ceil(MR) * MR;
+    let mut data = vec![0i8; padded * k4];
+    let mut scales = vec![0f32; padded];
+    let mut offsets = vec![0i32; padded];
+    let mut zeros = vec![0i32; padded];
+    let rows = acts.rows;
+    data.par_chunks_mut(TASK_ROWS * k4)
+        .zip(scales.par_chunks_mut(TASK_ROWS))
+        .zip(offsets.par_chunks_mut(TASK_ROWS))
+        .zip(zeros.par_chunks_mut(TASK_ROWS))
+        .enumerate()
+        .for_each_init(
+            Vec::new,
+            |scratch: &mut Vec<MaybeUninit<f32>>, (t, (((q, s), o), z))| {
+                let r0 = t * TASK_ROWS;
+                let here = rows.saturating_sub(r0).min(TASK_ROWS);
+                if here == 0 {
+                    return;
+                }
+                scratch.resize(here * n, MaybeUninit::new(0.0));
+                run_tile(acts, up, bias, kernel, r0, here, scratch);
+                // SAFETY: `run_tile` wrote all `here × n` values.
+                let y =
+                    unsafe { &mut *(&mut scratch[..] as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                for (i, row) in y.chunks_mut(n).enumerate() {
+                    super::gelu::gelu_in_place(row);
+                    let rq =
+                        quantize_row(row, down.inv_smooth.as_deref(), &mut q[i * k4..i * k4 + n]);
+                    s[i] = rq.scale;
+                    o[i] = 128 * rq.sum;
+                    z[i] = rq.zero;
+                }
+            },
+        );
+    QuantizedActs {
+        rows,
+        k4,
+        data,
+        scales,
+        zeros,
+        offsets,
+    }
+}
+
+/// `down(gelu(up(x)))` for int8 layers (see [`up_gelu_quantized`]). No backward pass.
+pub fn ffn_int8(
+    x: &Tensor,
+    up: (&Arc<PackedInt8>, Option<&Tensor>),
+    down: (&Arc<PackedInt8>, Option<&Tensor>),
+) -> candle_core::Result<Tensor> {
+    let vec = |b: Option<&Tensor>| b.map(|b| b.to_vec1::<f32>()).transpose();
+    x.contiguous()?.apply_op1_no_bwd(&FfnInt8 {
+        up: up.0.clone(),
+        up_bias: vec(up.1)?,
+        down: down.0.clone(),
+        down_bias: vec(down.1)?,
+    })
+}
+
+struct FfnInt8 {
+    up: Arc<PackedInt8>,
+    up_bias: Option<Vec<f32>>,
+    down: Arc<PackedInt8>,
+    down_bias: Option<Vec<f32>>,
+}
+
+impl CustomOp1 for FfnInt8 {
+    fn name(&self) -> &'static str {
+        "lecr-ffn-int8"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = super::f32_slice(s, l, self.name())?;
+        let dims = l.dims();
+        if dims.last() != Some(&self.up.in_dim) || self.up.out_dim != self.down.in_dim {
+            candle_core::bail!("int8 ffn: shapes do not chain ({dims:?})");
+        }
+        let kernel = Int8Kernel::detect();
+        let acts = QuantizedActs::for_weight(x, &self.up);
+        let mid = up_gelu_quantized(&acts, &self.up, self.up_bias.as_deref(), &self.down, kernel);
+        let y = product(&mid, &self.down, self.down_bias.as_deref(), kernel);
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("non-empty dims") = self.down.out_dim;
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+}
+
+/// The product as a new vector, written without a zero-filling pass.
+fn product(
+    acts: &QuantizedActs,
+    w: &PackedInt8,
+    bias: Option<&[f32]>,
+    kernel: Int8Kernel,
+) -> Vec<f32> {
+    let len = acts.rows * w.out_dim;
+    let mut y: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit needs no initialisation.
+    unsafe { y.set_len(len) };
+    matmul_into(acts, w, bias, kernel, &mut y);
+    // SAFETY: `matmul_into` initialised all `len` elements; the layouts are equal.
+    let mut y = std::mem::ManuallyDrop::new(y);
+    unsafe { Vec::from_raw_parts(y.as_mut_ptr() as *mut f32, len, y.capacity()) }
 }
 
 /// One task's share: activation rows `r0 .. r0 + rows` against all of `w`.
@@ -584,23 +734,7 @@ impl CustomOp1 for LinearInt8 {
             );
         }
         let acts = QuantizedActs::for_weight(x, &self.w);
-        let len = acts.rows * self.w.out_dim;
-        // The product writes every element: no zero-filling pass over the output.
-        let mut y: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
-        // SAFETY: MaybeUninit needs no initialisation.
-        unsafe { y.set_len(len) };
-        matmul_into(
-            &acts,
-            &self.w,
-            self.bias.as_deref(),
-            Int8Kernel::detect(),
-            &mut y,
-        );
-        // SAFETY: `matmul_into` initialised all `len` elements; the layouts are equal.
-        let mut y = {
-            let mut y = std::mem::ManuallyDrop::new(y);
-            unsafe { Vec::from_raw_parts(y.as_mut_ptr() as *mut f32, len, y.capacity()) }
-        };
+        let mut y = product(&acts, &self.w, self.bias.as_deref(), Int8Kernel::detect());
         if self.gelu {
             let dim = 4096.min(y.len().max(1));
             super::for_rows(&mut y, dim, |_, r| super::gelu::gelu_in_place(r));
@@ -766,6 +900,59 @@ mod tests {
                 assert_eq!((a.scale, a.zero, a.sum), (b.scale, b.zero, b.sum), "n {n}");
             }
         }
+    }
+
+    #[test]
+    fn fused_feed_forward_equals_the_two_products_with_gelu_between() {
+        let (rows, h, mid) = (70, 24, 40);
+        let x = random(rows * h, 8, 1.0);
+        let up = QuantizedMatrix::quantize(&random(mid * h, 9, 0.3), mid, h);
+        let smooth: Vec<f32> = (0..mid).map(|i| 0.5 + i as f32 / mid as f32).collect();
+        let down = QuantizedMatrix::quantize_smoothed(&random(h * mid, 10, 0.3), h, mid, &smooth);
+        let (up, down) = (PackedInt8::pack(&up), PackedInt8::pack(&down));
+        let (b1, b2) = (random(mid, 11, 0.5), random(h, 12, 0.5));
+        for kern in kernels() {
+            let acts = QuantizedActs::for_weight(&x, &up);
+            let mut m = vec![0f32; rows * mid];
+            matmul(&acts, &up, Some(&b1), kern, &mut m);
+            crate::kernels::gelu::gelu_in_place(&mut m);
+            let mut want = vec![0f32; rows * h];
+            matmul(
+                &QuantizedActs::for_weight(&m, &down),
+                &down,
+                Some(&b2),
+                kern,
+                &mut want,
+            );
+            let fused = up_gelu_quantized(&acts, &up, Some(&b1), &down, kern);
+            let got = product(&fused, &down, Some(&b2), kern);
+            assert_eq!(got, want, "{kern:?}");
+        }
+    }
+
+    #[test]
+    fn stacked_matrices_give_the_separate_products_side_by_side() {
+        let (rows, k) = (19, 20);
+        let x = random(rows * k, 21, 1.0);
+        let smooth: Vec<f32> = (0..k).map(|i| 1.0 + i as f32 / 10.0).collect();
+        let a = QuantizedMatrix::quantize_smoothed(&random(17 * k, 22, 0.3), 17, k, &smooth);
+        let b = QuantizedMatrix::quantize_smoothed(&random(5 * k, 23, 0.3), 5, k, &smooth);
+        let (pa, pb) = (PackedInt8::pack(&a), PackedInt8::pack(&b));
+        let both = PackedInt8::stack(&[&pa, &pb]).unwrap();
+        let acts = QuantizedActs::for_weight(&x, &pa);
+        let kern = Int8Kernel::detect();
+        let (ya, yb, yab) = (
+            product(&acts, &pa, None, kern),
+            product(&acts, &pb, None, kern),
+            product(&acts, &both, None, kern),
+        );
+        for r in 0..rows {
+            assert_eq!(&yab[r * 22..r * 22 + 17], &ya[r * 17..(r + 1) * 17]);
+            assert_eq!(&yab[r * 22 + 17..(r + 1) * 22], &yb[r * 5..(r + 1) * 5]);
+        }
+        // Different smoothing: no stacking.
+        let c = PackedInt8::pack(&QuantizedMatrix::quantize(&random(3 * k, 24, 0.3), 3, k));
+        assert!(PackedInt8::stack(&[&pa, &c]).is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use super::config::{Arch, EncoderConfig};
 use super::params::{LinearWeight, Params};
+use crate::kernels::int8::PackedInt8;
 use crate::kernels::{self, Dropout};
 use anyhow::Result;
 use candle_core::{DType, Module, Tensor, D};
@@ -141,6 +142,31 @@ struct Attention {
     output: Linear,
     norm: LayerNorm,
     heads: usize,
+    /// Query, key and value as one int8 product (inference), when all three are int8 with
+    /// the same input smoothing: the input is quantized once instead of three times.
+    fused: Option<(Arc<PackedInt8>, Option<Tensor>)>,
+}
+
+impl Attention {
+    fn fuse(&mut self) -> Result<()> {
+        self.fused = None;
+        let parts = [&self.query, &self.key, &self.value];
+        let packed: Vec<&PackedInt8> = parts
+            .iter()
+            .filter_map(|l| match &l.weight {
+                LinearWeight::Int8(p) => Some(p.as_ref()),
+                LinearWeight::Float(_) => None,
+            })
+            .collect();
+        if packed.len() != 3 || parts.iter().any(|l| l.bias.is_none()) {
+            return Ok(());
+        }
+        if let Some(p) = PackedInt8::stack(&packed) {
+            let biases: Vec<Tensor> = parts.iter().filter_map(|l| l.bias.clone()).collect();
+            self.fused = Some((Arc::new(p), Some(Tensor::cat(&biases, 0)?)));
+        }
+        Ok(())
+    }
 }
 
 struct Layer {
@@ -210,6 +236,7 @@ impl Encoder {
                     output: Linear::load(p, &format!("{n}.attention.output.dense"), h, h)?,
                     norm: LayerNorm::load(p, &format!("{n}.attention.output.LayerNorm"), h, eps)?,
                     heads: cfg.num_attention_heads,
+                    fused: None,
                 },
                 intermediate: Linear::load(
                     p,
@@ -223,6 +250,9 @@ impl Encoder {
         }
         let mut cfg = cfg.clone();
         cfg.num_hidden_layers = keep.len();
+        for l in &mut out_layers {
+            l.attention.fuse()?;
+        }
         Ok(Encoder {
             arch: cfg.arch()?,
             cfg,
@@ -231,6 +261,14 @@ impl Encoder {
             dropout: Dropout::new(0x1ec7),
             unpad: true,
         })
+    }
+
+    /// Fuses each layer's query, key and value products where they are int8 alike.
+    pub fn fuse_int8(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            l.attention.fuse()?;
+        }
+        Ok(())
     }
 
     /// Every dense layer of the transformer, in order.
@@ -340,8 +378,17 @@ impl Layer {
                 .apply(&self.attention.output.forward_t(&a, train, false)?, drop_h)?
                 .add(x)?,
         )?;
-        let i = self.intermediate.forward_t(&a, train, true)?;
-        let o = dropout.apply(&self.output.forward_t(&i, train, false)?, drop_h)?;
+        let o = match (&self.intermediate.weight, &self.output.weight, train) {
+            (LinearWeight::Int8(up), LinearWeight::Int8(down), false) => kernels::int8::ffn_int8(
+                &a,
+                (up, self.intermediate.bias.as_ref()),
+                (down, self.output.bias.as_ref()),
+            )?,
+            _ => {
+                let i = self.intermediate.forward_t(&a, train, true)?;
+                dropout.apply(&self.output.forward_t(&i, train, false)?, drop_h)?
+            }
+        };
         Ok(self.norm.forward(&o.add(&a)?)?)
     }
 }
@@ -359,6 +406,16 @@ impl Attention {
         let h = x.dim(D::Minus1)?;
         let dh = h / self.heads;
         let scale = 1.0 / (dh as f64).sqrt();
+        if let (Some((w, b)), false) = (&self.fused, train) {
+            let qkv = kernels::int8::linear_int8(x, w, b.as_ref(), false)?;
+            let (mask, offsets) = match keys {
+                Keys::Packed(o) => (None, *o),
+                Keys::Padded(m) => (Some(*m), &[][..]),
+            };
+            return Ok(kernels::attention::attention_fused(
+                &qkv, mask, offsets, self.heads, scale,
+            )?);
+        }
         let q = self.query.forward_t(x, train, false)?;
         let k = self.key.forward_t(x, train, false)?;
         let v = self.value.forward_t(x, train, false)?;

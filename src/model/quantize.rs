@@ -53,20 +53,60 @@ impl SentenceModel {
     /// Replaces every float dense layer of the encoder by its int8 form (smoothed where `c`
     /// has the layer's input ranges).
     pub fn quantize(&mut self, c: &Calibration) -> Result<()> {
+        // Query, key and value read the same input: one smoothing for the three (the largest
+        // weight per input over all of them), so the input is quantized once for a fused
+        // product.
+        let mut shared_wmax: HashMap<String, Vec<f32>> = HashMap::new();
+        for l in self.encoder.linears_mut() {
+            if let (Some(group), LinearWeight::Float(w)) = (qkv_group(&l.name), &l.weight) {
+                let cols = w.dim(1)?;
+                let wm = column_max(&w.flatten_all()?.to_vec1::<f32>()?, cols);
+                let e = shared_wmax.entry(group).or_insert_with(|| vec![0.0; cols]);
+                for (a, b) in e.iter_mut().zip(wm) {
+                    *a = a.max(b);
+                }
+            }
+        }
         let mut done = Vec::new();
         for l in self.encoder.linears_mut() {
-            if let Some(packed) = quantize_layer(l, c)? {
+            let wmax = qkv_group(&l.name).and_then(|g| shared_wmax.get(&g));
+            if let Some(packed) = quantize_layer(l, c, wmax)? {
                 done.push((format!("{}.weight", l.name), packed));
             }
         }
         for (name, packed) in done {
             self.params.make_int8(&name, packed);
         }
-        Ok(())
+        self.encoder.fuse_int8()
     }
 }
 
-fn quantize_layer(l: &mut Linear, c: &Calibration) -> Result<Option<Arc<PackedInt8>>> {
+/// `encoder.layer.N.attention.self` for that layer's query, key and value.
+fn qkv_group(name: &str) -> Option<String> {
+    ["query", "key", "value"].iter().find_map(|k| {
+        name.strip_suffix(k)
+            .and_then(|p| p.strip_suffix('.'))
+            .filter(|p| p.ends_with(".attention.self"))
+            .map(str::to_string)
+    })
+}
+
+/// max_n |W[n, k]| per input k.
+fn column_max(w: &[f32], cols: usize) -> Vec<f32> {
+    let mut m = vec![0f32; cols];
+    for row in w.chunks(cols) {
+        for (a, v) in m.iter_mut().zip(row) {
+            *a = a.max(v.abs());
+        }
+    }
+    m
+}
+
+fn quantize_layer(
+    l: &mut Linear,
+    c: &Calibration,
+    shared_wmax: Option<&Vec<f32>>,
+) -> Result<Option<Arc<PackedInt8>>> {
     let LinearWeight::Float(w) = &l.weight else {
         return Ok(None);
     };
@@ -74,7 +114,11 @@ fn quantize_layer(l: &mut Linear, c: &Calibration) -> Result<Option<Arc<PackedIn
     let values = w.flatten_all()?.to_vec1::<f32>()?;
     let q = match c.input_max.get(&l.name) {
         Some(xmax) if xmax.len() == cols && c.alpha > 0.0 => {
-            let smooth = smoothing(&values, cols, xmax, c.alpha);
+            let wmax = match shared_wmax {
+                Some(w) => w.clone(),
+                None => column_max(&values, cols),
+            };
+            let smooth = smoothing(&wmax, xmax, c.alpha);
             QuantizedMatrix::quantize_smoothed(&values, rows, cols, &smooth)
         }
         _ => QuantizedMatrix::quantize(&values, rows, cols),
@@ -133,17 +177,11 @@ pub fn calibrate_and_quantize(
     model.quantize(&c)
 }
 
-/// `s_k = max|x_k|^α / max_n |W_nk|^(1-α)`, with features never seen (or weights of zero)
-/// left alone.
-pub fn smoothing(w: &[f32], cols: usize, xmax: &[f32], alpha: f32) -> Vec<f32> {
-    let mut wmax = vec![0f32; cols];
-    for row in w.chunks(cols) {
-        for (m, v) in wmax.iter_mut().zip(row) {
-            *m = m.max(v.abs());
-        }
-    }
+/// `s_k = max|x_k|^α / max_n |W_nk|^(1-α)` from the inputs' and weights' ranges, with features
+/// never seen (or weights of zero) left alone.
+pub fn smoothing(wmax: &[f32], xmax: &[f32], alpha: f32) -> Vec<f32> {
     xmax.iter()
-        .zip(&wmax)
+        .zip(wmax)
         .map(|(&x, &w)| {
             if x > 0.0 && w > 0.0 && x.is_finite() {
                 (x.powf(alpha) / w.powf(1.0 - alpha)).clamp(1e-5, 1e5)
