@@ -15,7 +15,7 @@ impl CustomOp1 for Gelu {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::zeroed(x.len());
         let dim = 4096.min(x.len().max(1));
         for_rows(&mut out, dim, |i, y| {
             gelu_block(&x[i * dim..i * dim + y.len()], y)
@@ -68,7 +68,7 @@ impl CustomOp2 for GeluBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
         let g = f32_slice(s2, l2, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::zeroed(x.len());
         let dim = 4096.min(x.len().max(1));
         for_rows(&mut out, dim, |i, dx| {
             let r = i * dim..i * dim + dx.len();

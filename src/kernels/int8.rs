@@ -256,7 +256,7 @@ impl QuantizedActs {
         let rows = x.len() / cols.max(1);
         let k4 = cols.div_ceil(4) * 4;
         let padded = rows.div_ceil(MR) * MR;
-        let mut data = vec![0i8; padded * k4];
+        let mut data = super::zeroed::<i8>(padded * k4);
         let mut scales = vec![0f32; padded];
         let mut offsets = vec![0i32; padded];
         let mut zeros = vec![0i32; padded];
@@ -422,7 +422,7 @@ pub fn up_gelu_quantized(
     assert_eq!(n, down.in_dim, "int8 ffn: up and down do not chain");
     let k4 = down.k4;
     let padded = acts.rows.div_ceil(MR) * MR;
-    let mut data = vec![0i8; padded * k4];
+    let mut data = super::zeroed::<i8>(padded * k4);
     let mut scales = vec![0f32; padded];
     let mut offsets = vec![0i32; padded];
     let mut zeros = vec![0i32; padded];

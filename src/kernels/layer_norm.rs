@@ -82,7 +82,7 @@ impl CustomOp3 for LayerNorm {
         let gamma = f32_slice(s2, l2, self.name())?;
         let beta = f32_slice(s3, l3, self.name())?;
         let h = gamma.len();
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::zeroed(x.len());
         super::for_rows(&mut out, h, |i, y| {
             ln_row(&x[i * h..(i + 1) * h], gamma, beta, self.eps, y)
         });

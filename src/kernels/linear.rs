@@ -28,7 +28,7 @@ impl CustomOp3 for LinearInfer {
         let b = f32_slice(s3, l3, self.name())?;
         let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
         let rows = x.len() / in_dim.max(1);
-        let mut y = vec![0f32; rows * out_dim];
+        let mut y = super::zeroed(rows * out_dim);
         for_rows(&mut y, out_dim, |_, r| r.copy_from_slice(b));
         // SAFETY: the pointers and strides describe the slices above: x is rows × in
         // (row-major), w is out × in read as its transpose, y is rows × out.

@@ -66,6 +66,21 @@ pub use softmax::{masked_softmax, softmax_last_dim};
 use candle_core::{bail, CpuStorage, Layout, Result};
 use rayon::prelude::*;
 
+/// A zero-filled vector, filled by all threads when large: single-threaded zero-filling of the
+/// big activation buffers showed up in inference profiles.
+pub(crate) fn zeroed<T: Copy + Send + Sync + Default>(len: usize) -> Vec<T> {
+    if len < 1 << 16 {
+        return vec![T::default(); len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(1 << 15)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(T::default())));
+    // SAFETY: all `len` elements were just written.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// The contiguous f32 data behind a storage and layout.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = match s {
