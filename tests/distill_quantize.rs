@@ -4,9 +4,8 @@
 //! reload and serve every `--model` path, and refuse training.
 
 mod common;
-use lecr::data::synth::{generate, SynthConfig};
-use lecr::data::{load_dataset, split};
-use lecr::model::config::{Arch, EncoderConfig};
+use lecr::data::load_dataset;
+use lecr::data::synth::SynthConfig;
 use lecr::model::{quantize, LoadOptions, SentenceModel};
 use lecr::train::config::TrainConfig;
 use lecr::train::trainer::{RunOptions, Trainer};
@@ -15,41 +14,19 @@ use std::path::Path;
 /// A split English corpus and a tiny 4-layer BERT teacher, trained for two epochs (a random
 /// one embeds every text in nearly the same direction), saved as a model folder.
 fn setup(root: &Path) -> (String, String) {
-    let data = root.join("data");
-    generate(
-        &SynthConfig {
-            topics: 300,
-            contents: 500,
-            languages: vec!["en".into()],
-            seed: 5,
-            switch: false,
-            predict: None,
-        },
-        &data,
-    )
-    .unwrap();
-    let ds = load_dataset(&data).unwrap();
-    let folds = split::split_folds(&ds, 5);
-    let splitted = root.join("split");
-    split::write_split(&ds, &folds, &splitted).unwrap();
-    let tok = common::corpus_tokenizer(&root.join("tok"), &ds);
-    let vocab = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&tok).unwrap())
-        .unwrap()["model"]["vocab"]
-        .as_object()
-        .unwrap()
-        .len();
-    let mut cfg = EncoderConfig::tiny(Arch::Bert, vocab);
-    cfg.hidden_size = 48;
-    cfg.intermediate_size = 96;
-    cfg.num_hidden_layers = 4;
-    let model = SentenceModel::random(&cfg, &tok, 64, 17).unwrap();
-    let dir = root.join("random");
-    model.save(&dir).unwrap();
-    let data = splitted.display().to_string();
+    let synth = SynthConfig {
+        topics: 300,
+        contents: 500,
+        languages: vec!["en".into()],
+        seed: 5,
+        switch: false,
+        predict: None,
+    };
+    let (data, dir) = common::split_corpus_and_tiny_model(root, &synth, 4, "random");
     let run = root.join("teacher-run");
     let mut t = Trainer::new(TrainConfig {
         data: data.clone(),
-        model: dir.display().to_string(),
+        model: dir,
         max_len: 64,
         batch_size: 24,
         epochs: 2,

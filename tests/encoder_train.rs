@@ -146,16 +146,7 @@ fn packed_inference_equals_the_padded_pass() {
             let padded = model.forward_full(&ids, Some(20), false).unwrap();
             model.encoder.unpad = true;
             let packed = model.forward_full(&ids, Some(20), false).unwrap();
-            let diff = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
+            let diff = max_abs_diff;
             let masked = padded
                 .hidden
                 .broadcast_mul(&padded.mask.unsqueeze(2).unwrap())

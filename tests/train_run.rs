@@ -3,9 +3,7 @@
 //! as an uninterrupted one.
 
 mod common;
-use lecr::data::synth::{generate, SynthConfig};
-use lecr::data::{load_dataset, split};
-use lecr::model::config::{Arch, EncoderConfig};
+use lecr::data::synth::SynthConfig;
 use lecr::model::SentenceModel;
 use lecr::train::config::TrainConfig;
 use lecr::train::trainer::{RunOptions, Trainer};
@@ -13,40 +11,15 @@ use std::path::Path;
 
 /// A split English corpus and a tiny random BERT saved as a model folder.
 fn setup(root: &Path) -> (String, String) {
-    let data = root.join("data");
-    generate(
-        &SynthConfig {
-            topics: 400,
-            contents: 700,
-            languages: vec!["en".into()],
-            seed: 3,
-            switch: true,
-            predict: None,
-        },
-        &data,
-    )
-    .unwrap();
-    let ds = load_dataset(&data).unwrap();
-    let folds = split::split_folds(&ds, 5);
-    let splitted = root.join("split");
-    split::write_split(&ds, &folds, &splitted).unwrap();
-    let tok_dir = root.join("tok");
-    let tok = common::corpus_tokenizer(&tok_dir, &ds);
-    let vocab = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&tok).unwrap())
-        .unwrap()["model"]["vocab"]
-        .as_object()
-        .unwrap()
-        .len();
-    let mut cfg = EncoderConfig::tiny(Arch::Bert, vocab);
-    cfg.hidden_size = 48;
-    cfg.intermediate_size = 96;
-    let model = SentenceModel::random(&cfg, &tok, 64, 11).unwrap();
-    let model_dir = root.join("tiny");
-    model.save(&model_dir).unwrap();
-    (
-        splitted.display().to_string(),
-        model_dir.display().to_string(),
-    )
+    let synth = SynthConfig {
+        topics: 400,
+        contents: 700,
+        languages: vec!["en".into()],
+        seed: 3,
+        switch: true,
+        predict: None,
+    };
+    common::split_corpus_and_tiny_model(root, &synth, 2, "tiny")
 }
 
 fn config(data: &str, model: &str, out: &Path, epochs: usize) -> TrainConfig {

@@ -228,6 +228,20 @@ enum Keys {
     Packed { offsets: Vec<usize>, ones: Vec<f32> },
 }
 
+impl Keys {
+    fn packed(offsets: &[usize]) -> Keys {
+        let longest = offsets
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .max()
+            .unwrap_or(0);
+        Keys::Packed {
+            offsets: offsets.to_vec(),
+            ones: vec![1.0; longest],
+        }
+    }
+}
+
 impl AttentionInfer {
     fn items(&self, rows: usize) -> Result<Vec<std::ops::Range<usize>>> {
         match &self.keys {
@@ -319,17 +333,7 @@ pub fn attention_fused(
             mask: m.flatten_all()?.to_vec1::<f32>()?,
             len: m.dim(1)?,
         },
-        None => {
-            let longest = offsets
-                .windows(2)
-                .map(|w| w[1].saturating_sub(w[0]))
-                .max()
-                .unwrap_or(0);
-            Keys::Packed {
-                offsets: offsets.to_vec(),
-                ones: vec![1.0; longest],
-            }
-        }
+        None => Keys::packed(offsets),
     };
     let op = AttentionInfer {
         keys,

@@ -255,6 +255,26 @@ impl QuantizedActs {
     fn quantize_mul(x: &[f32], cols: usize, mul: Option<&[f32]>) -> Self {
         let rows = x.len() / cols.max(1);
         let k4 = cols.div_ceil(4) * 4;
+        Self::build(
+            rows,
+            k4,
+            || (),
+            |_, r0, here, out| {
+                for i in 0..here {
+                    out.put(i, &x[(r0 + i) * cols..(r0 + i + 1) * cols], mul);
+                }
+            },
+        )
+    }
+
+    /// Quantized activations for `rows` rows of `k4` inputs, written by parallel tasks of
+    /// `TASK_ROWS` rows: `fill(scratch, first_row, rows_here, out)` puts each of its rows.
+    fn build<S>(
+        rows: usize,
+        k4: usize,
+        scratch: impl Fn() -> S + Sync + Send,
+        fill: impl Fn(&mut S, usize, usize, &mut RowsOut) + Sync + Send,
+    ) -> Self {
         let padded = rows.div_ceil(MR) * MR;
         let mut data = super::zeroed::<i8>(padded * k4);
         let mut scales = vec![0f32; padded];
@@ -265,16 +285,18 @@ impl QuantizedActs {
             .zip(offsets.par_chunks_mut(TASK_ROWS))
             .zip(zeros.par_chunks_mut(TASK_ROWS))
             .enumerate()
-            .for_each(|(t, (((q, s), o), z))| {
-                let rows_here = q.chunks_mut(k4).zip(s).zip(o).zip(z);
-                for (i, (((qr, s), o), z)) in rows_here.enumerate() {
-                    let r = t * TASK_ROWS + i;
-                    if r < rows {
-                        let row = quantize_row(&x[r * cols..(r + 1) * cols], mul, qr);
-                        *s = row.scale;
-                        *o = 128 * row.sum;
-                        *z = row.zero;
-                    }
+            .for_each_init(scratch, |sc, (t, (((q, scales), offsets), zeros))| {
+                let r0 = t * TASK_ROWS;
+                let here = rows.saturating_sub(r0).min(TASK_ROWS);
+                if here > 0 {
+                    let mut out = RowsOut {
+                        q,
+                        k4,
+                        scales,
+                        offsets,
+                        zeros,
+                    };
+                    fill(sc, r0, here, &mut out);
                 }
             });
         QuantizedActs {
@@ -285,6 +307,26 @@ impl QuantizedActs {
             zeros,
             offsets,
         }
+    }
+}
+
+/// One task's rows of quantized activations, being written.
+struct RowsOut<'a> {
+    q: &'a mut [i8],
+    k4: usize,
+    scales: &'a mut [f32],
+    offsets: &'a mut [i32],
+    zeros: &'a mut [i32],
+}
+
+impl RowsOut<'_> {
+    /// Quantizes `x` (times `mul`) as this task's row `i`.
+    fn put(&mut self, i: usize, x: &[f32], mul: Option<&[f32]>) {
+        let at = i * self.k4;
+        let rq = quantize_row(x, mul, &mut self.q[at..at + x.len()]);
+        self.scales[i] = rq.scale;
+        self.offsets[i] = 128 * rq.sum;
+        self.zeros[i] = rq.zero;
     }
 }
 
@@ -420,49 +462,21 @@ pub fn up_gelu_quantized(
     let n = up.out_dim;
     assert_eq!(acts.k4, up.k4, "int8 ffn: inner dimensions differ");
     assert_eq!(n, down.in_dim, "int8 ffn: up and down do not chain");
-    let k4 = down.k4;
-    let padded = acts.rows.div_ceil(MR) * MR;
-    let mut data = super::zeroed::<i8>(padded * k4);
-    let mut scales = vec![0f32; padded];
-    let mut offsets = vec![0i32; padded];
-    let mut zeros = vec![0i32; padded];
-    let rows = acts.rows;
-    data.par_chunks_mut(TASK_ROWS * k4)
-        .zip(scales.par_chunks_mut(TASK_ROWS))
-        .zip(offsets.par_chunks_mut(TASK_ROWS))
-        .zip(zeros.par_chunks_mut(TASK_ROWS))
-        .enumerate()
-        .for_each_init(
-            Vec::new,
-            |scratch: &mut Vec<MaybeUninit<f32>>, (t, (((q, s), o), z))| {
-                let r0 = t * TASK_ROWS;
-                let here = rows.saturating_sub(r0).min(TASK_ROWS);
-                if here == 0 {
-                    return;
-                }
-                scratch.resize(here * n, MaybeUninit::new(0.0));
-                run_tile(acts, up, bias, kernel, r0, here, scratch);
-                // SAFETY: `run_tile` wrote all `here × n` values.
-                let y =
-                    unsafe { &mut *(&mut scratch[..] as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                for (i, row) in y.chunks_mut(n).enumerate() {
-                    super::gelu::gelu_in_place(row);
-                    let rq =
-                        quantize_row(row, down.inv_smooth.as_deref(), &mut q[i * k4..i * k4 + n]);
-                    s[i] = rq.scale;
-                    o[i] = 128 * rq.sum;
-                    z[i] = rq.zero;
-                }
-            },
-        );
-    QuantizedActs {
-        rows,
-        k4,
-        data,
-        scales,
-        zeros,
-        offsets,
-    }
+    QuantizedActs::build(
+        acts.rows,
+        down.k4,
+        Vec::new,
+        |scratch: &mut Vec<MaybeUninit<f32>>, r0, here, out| {
+            scratch.resize(here * n, MaybeUninit::new(0.0));
+            run_tile(acts, up, bias, kernel, r0, here, scratch);
+            // SAFETY: `run_tile` wrote all `here × n` values.
+            let y = unsafe { &mut *(&mut scratch[..] as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            for (i, row) in y.chunks_mut(n).enumerate() {
+                super::gelu::gelu_in_place(row);
+                out.put(i, row, down.inv_smooth.as_deref());
+            }
+        },
+    )
 }
 
 /// `down(gelu(up(x)))` for int8 layers (see [`up_gelu_quantized`]). No backward pass.

@@ -119,3 +119,49 @@ pub fn corpus_tokenizer(dir: &Path, ds: &lecr::data::Dataset) -> PathBuf {
     std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
     path
 }
+
+/// A generated corpus split into 5 folds (`root/split`) and a tiny random BERT of `layers`
+/// layers over its words, saved at `root/<name>`. Returns (split folder, model folder).
+pub fn split_corpus_and_tiny_model(
+    root: &Path,
+    synth: &lecr::data::synth::SynthConfig,
+    layers: usize,
+    name: &str,
+) -> (String, String) {
+    use lecr::data::{load_dataset, split};
+    let data = root.join("data");
+    lecr::data::synth::generate(synth, &data).unwrap();
+    let ds = load_dataset(&data).unwrap();
+    let folds = split::split_folds(&ds, 5);
+    let splitted = root.join("split");
+    split::write_split(&ds, &folds, &splitted).unwrap();
+    let tok = corpus_tokenizer(&root.join("tok"), &ds);
+    let vocab = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&tok).unwrap())
+        .unwrap()["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .len();
+    let mut cfg = EncoderConfig::tiny(Arch::Bert, vocab);
+    cfg.hidden_size = 48;
+    cfg.intermediate_size = 96;
+    cfg.num_hidden_layers = layers;
+    let model = SentenceModel::random(&cfg, &tok, 64, 11).unwrap();
+    let model_dir = root.join(name);
+    model.save(&model_dir).unwrap();
+    (
+        splitted.display().to_string(),
+        model_dir.display().to_string(),
+    )
+}
+
+/// Largest absolute difference between two tensors of the same shape.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
