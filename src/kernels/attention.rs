@@ -81,23 +81,26 @@ simd_fn! {
             let mut i0 = 0;
             while i0 < n {
                 let nq = (n - i0).min(QB);
-                // Scores of up to QB queries, W keys at a time, in registers across features.
+                // Always QB queries (the last repeated at the end), so the inner loops have
+                // constant trip counts and their accumulators stay in registers.
+                let qidx: [usize; QB] = std::array::from_fn(|r| i0 + r.min(nq - 1));
                 for jb in (0..np).step_by(W) {
                     let mut acc = [[0f32; W]; QB];
                     for d in 0..dh {
                         let row = &kt[d * np + jb..d * np + jb + W];
-                        for (a, qi) in acc.iter_mut().zip(i0..i0 + nq) {
-                            let qv = q[qi * rs + c0 + d];
+                        for r in 0..QB {
+                            let qv = q[qidx[r] * rs + c0 + d];
                             for t in 0..W {
-                                a[t] = qv.mul_add(row[t], a[t]);
+                                acc[r][t] = qv.mul_add(row[t], acc[r][t]);
                             }
                         }
                     }
-                    for (a, s) in acc.iter().zip(scores.chunks_mut(np)).take(nq) {
-                        s[jb..jb + W].copy_from_slice(a);
+                    for (r, a) in acc.iter().enumerate() {
+                        scores[r * np + jb..r * np + jb + W].copy_from_slice(a);
                     }
                 }
-                for (r, qi) in (i0..i0 + nq).enumerate() {
+                let mut inv = [0f32; QB];
+                for (r, inv) in inv.iter_mut().enumerate() {
                     let sr = &mut scores[r * np..r * np + n];
                     // Branch-free masked softmax in separate maps and reductions, so each
                     // vectorises; masked keys weigh exactly 0.
@@ -108,28 +111,40 @@ simd_fn! {
                     for (s, &m) in sr.iter_mut().zip(keep) {
                         *s = math::exp(*s - max) * m;
                     }
-                    let sum = math::sum(sr);
-                    let oi = &mut out[qi * h + c0..qi * h + c0 + dh];
-                    if keep[qi] == 0.0 {
-                        continue;
-                    }
-                    let inv = 1.0 / sum;
-                    if dh.is_multiple_of(W) {
-                        for db in (0..dh).step_by(W) {
-                            let mut acc = [0f32; W];
-                            for (j, &p) in sr.iter().enumerate() {
-                                let vr = &v[j * rs + c0 + db..j * rs + c0 + db + W];
+                    *inv = 1.0 / math::sum(sr);
+                }
+                if dh.is_multiple_of(W) {
+                    // Weighted values, W features of QB queries at a time (independent chains).
+                    for db in (0..dh).step_by(W) {
+                        let mut acc = [[0f32; W]; QB];
+                        for j in 0..n {
+                            let vr = &v[j * rs + c0 + db..j * rs + c0 + db + W];
+                            for r in 0..QB {
+                                let p = scores[r * np + j];
                                 for t in 0..W {
-                                    acc[t] = p.mul_add(vr[t], acc[t]);
+                                    acc[r][t] = p.mul_add(vr[t], acc[r][t]);
                                 }
                             }
-                            for (o, a) in oi[db..db + W].iter_mut().zip(acc) {
-                                *o = a * inv;
+                        }
+                        for r in 0..nq {
+                            let qi = i0 + r;
+                            if keep[qi] != 0.0 {
+                                let o = &mut out[qi * h + c0 + db..qi * h + c0 + db + W];
+                                for (o, a) in o.iter_mut().zip(acc[r]) {
+                                    *o = a * inv[r];
+                                }
                             }
                         }
-                    } else {
-                        for (j, &p) in sr.iter().enumerate() {
-                            let p = p * inv;
+                    }
+                } else {
+                    for r in 0..nq {
+                        let qi = i0 + r;
+                        if keep[qi] == 0.0 {
+                            continue;
+                        }
+                        let oi = &mut out[qi * h + c0..qi * h + c0 + dh];
+                        for j in 0..n {
+                            let p = scores[r * np + j] * inv[r];
                             for (o, &vv) in oi.iter_mut().zip(&v[j * rs + c0..j * rs + c0 + dh]) {
                                 *o += p * vv;
                             }

@@ -65,6 +65,70 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// y = layer_norm(x + r): the residual sum and the normalisation in one pass per row.
+    fn add_ln_row(x: &[f32], r: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
+        for ((y, a), b) in y.iter_mut().zip(x).zip(r) {
+            *y = a + b;
+        }
+        let (mean, rstd) = stats(y, eps);
+        for k in 0..y.len() {
+            y[k] = (y[k] - mean) * rstd * gamma[k] + beta[k];
+        }
+    }
+}
+
+/// Inference-only `layer_norm(x + residual)`.
+struct AddLayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl candle_core::CustomOp2 for AddLayerNorm {
+    fn name(&self) -> &'static str {
+        "lecr-add-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let r = f32_slice(s2, l2, self.name())?;
+        let h = self.gamma.len();
+        if x.len() != r.len() || h == 0 || x.len() % h != 0 {
+            candle_core::bail!("add + layer norm: shapes differ");
+        }
+        let mut out = super::zeroed(x.len());
+        super::for_rows(&mut out, h, |i, y| {
+            let at = i * h..(i + 1) * h;
+            add_ln_row(&x[at.clone()], &r[at], &self.gamma, &self.beta, self.eps, y)
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `layer_norm(x + residual)` in one pass, without a backward pass (inference): saves the
+/// separate residual sum and its output buffer.
+pub fn add_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let op = AddLayerNorm {
+        gamma: gamma.to_vec1::<f32>()?,
+        beta: beta.to_vec1::<f32>()?,
+        eps: eps as f32,
+    };
+    x.contiguous()?
+        .apply_op2_no_bwd(&residual.contiguous()?, &op)
+}
+
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "lecr-layer-norm"
@@ -168,4 +232,21 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
     }
     x.contiguous()?
         .apply_op3(gamma, beta, LayerNorm { eps: eps as f32 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn add_then_normalise_equals_the_two_ops() {
+        use candle_core::{Device, Tensor};
+        let d = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 7, 48), &d).unwrap();
+        let r = Tensor::randn(0f32, 2.0, (5, 7, 48), &d).unwrap();
+        let g = Tensor::randn(1f32, 0.1, 48, &d).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 48, &d).unwrap();
+        let want = super::super::layer_norm(&(&x + &r).unwrap(), &g, &b, 1e-12).unwrap();
+        let got = super::add_layer_norm(&x, &r, &g, &b, 1e-12).unwrap();
+        let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "{diff}");
+    }
 }

@@ -126,6 +126,20 @@ impl LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// `norm(x + residual)`, in one fused pass when no gradient is needed.
+    fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        if train {
+            self.forward(&x.add(residual)?)
+        } else {
+            kernels::layer_norm::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps)
+        }
+    }
 }
 
 struct Embeddings {
@@ -373,10 +387,10 @@ impl Layer {
         train: bool,
     ) -> Result<Tensor> {
         let a = self.attention.forward(x, keys, dropout, drop_a, train)?;
-        let a = self.attention.norm.forward(
-            &dropout
-                .apply(&self.attention.output.forward_t(&a, train, false)?, drop_h)?
-                .add(x)?,
+        let a = self.attention.norm.forward_residual(
+            &dropout.apply(&self.attention.output.forward_t(&a, train, false)?, drop_h)?,
+            x,
+            train,
         )?;
         let o = match (&self.intermediate.weight, &self.output.weight, train) {
             (LinearWeight::Int8(up), LinearWeight::Int8(down), false) => kernels::int8::ffn_int8(
@@ -389,7 +403,7 @@ impl Layer {
                 dropout.apply(&self.output.forward_t(&i, train, false)?, drop_h)?
             }
         };
-        Ok(self.norm.forward(&o.add(&a)?)?)
+        Ok(self.norm.forward_residual(&o, &a, train)?)
     }
 }
 
