@@ -68,7 +68,7 @@ struct QuantizeArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// How many calibration texts to use at most.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = lecr::model::quantize::CALIBRATION_TEXTS)]
     calibration_size: usize,
     /// SmoothQuant migration strength (0 = no smoothing).
     #[arg(long, default_value_t = lecr::model::quantize::DEFAULT_ALPHA)]
@@ -722,7 +722,9 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<i32> {
             t.extend(ds.contents.iter().map(lecr::text::content_text));
             t
         }
-        (None, None) => quantize::vocabulary_texts(&float, a.calibration_size, 0x5eed),
+        (None, None) => {
+            quantize::vocabulary_texts(&float, a.calibration_size, quantize::VOCABULARY_SEED)
+        }
     };
     // An even spread over the file, at most --calibration-size texts.
     let step = texts.len().div_ceil(a.calibration_size.max(1)).max(1);

@@ -275,6 +275,57 @@ fn quantize_cli_writes_a_folder_and_reports_agreement() {
         "{stdout}"
     );
     assert!(load(&out).is_int8());
+    // `--int8` quantizes a float model as it loads: `embed` writes the same rows as the
+    // quantized folder does when both calibrate on vocabulary texts.
+    let texts = root.path().join("texts.txt");
+    std::fs::write(&texts, "adding fractions\nplants and cells\n").unwrap();
+    let embed = |model: &str, extra: &[&str], dir: &str| {
+        let o = root.path().join(dir);
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+            .args([
+                "embed",
+                "--model",
+                model,
+                "--texts",
+                texts.to_str().unwrap(),
+            ])
+            .args(["--out", o.to_str().unwrap()])
+            .args(extra)
+            .env("LECR_NO_PROGRESS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        std::fs::read(o.join("texts.safetensors")).unwrap()
+    };
+    let vocab_q = root.path().join("qv");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args([
+            "quantize",
+            "--model",
+            &teacher_dir,
+            "--out",
+            vocab_q.to_str().unwrap(),
+        ])
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let at_load = embed(&teacher_dir, &["--int8"], "e1");
+    let from_folder = embed(vocab_q.to_str().unwrap(), &[], "e2");
+    let float = embed(&teacher_dir, &[], "e3");
+    assert_ne!(at_load, float);
+    assert_eq!(
+        at_load, from_folder,
+        "the same default calibration gives the same model"
+    );
     // Quantizing an int8 folder again is refused.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
         .args(["quantize", "--model", out.to_str().unwrap()])

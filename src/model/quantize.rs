@@ -17,6 +17,9 @@ use anyhow::Result;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Calibration texts used by default (`lecr quantize` and `--int8` at load alike).
+pub const CALIBRATION_TEXTS: usize = 256;
+
 /// SmoothQuant's migration strength (0: none, 1: all of the activation range into weights).
 pub const DEFAULT_ALPHA: f32 = 0.5;
 
@@ -159,6 +162,9 @@ pub fn vocabulary_texts(model: &SentenceModel, n: usize, seed: u64) -> Vec<Strin
         .collect()
 }
 
+/// Seed of the default vocabulary calibration texts.
+pub const VOCABULARY_SEED: u64 = 0x5eed;
+
 /// Calibrates on `texts`, or on [`vocabulary_texts`] when there are none, then quantizes.
 pub fn calibrate_and_quantize(
     model: &mut SentenceModel,
@@ -169,7 +175,7 @@ pub fn calibrate_and_quantize(
     let texts = match texts {
         Some(t) if !t.is_empty() => t,
         _ => {
-            generated = vocabulary_texts(model, 256, 0x5eed);
+            generated = vocabulary_texts(model, CALIBRATION_TEXTS, VOCABULARY_SEED);
             &generated
         }
     };
