@@ -138,6 +138,8 @@ pub struct PackedInt8 {
     /// Per input, `1 / smooth[k]`, applied while quantizing the activations.
     smooth: Option<Vec<f32>>,
     inv_smooth: Option<Vec<f32>>,
+    /// Row-major `q_w` for the portable kernel, built on its first use (VNNI never needs it).
+    row_major: std::sync::OnceLock<Vec<i8>>,
 }
 
 impl PackedInt8 {
@@ -161,6 +163,7 @@ impl PackedInt8 {
             .collect();
         wsum.resize(panels * NR, 0);
         PackedInt8 {
+            row_major: std::sync::OnceLock::new(),
             wsum,
             out_dim: m.rows,
             in_dim: m.cols,
@@ -547,22 +550,26 @@ struct Tile<'a> {
     rows: usize,
 }
 
+simd_fn! {
+    /// `Σ x·w` of two int8 rows, exact in i32 (integer sums vectorise, e.g. with AVX2).
+    fn dot_i8(x: &[i8], w: &[i8], out: &mut i32) {
+        *out = x.iter().zip(w).map(|(&a, &b)| a as i32 * b as i32).sum();
+    }
+}
+
+/// The portable kernel: plain int8 dot products over row-major weights. Computes the same
+/// integers as the VNNI kernel (`Σ q_x q_w`), so both give the same results.
 fn scalar_task(t: &Tile, out: &mut [MaybeUninit<f32>]) {
     let (a, w) = (t.acts, t.w);
-    let n = w.out_dim;
+    let (n, k) = (w.out_dim, w.in_dim);
+    let rows = w.row_major.get_or_init(|| w.unpack().values);
     for i in 0..t.rows {
         let r = t.r0 + i;
-        let x = &a.data[r * a.k4..(r + 1) * a.k4];
+        let x = &a.data[r * a.k4..r * a.k4 + k];
         for c in 0..n {
-            let panel = &w.data[(c / NR) * w.panel_len()..];
             let mut acc = 0i32;
-            for (g, xs) in x.chunks_exact(4).enumerate() {
-                let wb = &panel[g * NR * 4 + (c % NR) * 4..][..4];
-                for (&xv, &wv) in xs.iter().zip(wb) {
-                    acc += xv as i32 * wv as i32;
-                }
-            }
-            let acc = acc - a.offsets[r] - a.zeros[r] * w.wsum[c];
+            dot_i8(x, &rows[c * k..(c + 1) * k], &mut acc);
+            let acc = acc - a.zeros[r] * w.wsum[c];
             let v = acc as f32 * (a.scales[r] * w.scales[c]);
             out[i * n + c].write(v + t.bias.map_or(0.0, |b| b[c]));
         }

@@ -134,6 +134,16 @@ impl SentenceModel {
         if opts.int8 && !m.is_int8() {
             quantize::calibrate_and_quantize(&mut m, None, quantize::DEFAULT_ALPHA)?;
         }
+        if m.is_int8() {
+            let kernel = crate::kernels::int8::Int8Kernel::detect();
+            if kernel == crate::kernels::int8::Int8Kernel::Scalar {
+                tracing::warn!(
+                    "{}: int8 model on a CPU without AVX-512 VNNI (or LECR_INT8_SCALAR=1): the \
+                     portable int8 kernel is slower than the float model here",
+                    dir.display()
+                );
+            }
+        }
         Ok(m)
     }
 
