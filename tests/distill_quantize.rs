@@ -227,28 +227,38 @@ fn quantized_folders_save_reload_and_refuse_training() {
     assert!(err.contains("int8"), "{err}");
 
     // Every --model command takes the folder: eval through the CLI.
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-        .args([
-            "eval",
-            "--data",
-            &data,
-            "--fold",
-            "0",
-            "--json",
-            "--max-len",
-            "64",
-        ])
-        .args(["--model", out.to_str().unwrap()])
+    let o = out.to_str().unwrap();
+    let stdout = lecr_ok(&[
+        "eval",
+        "--data",
+        &data,
+        "--fold",
+        "0",
+        "--json",
+        "--max-len",
+        "64",
+        "--model",
+        o,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v.to_string().contains("f2"), "{v}");
+}
+
+/// Runs the lecr binary (no progress bars).
+fn lecr(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args(args)
         .env("LECR_NO_PROGRESS", "1")
         .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert!(v.to_string().contains("f2"), "{v}");
+        .unwrap()
+}
+
+/// Runs the lecr binary, which must succeed; returns its stdout.
+fn lecr_ok(args: &[&str]) -> String {
+    let st = lecr(args);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "lecr {args:?}: {err}");
+    String::from_utf8_lossy(&st.stdout).into_owned()
 }
 
 #[test]
@@ -257,18 +267,16 @@ fn quantize_cli_writes_a_folder_and_reports_agreement() {
     let root = tempfile::tempdir().unwrap();
     let (data, teacher_dir) = setup(root.path());
     let out = root.path().join("q");
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-        .args(["quantize", "--model", &teacher_dir, "--data", &data])
-        .args(["--out", out.to_str().unwrap()])
-        .env("LECR_NO_PROGRESS", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&st.stdout);
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let o = out.to_str().unwrap();
+    let stdout = lecr_ok(&[
+        "quantize",
+        "--model",
+        &teacher_dir,
+        "--data",
+        &data,
+        "--out",
+        o,
+    ]);
     assert!(stdout.contains("quantized 24 dense layers"), "{stdout}");
     assert!(
         stdout.contains(&format!("wrote {}", out.display())),
@@ -279,45 +287,30 @@ fn quantize_cli_writes_a_folder_and_reports_agreement() {
     // quantized folder does when both calibrate on vocabulary texts.
     let texts = root.path().join("texts.txt");
     std::fs::write(&texts, "adding fractions\nplants and cells\n").unwrap();
+    let t = texts.to_str().unwrap();
     let embed = |model: &str, extra: &[&str], dir: &str| {
         let o = root.path().join(dir);
-        let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-            .args([
-                "embed",
-                "--model",
-                model,
-                "--texts",
-                texts.to_str().unwrap(),
-            ])
-            .args(["--out", o.to_str().unwrap()])
-            .args(extra)
-            .env("LECR_NO_PROGRESS", "1")
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        let mut args = vec![
+            "embed",
+            "--model",
+            model,
+            "--texts",
+            t,
+            "--out",
+            o.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        lecr_ok(&args);
         std::fs::read(o.join("texts.safetensors")).unwrap()
     };
     let vocab_q = root.path().join("qv");
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-        .args([
-            "quantize",
-            "--model",
-            &teacher_dir,
-            "--out",
-            vocab_q.to_str().unwrap(),
-        ])
-        .env("LECR_NO_PROGRESS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    lecr_ok(&[
+        "quantize",
+        "--model",
+        &teacher_dir,
+        "--out",
+        vocab_q.to_str().unwrap(),
+    ]);
     let at_load = embed(&teacher_dir, &["--int8"], "e1");
     let from_folder = embed(vocab_q.to_str().unwrap(), &[], "e2");
     let float = embed(&teacher_dir, &[], "e3");
@@ -327,11 +320,8 @@ fn quantize_cli_writes_a_folder_and_reports_agreement() {
         "the same default calibration gives the same model"
     );
     // Quantizing an int8 folder again is refused.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-        .args(["quantize", "--model", out.to_str().unwrap()])
-        .args(["--out", root.path().join("q2").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let q2 = root.path().join("q2");
+    let again = lecr(&["quantize", "--model", o, "--out", q2.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already int8"));
 }
