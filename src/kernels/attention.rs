@@ -368,6 +368,7 @@ pub fn attention_fused(
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use candle_core::{Device, Tensor};
 
     #[test]
@@ -430,24 +431,23 @@ mod tests {
             scale,
         )
         .unwrap();
-        let diff = (pack(&w4) - packed)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "packed: {diff}");
+        let diff = max_diff(&pack(&w4), &packed);
+        assert!(diff < 1e-5, "packed: {diff}");
+        // One fused q | k | v tensor (as the fused int8 product writes it), packed and padded.
+        let cat = |ts: [Tensor; 3], dim| Tensor::cat(&ts, dim).unwrap();
+        let fused = cat([pack(&merge(&q)), pack(&merge(&k)), pack(&merge(&v))], 1);
+        let f = super::attention_fused(&fused, None, &offsets, h, scale).unwrap();
+        let diff = max_diff(&pack(&w4), &f);
+        assert!(diff < 1e-5, "fused, packed: {diff}");
+        let fused = cat([merge(&q), merge(&k), merge(&v)], 2);
+        let f = super::attention_fused(&fused, Some(&mask), &[], h, scale).unwrap();
+        assert_eq!(f.dims(), &[b, l, h * dh]);
+        let diff = max_diff(&pack(&w4), &pack(&f));
+        assert!(diff < 1e-5, "fused, padded: {diff}");
         for (bi, &n) in lens.iter().enumerate() {
             let a = w4.get(bi).unwrap().narrow(0, 0, n).unwrap();
             let g = got.get(bi).unwrap().narrow(0, 0, n).unwrap();
-            let diff = (a - g)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_diff(&a, &g);
             assert!(diff < 1e-5, "item {bi}: {diff}");
         }
     }

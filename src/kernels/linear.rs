@@ -94,14 +94,7 @@ mod tests {
                 want.clone()
             };
             assert_eq!(got.dims(), &[3, 70, 96]);
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = super::super::max_diff(&got, &want);
             assert!(diff < 1e-4, "gelu {gelu}: {diff}");
         }
     }

@@ -117,6 +117,21 @@ pub(crate) fn for_rows(out: &mut [f32], dim: usize, f: impl Fn(usize, &mut [f32]
         });
 }
 
+/// Largest absolute difference between two tensors of the same shape (kernel tests).
+#[cfg(test)]
+pub(crate) fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     //! Each fused op against the same function built from candle primitives: values and
@@ -131,18 +146,7 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use super::max_diff;
 
     /// Compares `fused` and `reference` on inputs `xs`: outputs and all input gradients.
     fn check(
@@ -243,6 +247,7 @@ mod tests {
 
 #[cfg(test)]
 mod masked_tests {
+    use super::max_diff;
     use candle_core::{Device, Tensor, Var, D};
 
     #[test]
@@ -276,14 +281,7 @@ mod masked_tests {
             D::Minus1,
         )
         .unwrap();
-        let diff = (&fused - &reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&fused, &reference);
         assert!(diff < 1e-6, "forward differs by {diff}");
         let w = Tensor::arange(0f32, (b * h * l * l) as f32, &dev)
             .unwrap()
@@ -298,14 +296,7 @@ mod masked_tests {
             .unwrap()
             .backward()
             .unwrap();
-        let d = (g1.get(&xv).unwrap() - g2.get(&xv).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_diff(g1.get(&xv).unwrap(), g2.get(&xv).unwrap());
         assert!(d < 1e-5, "gradient differs by {d}");
     }
 }
