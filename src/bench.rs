@@ -1,5 +1,5 @@
 //! `lecr bench encode`: sentences/s of inference and the time of one training step, measured
-//! the way `../shared/bench/torch_baseline.py` measures PyTorch, optionally running that script
+//! the way `bench/baseline.py` measures PyTorch and ONNX Runtime, optionally running that script
 //! in the same invocation and printing ratios.
 
 use crate::model::{LoadOptions, SentenceModel};
@@ -9,6 +9,11 @@ use anyhow::{Context, Result};
 use candle_core::Var;
 use std::path::Path;
 use std::time::Instant;
+
+/// The benchmark inputs and the baseline script (`bench/`), built into the binary so that
+/// `lecr bench encode` runs from any folder.
+pub const BENCH_TEXTS: &str = include_str!("../bench/texts-1024.txt");
+pub const BASELINE_SCRIPT: &str = include_str!("../bench/baseline.py");
 
 #[derive(Debug, Clone)]
 pub struct EncodeBenchConfig {

@@ -213,6 +213,10 @@ struct EvalArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Score each --model / --features on its own (not as an ensemble), on the same topics,
+    /// and print one table: F2, precision, recall, selected, margin and time per source.
+    #[arg(long)]
+    compare: bool,
 }
 
 #[derive(Args)]
@@ -250,12 +254,13 @@ enum BenchCmd {
         no_baseline: bool,
     },
     /// Inference sentences/s and one InfoNCE training step, against PyTorch when
-    /// --torch-python is given (runs ../shared/bench/torch_baseline.py in the same run).
+    /// --torch-python is given (runs bench/baseline.py in the same run).
     Encode {
         #[arg(long)]
         model: String,
-        #[arg(long, default_value = "../shared/bench/texts-1024.txt")]
-        texts: PathBuf,
+        /// Inputs, one per line, first 1,024 used (default: bench/texts-1024.txt, built in).
+        #[arg(long)]
+        texts: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch: usize,
         #[arg(long, default_value_t = 64)]
@@ -265,7 +270,7 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Python with torch + transformers (+ onnx, onnxruntime for the ORT rows; see the
-        /// header of torch_baseline.py).
+        /// header of bench/baseline.py).
         #[arg(long)]
         torch_python: Option<String>,
         /// Figures the baseline script measures (its --only).
@@ -274,8 +279,9 @@ enum BenchCmd {
         /// Skip the training-step figure (lecr's and the baseline's).
         #[arg(long)]
         no_train_step: bool,
-        #[arg(long, default_value = "../shared/bench/torch_baseline.py")]
-        torch_script: PathBuf,
+        /// The baseline script (default: bench/baseline.py, built in).
+        #[arg(long)]
+        torch_script: Option<PathBuf>,
     },
 }
 
@@ -359,6 +365,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs piped to a file or CI stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let code = match run(cli) {
@@ -417,10 +425,10 @@ fn run(cli: Cli) -> Result<i32> {
             };
             cmd_bench_encode(
                 &model,
-                &texts,
+                texts.as_deref(),
                 &c,
                 torch_python.as_deref(),
-                &torch_script,
+                torch_script.as_deref(),
                 &baselines,
                 no_train_step,
             )
@@ -585,14 +593,24 @@ fn cmd_embed(a: EmbedArgs) -> Result<i32> {
 
 fn cmd_bench_encode(
     model_spec: &str,
-    texts_path: &std::path::Path,
+    texts_path: Option<&std::path::Path>,
     c: &lecr::bench::EncodeBenchConfig,
     torch_python: Option<&str>,
-    torch_script: &std::path::Path,
+    torch_script: Option<&std::path::Path>,
     baselines: &str,
     no_train_step: bool,
 ) -> Result<i32> {
-    let texts: Vec<String> = read_lines(texts_path)?.into_iter().take(1024).collect();
+    // The built-in inputs and script go to a temporary folder when the baseline needs files.
+    let builtin = tempfile::tempdir()?;
+    let texts_path = match texts_path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = builtin.path().join("texts-1024.txt");
+            std::fs::write(&p, lecr::bench::BENCH_TEXTS)?;
+            p
+        }
+    };
+    let texts: Vec<String> = read_lines(&texts_path)?.into_iter().take(1024).collect();
     let model = lecr::bench::load(model_spec, c.max_len, false)?;
     println!(
         "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads, int8 kernel {:?}",
@@ -642,7 +660,15 @@ fn cmd_bench_encode(
             } else {
                 baselines.to_string()
             };
-            lecr::bench::torch_baseline(py, torch_script, &dir, texts_path, c, &only)?
+            let script = match torch_script {
+                Some(p) => p.to_path_buf(),
+                None => {
+                    let p = builtin.path().join("baseline.py");
+                    std::fs::write(&p, lecr::bench::BASELINE_SCRIPT)?;
+                    p
+                }
+            };
+            lecr::bench::torch_baseline(py, &script, &dir, &texts_path, c, &only)?
         }
         None => Vec::new(),
     };
@@ -803,6 +829,9 @@ fn cmd_eval(a: EvalArgs) -> Result<i32> {
         Some(m) => parse_margins(m)?,
         None => vec![a.margin],
     };
+    if a.compare {
+        return cmd_eval_compare(&a, &ds, &topics, &margins);
+    }
     let sim = lecr::pipeline::similarity(&ds, &a.src.sources(), &topics, &a.src.settings())?;
     let ranked = lecr::select::rank(
         &ds,
@@ -871,6 +900,34 @@ fn cmd_eval(a: EvalArgs) -> Result<i32> {
         println!("\nat the best margin {best}:");
         print!("{}", r.render(by));
     }
+    Ok(0)
+}
+
+/// `eval --compare`: each source alone on the same topics, one row each.
+fn cmd_eval_compare(
+    a: &EvalArgs,
+    ds: &data::Dataset,
+    topics: &[usize],
+    margins: &[f32],
+) -> Result<i32> {
+    let rows = lecr::pipeline::compare(ds, &a.src.sources(), topics, &a.src.settings(), margins)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    println!(
+        "{} topics ({}), each source on its own; margin: {}",
+        topics.len(),
+        a.fold
+            .map(|k| format!("fold {k}"))
+            .unwrap_or("all with content".into()),
+        if margins.len() == 1 {
+            format!("{}", margins[0])
+        } else {
+            "the best of the sweep per source".into()
+        }
+    );
+    print!("{}", lecr::pipeline::render_comparison(&rows));
     Ok(0)
 }
 

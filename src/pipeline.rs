@@ -7,6 +7,8 @@ use crate::features;
 use crate::model::{Embeddings, LoadOptions, SentenceModel};
 use crate::select::lexical::LexicalSim;
 use crate::select::similarity::{EmbeddingSim, Ensemble, Similarity};
+use crate::select::threshold::MAX_SELECTED;
+use crate::select::GroupBy;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -104,6 +106,70 @@ pub fn similarity(
     } else {
         Box::new(Ensemble { members })
     })
+}
+
+/// One source scored on its own (`lecr eval --compare`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub source: String,
+    /// The margin of this row: the given one, or the best of a sweep.
+    pub margin: f32,
+    pub f2: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub mean_selected: f64,
+    /// Loading, embedding, ranking and scoring this source.
+    pub seconds: f64,
+}
+
+/// Scores each source alone on the same `topics`, at the best of `margins`.
+pub fn compare(
+    ds: &Dataset,
+    sources: &[Source],
+    topics: &[usize],
+    s: &EmbedSettings,
+    margins: &[f32],
+) -> Result<Vec<Comparison>> {
+    anyhow::ensure!(!margins.is_empty(), "no margin to score at");
+    let mut rows = Vec::new();
+    for src in sources {
+        let t0 = std::time::Instant::now();
+        let sim = similarity(ds, std::slice::from_ref(src), topics, s)?;
+        let ranked = crate::select::rank(ds, topics, sim.as_ref(), MAX_SELECTED)?;
+        let (margin, report) = margins
+            .iter()
+            .map(|&m| {
+                let r = crate::select::evaluate(ds, topics, &ranked, m, 10, GroupBy::Language);
+                (m, r)
+            })
+            .max_by(|x, y| x.1.overall.f2.total_cmp(&y.1.overall.f2))
+            .expect("at least one margin");
+        let o = &report.overall;
+        rows.push(Comparison {
+            source: sim.name(),
+            margin,
+            f2: o.f2,
+            precision: o.precision,
+            recall: o.recall,
+            mean_selected: o.mean_selected,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The comparison as a Markdown table (readable in a terminal, pastes into notes).
+pub fn render_comparison(rows: &[Comparison]) -> String {
+    let mut out = String::from(
+        "| source | F2 | precision | recall | selected | margin | time |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {:.4} | {:.4} | {:.4} | {:.1} | {} | {:.1} s |\n",
+            r.source, r.f2, r.precision, r.recall, r.mean_selected, r.margin, r.seconds
+        ));
+    }
+    out
 }
 
 /// Embeds `topics` and `contents` (dataset indices) with a loaded model.

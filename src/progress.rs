@@ -2,9 +2,15 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// `LECR_NO_PROGRESS` set to anything but empty or `0` hides every bar (indicatif already hides
+/// them when stderr is not a terminal).
+pub fn hidden() -> bool {
+    std::env::var("LECR_NO_PROGRESS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 /// A bar over `len` items with a message, items/s and ETA.
 pub fn bar(len: u64, msg: &str) -> ProgressBar {
-    let pb = if std::env::var_os("LECR_NO_PROGRESS").is_some() {
+    let pb = if hidden() {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(len)

@@ -324,4 +324,22 @@ fn quantize_cli_writes_a_folder_and_reports_agreement() {
     let again = lecr(&["quantize", "--model", o, "--out", q2.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already int8"));
+    // The portable kernel warns; written to a pipe (not a terminal) the log has no colour codes.
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args(["embed", "--model", o, "--texts", t, "--out"])
+        .arg(root.path().join("e4"))
+        .env("LECR_NO_PROGRESS", "1")
+        .env("LECR_INT8_SCALAR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("portable int8 kernel"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a piped log: {log:?}"
+    );
 }

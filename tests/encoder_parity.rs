@@ -1,5 +1,5 @@
 //! Parity with Python sentence-transformers on the real all-MiniLM-L6-v2 folder
-//! (`../shared/fixtures/all-MiniLM-L6-v2.reference.json`), fetched by `scripts/fetch-minilm.sh`.
+//! (`tests/data/all-MiniLM-L6-v2.reference.json`, provenance in `tests/data/README.md`), fetched by `scripts/fetch-minilm.sh`.
 
 mod common;
 use lecr::model::{LoadOptions, SentenceModel};
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 fn fixture() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/all-MiniLM-L6-v2.reference.json");
+        .join("tests/data/all-MiniLM-L6-v2.reference.json");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
 }

@@ -257,3 +257,56 @@ fn predict_writes_a_submission_a_strict_reader_accepts() {
     let back = lecr::features::read(&feats, "topics").unwrap();
     assert_eq!(back.emb, sim.topics);
 }
+
+#[test]
+fn eval_compare_scores_each_source_alone_on_the_same_topics() {
+    let (d, ds) = corpus();
+    let sim = emb_sim(&ds, 3);
+    let feats = d.path().join("features");
+    let ids: Vec<String> = ds.topics.iter().map(|t| t.id.clone()).collect();
+    let langs: Vec<String> = ds.topics.iter().map(|t| t.language.clone()).collect();
+    lecr::features::write(&feats, "topics", &sim.topics, Some((&ids, &langs))).unwrap();
+    let ids: Vec<String> = ds.contents.iter().map(|c| c.id.clone()).collect();
+    let langs: Vec<String> = ds.contents.iter().map(|c| c.language.clone()).collect();
+    lecr::features::write(&feats, "content", &sim.contents, Some((&ids, &langs))).unwrap();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+            .env("LECR_NO_PROGRESS", "1")
+            .args(["eval", "--json", "--margins", "0.1:0.3:0.1", "--data"])
+            .arg(d.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        serde_json::from_slice(&st.stdout).unwrap()
+    };
+    let f = feats.to_str().unwrap();
+    let rows = run(&["--compare", "--model", "lexical", "--features", f]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one row per source, not an ensemble");
+    // Each row equals the source evaluated alone at its best margin.
+    for (row, alone) in rows
+        .iter()
+        .zip([run(&["--model", "lexical"]), run(&["--features", f])])
+    {
+        let best = alone["best_margin"].as_f64().unwrap();
+        let report = alone["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["margin"].as_f64() == Some(best))
+            .unwrap();
+        let f2 = report["report"]["overall"]["f2"].as_f64().unwrap();
+        assert!(
+            (row["f2"].as_f64().unwrap() - f2).abs() < 1e-9,
+            "{row} vs {f2}"
+        );
+        assert!((row["margin"].as_f64().unwrap() - best).abs() < 1e-6);
+    }
+    // Lexical beats random vectors on this corpus: the rows are not copies of each other.
+    assert!(rows[0]["f2"].as_f64().unwrap() > rows[1]["f2"].as_f64().unwrap());
+}

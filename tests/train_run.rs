@@ -137,3 +137,20 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn print_config_shows_values_as_written() {
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args(["train", "--print-config", "--set", "margin=0.18"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(text.lines().any(|l| l == "margin = 0.18"), "{text}");
+    let defaults = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args(["train", "--print-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&defaults.stdout);
+    assert!(text.lines().any(|l| l == "margin = 0.16"), "{text}");
+}

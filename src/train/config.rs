@@ -31,8 +31,9 @@ pub struct TrainConfig {
     /// Batches whose gradients are summed before one optimizer step.
     pub grad_accumulation: usize,
     pub dropout: f64,
-    /// Selection margin for validation (SPEC §8).
-    pub margin: f32,
+    /// Selection margin for validation (SPEC §8). f64 so that the written config shows the
+    /// value as given (0.16, not 0.1599999964237213).
+    pub margin: f64,
     pub fold: i32,
     pub train_on_all: bool,
     /// Train and validate on these topic languages only (empty: all).

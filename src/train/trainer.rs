@@ -343,7 +343,7 @@ impl Trainer {
             &self.ds,
             &self.val_topics,
             &ranked,
-            self.cfg.margin,
+            self.cfg.margin as f32,
             10,
             GroupBy::Language,
         )))
@@ -352,7 +352,7 @@ impl Trainer {
     /// Wrong and missing pairs of the training topics at the validation margin.
     fn training_feedback(&self) -> Result<Feedback> {
         let ranked = self.rank(&self.train_topics)?;
-        let selected = select::select(&ranked, self.cfg.margin);
+        let selected = select::select(&ranked, self.cfg.margin as f32);
         let mut fb = Feedback::default();
         for (&t, sel) in self.train_topics.iter().zip(&selected) {
             let truth = &self.pairs.truth[&t];

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""What lecr's `bench encode` is compared with: the same work done by PyTorch and ONNX Runtime.
+
+Figures (each printed as one line `RESULT <engine> <figure> <key>=<value> ...`, medians of --runs):
+  torch encode        sentences/s: batches of --batch texts padded to --max-len tokens, encoder
+                      forward, mean pooling over the mask, L2 normalisation (inference mode)
+  torch train-step    seconds of one step: --pairs topic texts and --pairs content texts through
+                      the encoder (train mode, dropout on), symmetric InfoNCE with label smoothing
+                      0.1 and a learnable temperature, backward, AdamW
+  ort-fp32 encode     the encode figure with the model exported to ONNX, ONNX Runtime on the CPU
+  ort-int8 encode     the same after ONNX Runtime's dynamic int8 quantization (per-channel
+                      weights), the usual way to run a sentence encoder in int8 on a CPU
+
+Environment (a throw-away venv, a few GB):
+  python3 -m venv /tmp/lecr-bench && /tmp/lecr-bench/bin/pip install \
+      torch transformers onnx onnxruntime onnxscript
+Run directly, or through `lecr bench encode --model M --torch-python /tmp/lecr-bench/bin/python`,
+which passes the same texts, batch, length, pairs, runs and thread count it uses itself.
+To measure PyTorch as an AVX2-only CPU runs it, set ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 in the environment.
+"""
+import argparse
+import math
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="Hugging Face model folder")
+    p.add_argument("--texts", required=True, help="one input per line; the first 1,024 are used")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--max-len", type=int, default=64, help="every batch is padded to this length")
+    p.add_argument("--pairs", type=int, default=32, help="pairs of the training step")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--only", default="encode,train-step,ort", help="comma-separated figures")
+    return p.parse_args()
+
+
+class Inputs:
+    """The texts, tokenized once into fixed-length batches (tokenizing is not what we time)."""
+
+    def __init__(self, tokenizer, texts, batch, max_len):
+        self.count = len(texts)
+        self.batches = [
+            tokenizer(texts[i:i + batch], padding="max_length", truncation=True,
+                      max_length=max_len, return_tensors="np")
+            for i in range(0, len(texts), batch)
+        ]
+
+
+def pool(hidden, mask):
+    """Mean over real tokens, then unit length (sentence-transformers' mean pooling), torch."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    v = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(v, dim=1)
+
+
+def pool_np(hidden, mask):
+    """The same pooling on ONNX Runtime's numpy output."""
+    m = mask[..., None].astype(hidden.dtype)
+    v = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def sentences_per_second(encode_batch, inputs, runs):
+    """Median rate over `runs` passes over every batch, after one warm-up batch."""
+    encode_batch(inputs.batches[0])
+    rates = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for b in inputs.batches:
+            encode_batch(b)
+        rates.append(inputs.count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def torch_encoder(model):
+    @torch.inference_mode()
+    def encode_batch(b):
+        feeds = {k: torch.from_numpy(v) for k, v in b.items()}
+        return pool(model(**feeds).last_hidden_state, feeds["attention_mask"])
+    return encode_batch
+
+
+def torch_train_step_seconds(model, tokenizer, texts, pairs, max_len, runs):
+    """Median seconds of one InfoNCE step (topics = first `pairs` texts, contents = the next)."""
+    def tok(xs):
+        return tokenizer(xs, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+
+    topics, contents = tok(texts[:pairs]), tok(texts[pairs:2 * pairs])
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    optimizer = torch.optim.AdamW([*model.parameters(), logit_scale], lr=2e-5, weight_decay=0.01)
+    target = torch.arange(pairs)
+    model.train()
+    seconds = []
+    for _ in range(runs + 1):  # the first step warms up and is not counted
+        start = time.perf_counter()
+        t = pool(model(**topics).last_hidden_state, topics["attention_mask"])
+        c = pool(model(**contents).last_hidden_state, contents["attention_mask"])
+        logits = logit_scale.exp() * t @ c.T
+        ce = torch.nn.functional.cross_entropy
+        loss = 0.5 * (ce(logits, target, label_smoothing=0.1) + ce(logits.T, target, label_smoothing=0.1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    model.eval()
+    return statistics.median(seconds[1:])
+
+
+def onnx_rates(model, tokenizer, inputs, threads, runs):
+    """ONNX Runtime fp32 and dynamic-int8 rates on the same batches."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    names = ["input_ids", "attention_mask"]
+    folder = tempfile.mkdtemp(prefix="lecr-ort-")
+    fp32 = os.path.join(folder, "fp32.onnx")
+    int8 = os.path.join(folder, "int8.onnx")
+    sample = {k: torch.from_numpy(inputs.batches[0][k][:2]) for k in names}
+    torch.onnx.export(LastHidden(model).eval(), (sample["input_ids"], sample["attention_mask"]), fp32,
+                      input_names=names, output_names=["hidden"], opset_version=17, dynamo=False,
+                      dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names + ["hidden"]})
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+    rates = {}
+    for label, path in (("ort-fp32", fp32), ("ort-int8", int8)):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        def encode_batch(b, session=session):
+            hidden = session.run(None, {n: b[n].astype(np.int64) for n in names})[0]
+            return pool_np(hidden, b["attention_mask"])
+        rates[label] = sentences_per_second(encode_batch, inputs, runs)
+    return rates, onnxruntime.__version__
+
+
+def main():
+    a = parse_args()
+    torch.set_num_threads(a.threads)
+    with open(a.texts, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f][:1024]
+    tokenizer = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModel.from_pretrained(a.model).eval()
+    inputs = Inputs(tokenizer, texts, a.batch, a.max_len)
+    wanted = {w for w in a.only.split(",") if w}
+    print(f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"{torch.get_num_threads()} threads, {len(texts)} texts, batch {a.batch}, max_len {a.max_len}")
+    if "encode" in wanted:
+        rate = sentences_per_second(torch_encoder(model), inputs, a.runs)
+        print(f"RESULT torch encode sentences_per_s={rate:.1f}")
+    if "train-step" in wanted:
+        s = torch_train_step_seconds(model, tokenizer, texts, a.pairs, a.max_len, a.runs)
+        print(f"RESULT torch train-step seconds={s:.3f} pairs={a.pairs}")
+    if "ort" in wanted:
+        rates, version = onnx_rates(model, tokenizer, inputs, a.threads, a.runs)
+        for label, rate in rates.items():
+            print(f"RESULT {label} encode sentences_per_s={rate:.1f} (onnxruntime {version})")
+
+
+if __name__ == "__main__":
+    main()
