@@ -13,5 +13,6 @@ pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod select;
+pub mod serve;
 pub mod text;
 pub mod train;

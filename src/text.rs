@@ -19,14 +19,24 @@ pub fn clean(s: &str) -> String {
 /// Topic text: titles from the topic up to its root joined by ` # `, then ` # ` and the
 /// description (the separator stays when the description is empty).
 pub fn topic_text(topics: &[Topic], forest: &Forest, i: usize) -> String {
-    let mut s = forest
+    let titles: Vec<&str> = forest
         .breadcrumb(i)
         .iter()
-        .map(|&j| clean(&topics[j].title))
+        .map(|&j| topics[j].title.as_str())
+        .collect();
+    breadcrumb_text(&titles, &topics[i].description)
+}
+
+/// The topic text from its breadcrumb titles (the topic itself first, the root last) and its
+/// description: what [`topic_text`] builds from a tree and the service from a request.
+pub fn breadcrumb_text(titles_self_to_root: &[&str], description: &str) -> String {
+    let mut s = titles_self_to_root
+        .iter()
+        .map(|t| clean(t))
         .collect::<Vec<_>>()
         .join(SEP);
     s.push_str(SEP);
-    s.push_str(&clean(&topics[i].description));
+    s.push_str(&clean(description));
     s
 }
 
@@ -64,11 +74,16 @@ pub fn short_text(text: &str) -> String {
 
 /// Content text: `title # description # text`.
 pub fn content_text(c: &Content) -> String {
+    content_text_parts(&c.title, &c.description, &c.text)
+}
+
+/// [`content_text`] from the three fields (the service's resources are not `Content` rows).
+pub fn content_text_parts(title: &str, description: &str, text: &str) -> String {
     format!(
         "{}{SEP}{}{SEP}{}",
-        clean(&c.title),
-        clean(&c.description),
-        short_text(&c.text)
+        clean(title),
+        clean(description),
+        short_text(text)
     )
 }
 

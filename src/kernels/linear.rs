@@ -99,3 +99,56 @@ mod tests {
         }
     }
 }
+
+/// `x Wᵀ` on plain slices: `x` is `rows × k`, `w` is `n × k` (both row-major); returns
+/// `rows × n`. The service's index scores a block of topics against a language with it.
+pub fn matmul_nt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert!(x.len() >= rows * k && w.len() >= n * k, "matmul_nt: slice sizes");
+    let mut y = vec![0f32; rows * n];
+    if rows == 0 || n == 0 {
+        return y;
+    }
+    // SAFETY: x is rows × k, w is n × k read as its transpose, y is rows × n (asserted above).
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matmul_nt_matches_dot_products() {
+        let (rows, n, k) = (3, 5, 7);
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let y = super::matmul_nt(&x, rows, &w, n, k);
+        for i in 0..rows {
+            for j in 0..n {
+                let d: f32 = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
+                assert!((y[i * n + j] - d).abs() < 1e-5);
+            }
+        }
+        assert!(super::matmul_nt(&x, 0, &w, n, k).is_empty());
+    }
+}

@@ -282,9 +282,23 @@ impl SentenceModel {
 
     /// Embeds texts in order, batching by token length ("smart batching").
     pub fn embed(&self, texts: &[String], batch_size: usize, label: &str) -> Result<Embeddings> {
+        let bar = crate::progress::bar(texts.len() as u64, label);
+        self.embed_with(texts, batch_size, bar)
+    }
+
+    /// [`Self::embed`] without a progress bar (the service embeds small batches all the time).
+    pub fn embed_quiet(&self, texts: &[String], batch_size: usize) -> Result<Embeddings> {
+        self.embed_with(texts, batch_size, indicatif::ProgressBar::hidden())
+    }
+
+    fn embed_with(
+        &self,
+        texts: &[String],
+        batch_size: usize,
+        bar: indicatif::ProgressBar,
+    ) -> Result<Embeddings> {
         let dim = self.dim();
         let mut data = vec![0f32; texts.len() * dim];
-        let bar = crate::progress::bar(texts.len() as u64, label);
         let batch_size = batch_size.max(1);
         // Tokenize in chunks so memory stays bounded on 150k texts.
         let chunk = batch_size * 64;

@@ -1,0 +1,96 @@
+//! Prometheus metrics of the service (`GET /metrics`, text format).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub batch_topics: Histogram,
+    pub index_contents: IntGaugeVec,
+    pub without_language: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("lecr_requests_total", "HTTP requests by endpoint and status"),
+            &["endpoint", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("lecr_request_seconds", "Request latency by endpoint").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let batch_topics = Histogram::with_opts(
+            HistogramOpts::new(
+                "lecr_batch_topics",
+                "Topic texts embedded together by the dynamic batcher",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        let index_contents = IntGaugeVec::new(
+            Opts::new(
+                "lecr_index_contents",
+                "Recommendable contents in the index by language",
+            ),
+            &["language"],
+        )
+        .expect("valid metric");
+        let without_language = IntGauge::new(
+            "lecr_contents_without_language",
+            "Stored contents that cannot be recommended until they are sent with a language",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(batch_topics.clone()),
+            Box::new(index_contents.clone()),
+            Box::new(without_language.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            batch_topics,
+            index_contents,
+            without_language,
+        }
+    }
+
+    /// The index gauges from its current sizes.
+    pub fn set_index(&self, index: &super::index::Index) {
+        self.index_contents.reset();
+        for (lang, n) in index.sizes() {
+            self.index_contents.with_label_values(&[&lang]).set(n as i64);
+        }
+        self.without_language.set(index.without_language() as i64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

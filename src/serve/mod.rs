@@ -1,0 +1,164 @@
+//! `lecr serve`: a recommendations backend that Kolibri Studio's curriculum-automation client
+//! can call, as layers that only talk down: [`api`] (HTTP, validation) → [`batcher`] (dynamic
+//! batching) → [`engine`] (store + index in step, ranking) → [`index`] / [`store`], with the
+//! model behind the [`embedder::Embedder`] trait. Selection uses the same threshold code as
+//! `eval` and `predict`.
+
+pub mod api;
+pub mod batcher;
+pub mod embedder;
+pub mod engine;
+pub mod index;
+pub mod metrics;
+pub mod schema;
+pub mod store;
+
+use anyhow::{Context, Result};
+use api::{ApiOptions, AppState, Phase};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything `lecr serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub models: Vec<String>,
+    pub int8: bool,
+    pub max_len: usize,
+    pub batch_size: usize,
+    /// Most topic texts the batcher embeds together.
+    pub max_batch: usize,
+    pub store: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub reembed: bool,
+    pub addr: String,
+    pub api: ApiOptions,
+}
+
+/// Binds, loads the model and index in the background (503 until ready), serves until SIGTERM
+/// or Ctrl-C, lets in-flight requests finish, then closes the store.
+pub fn run(o: ServeOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&o.addr)
+            .await
+            .with_context(|| format!("binding {}", o.addr))?;
+        let local = listener.local_addr()?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let state = Arc::new(AppState {
+            phase: std::sync::RwLock::new(Phase::Loading("loading the model and the index".into())),
+            schemas: schema::Schemas::load()?,
+            opts: o.api.clone(),
+            metrics: metrics.clone(),
+        });
+        println!(
+            "listening on http://{local}/{}/ (loading; /{}/connect answers 503 until ready)",
+            o.api.prefix, o.api.prefix
+        );
+        let _ = std::io::stdout().flush();
+        let failed = Arc::new(tokio::sync::Notify::new());
+        let (st, fail, opts) = (state.clone(), failed.clone(), o.clone());
+        tokio::task::spawn_blocking(move || match load(&opts, metrics) {
+            Ok((engine, batcher)) => {
+                let index = engine.index.read().expect("index lock");
+                let sizes: Vec<String> = index
+                    .sizes()
+                    .iter()
+                    .map(|(l, n)| format!("{l} {n}"))
+                    .collect();
+                println!(
+                    "ready: {} contents ({}; {} without a language), model {}",
+                    index.len(),
+                    sizes.join(", "),
+                    index.without_language(),
+                    engine.embedder.id()
+                );
+                let _ = std::io::stdout().flush();
+                drop(index);
+                *st.phase.write().expect("phase lock") = Phase::Ready { engine, batcher };
+            }
+            Err(e) => {
+                tracing::error!("could not start: {e:#}");
+                *st.phase.write().expect("phase lock") = Phase::Failed(format!("{e:#}"));
+                fail.notify_one();
+            }
+        });
+        let shutdown = {
+            let failed = failed.clone();
+            async move {
+                tokio::select! {
+                    _ = terminate() => tracing::info!("shutting down: finishing in-flight requests"),
+                    _ = failed.notified() => {}
+                }
+            }
+        };
+        axum::serve(listener, api::router(state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        // Closing: the engine (and its SQLite connection) goes with the last reference.
+        let phase = std::mem::replace(
+            &mut *state.phase.write().expect("phase lock"),
+            Phase::Loading("stopped".into()),
+        );
+        if let Phase::Failed(why) = phase {
+            anyhow::bail!("{why}");
+        }
+        drop(phase);
+        println!("stopped; store closed");
+        Ok(())
+    })
+}
+
+fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<(Arc<engine::Engine>, batcher::Batcher)> {
+    if o.store.is_none() {
+        tracing::warn!("no --store: the index lives in memory and is lost when the server stops");
+    }
+    let embedder = embedder::ModelEmbedder::load(&o.models, o.int8, o.max_len, o.batch_size)?;
+    let engine = Arc::new(engine::Engine::open(
+        Box::new(embedder),
+        o.store.as_deref(),
+        o.reembed,
+        metrics,
+    )?);
+    if let Some(dir) = &o.data {
+        let ds = crate::data::load_dataset(dir)?;
+        let t0 = std::time::Instant::now();
+        let s = engine.seed(&ds)?;
+        println!(
+            "seeded from {}: {} added, {} replaced, {} unchanged, {} skipped; {} embedded in {:.1}s",
+            dir.display(),
+            s.added,
+            s.replaced,
+            s.unchanged,
+            s.skipped.len(),
+            s.embedded,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let batcher = batcher::Batcher::start(engine.clone(), o.max_batch);
+    Ok((engine, batcher))
+}
+
+/// SIGTERM or Ctrl-C.
+async fn terminate() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
