@@ -103,7 +103,10 @@ mod tests {
 /// `x Wᵀ` on plain slices: `x` is `rows × k`, `w` is `n × k` (both row-major); returns
 /// `rows × n`. The service's index scores a block of topics against a language with it.
 pub fn matmul_nt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    assert!(x.len() >= rows * k && w.len() >= n * k, "matmul_nt: slice sizes");
+    assert!(
+        x.len() >= rows * k && w.len() >= n * k,
+        "matmul_nt: slice sizes"
+    );
     let mut y = vec![0f32; rows * n];
     if rows == 0 || n == 0 {
         return y;
@@ -136,7 +139,7 @@ pub fn matmul_nt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f
 }
 
 #[cfg(test)]
-mod tests {
+mod matmul_nt_tests {
     #[test]
     fn matmul_nt_matches_dot_products() {
         let (rows, n, k) = (3, 5, 7);

@@ -34,7 +34,10 @@ pub struct ApiOptions {
 /// The model and index are loaded in the background; until then Studio gets 503s.
 pub enum Phase {
     Loading(String),
-    Ready { engine: Arc<Engine>, batcher: Batcher },
+    Ready {
+        engine: Arc<Engine>,
+        batcher: Batcher,
+    },
     Failed(String),
 }
 
@@ -265,6 +268,7 @@ fn topics_body(s: &AppState, engine: &Engine, body: &Bytes) -> ApiResult<Vec<Top
 
 /// `override_threshold` as Python `requests` sends a bool (`True`/`False`), or
 /// `true`/`false`/`1`/`0`; optional `top_k` and `margin` override the server's settings.
+#[derive(Debug)]
 struct RecommendQuery {
     override_threshold: bool,
     top_k: Option<usize>,
@@ -457,7 +461,9 @@ async fn embed_content(State(s): State<Shared>, body: Bytes) -> ApiResult<Json<V
         .await
         .map_err(|e| ApiError::internal(e.into()))?
         .map_err(ApiError::internal)?;
-    Ok(Json(serde_json::to_value(summary).expect("summary serialises")))
+    Ok(Json(
+        serde_json::to_value(summary).expect("summary serialises"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -520,7 +526,11 @@ mod tests {
             ("override_threshold=0", false),
             ("override_threshold=1&x=y", true),
         ] {
-            assert_eq!(parse_query(Some(q)).unwrap().override_threshold, want, "{q}");
+            assert_eq!(
+                parse_query(Some(q)).unwrap().override_threshold,
+                want,
+                "{q}"
+            );
         }
         assert!(!parse_query(None).unwrap().override_threshold);
         let e = parse_query(Some("override_threshold=yes")).unwrap_err();
@@ -560,7 +570,10 @@ mod tests {
     #[test]
     fn kinds_come_from_presets() {
         assert_eq!(
-            kind_from_files(&[json!({"preset": "video_thumbnail"}), json!({"preset": "low_res_video"})]),
+            kind_from_files(&[
+                json!({"preset": "video_thumbnail"}),
+                json!({"preset": "low_res_video"})
+            ]),
             "video"
         );
         assert_eq!(kind_from_files(&[]), "");

@@ -34,7 +34,12 @@ impl Batcher {
     }
 
     /// The `r` best contents of each text's language (waits for the worker).
-    pub async fn rank(&self, texts: Vec<String>, langs: Vec<String>, r: usize) -> Result<Vec<Vec<Hit>>> {
+    pub async fn rank(
+        &self,
+        texts: Vec<String>,
+        langs: Vec<String>,
+        r: usize,
+    ) -> Result<Vec<Vec<Hit>>> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {

@@ -56,7 +56,6 @@ impl ModelEmbedder {
             batch_size,
         })
     }
-
 }
 
 impl Embedder for ModelEmbedder {

@@ -111,7 +111,10 @@ impl Engine {
         for (i, r) in resources.iter().enumerate() {
             last.insert(r.id.as_str(), i);
         }
-        let mut store = self.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let mut store = self
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
         let mut rows: Vec<StoredContent> = Vec::new();
         let mut to_embed: Vec<usize> = Vec::new();
         for (i, r) in resources.iter().enumerate() {
@@ -123,7 +126,10 @@ impl Engine {
                 });
                 continue;
             }
-            if r.title.trim().is_empty() && r.description.trim().is_empty() && r.text.trim().is_empty() {
+            if r.title.trim().is_empty()
+                && r.description.trim().is_empty()
+                && r.text.trim().is_empty()
+            {
                 summary.skipped.push(Skipped {
                     index: i,
                     id: r.id.clone(),
@@ -181,10 +187,16 @@ impl Engine {
 
     /// Removes contents; returns the ids that were not stored.
     pub fn remove(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut store = self.store.lock().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let mut store = self
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
         let unknown: Vec<String> = {
             let index = self.index.read().expect("index lock");
-            ids.iter().filter(|id| index.get(id).is_none()).cloned().collect()
+            ids.iter()
+                .filter(|id| index.get(id).is_none())
+                .cloned()
+                .collect()
         };
         store.apply(&[], ids)?;
         let mut index = self.index.write().expect("index lock");

@@ -102,7 +102,10 @@ impl Index {
             return false;
         };
         if let (Some(lang), Some(r)) = (old.language, self.row.remove(id)) {
-            let m = self.langs.get_mut(&lang).expect("a row implies its language");
+            let m = self
+                .langs
+                .get_mut(&lang)
+                .expect("a row implies its language");
             // Move the last row into the hole.
             let last = m.ids.len() - 1;
             m.ids.swap_remove(r);

@@ -18,7 +18,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("lecr_requests_total", "HTTP requests by endpoint and status"),
+            Opts::new(
+                "lecr_requests_total",
+                "HTTP requests by endpoint and status",
+            ),
             &["endpoint", "status"],
         )
         .expect("valid metric");
@@ -75,7 +78,9 @@ impl Metrics {
     pub fn set_index(&self, index: &super::index::Index) {
         self.index_contents.reset();
         for (lang, n) in index.sizes() {
-            self.index_contents.with_label_values(&[&lang]).set(n as i64);
+            self.index_contents
+                .with_label_values(&[&lang])
+                .set(n as i64);
         }
         self.without_language.set(index.without_language() as i64);
     }

@@ -111,7 +111,10 @@ pub fn run(o: ServeOptions) -> Result<()> {
     })
 }
 
-fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<(Arc<engine::Engine>, batcher::Batcher)> {
+fn load(
+    o: &ServeOptions,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<(Arc<engine::Engine>, batcher::Batcher)> {
     if o.store.is_none() {
         tracing::warn!("no --store: the index lives in memory and is lost when the server stops");
     }

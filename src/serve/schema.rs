@@ -73,9 +73,8 @@ fn first_error(v: &jsonschema::Validator, body: &Value) -> Result<(), FieldError
 /// to le-utils later must not make Studio lose a batch).
 pub fn relaxed_content_schema(mut s: Value) -> Value {
     let d = &mut s["definitions"];
-    d["uuid"]["pattern"] = json!(
-        "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-    );
+    d["uuid"]["pattern"] =
+        json!("^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$");
     d["file"] = json!({"type": "object"});
     let r = &mut d["resource"];
     r["required"] = json!(["id"]);

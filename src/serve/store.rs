@@ -186,10 +186,7 @@ mod tests {
         assert_eq!(all[0].meta, c("a", Some("en")).meta);
         assert_eq!(all[1].meta.language.as_deref(), Some("es"));
         assert_eq!(all[0].vector, vec![0.5, -0.25, 1e-7]);
-        assert_eq!(
-            s.text_and_vector("a").unwrap().unwrap().0,
-            "title a # d # "
-        );
+        assert_eq!(s.text_and_vector("a").unwrap().unwrap().0, "title a # d # ");
         assert!(s.text_and_vector("x").unwrap().is_none());
     }
 }

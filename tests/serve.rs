@@ -1,0 +1,484 @@
+//! `lecr serve` driven over HTTP on a free loopback port, with the request shapes Kolibri
+//! Studio's client sends: recommend (as Python encodes the flag), embed-content in both shapes,
+//! invalid bodies, replacement, removal, a kill -9 and restart that keeps the index, a model
+//! change refused, the bearer token, and equality with `lecr predict`.
+
+mod common;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `lecr serve ARGS --addr 127.0.0.1:0` and waits until `/stable/connect` says OK.
+    fn start(args: &[&str]) -> Server {
+        let mut s = Self::spawn(args);
+        let t0 = Instant::now();
+        loop {
+            if let Ok((200, v)) = s.try_get("/stable/connect") {
+                assert_eq!(v, json!({"status": "OK"}));
+                return s;
+            }
+            if let Ok(Some(st)) = s.child.try_wait() {
+                panic!("lecr serve exited with {st}");
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "server not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lecr"))
+            .arg("serve")
+            .args(args)
+            .args(["--addr", "127.0.0.1:0"])
+            .env("LECR_NO_PROGRESS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("listening on http://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Server {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn try_get(&self, path: &str) -> Result<(u16, Value), String> {
+        match ureq::get(&format!("{}{path}", self.base)).call() {
+            Ok(r) => Ok((r.status(), r.into_json().map_err(|e| e.to_string())?)),
+            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_json().unwrap_or(Value::Null))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn text(&self, path: &str) -> String {
+        ureq::get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+
+    /// POSTs a raw body; returns status and JSON.
+    fn post_raw(&self, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req =
+            ureq::post(&format!("{}{path}", self.base)).set("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.set("authorization", &format!("Bearer {k}"));
+        }
+        match req.send_string(body) {
+            Ok(r) => (r.status(), r.into_json().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, &body.to_string(), None)
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown, no cleanup
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status and stdout tail.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn corpus(root: &Path) -> (String, String) {
+    common::split_corpus_and_tiny_model(
+        root,
+        &lecr::data::synth::SynthConfig {
+            topics: 240,
+            contents: 480,
+            languages: vec!["en".into(), "es".into()],
+            seed: 9,
+            ..Default::default()
+        },
+        2,
+        "model",
+    )
+}
+
+fn topic(title: &str, lang: &str) -> Value {
+    json!({"id": uuid(), "channel_id": uuid(), "title": title, "description": "", "language": lang})
+}
+
+fn ids(topic: &Value) -> Vec<String> {
+    topic["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn metric(s: &Server, name: &str) -> f64 {
+    s.text("/metrics")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+#[test]
+fn studio_contract_store_and_lifecycle() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = corpus(root.path());
+    let store = root.path().join("store");
+    let st = store.to_str().unwrap();
+    let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let n_en = ds.contents.iter().filter(|c| c.language == "en").count() as f64;
+    assert_eq!(metric(&s, "lecr_index_contents{language=\"en\"}"), n_en);
+
+    // Recommend as Studio sends it: `override_threshold=False`, topics in request order.
+    let title = ds.topics[ds.topic_index[&ds.sample_topics[0]]]
+        .title
+        .clone();
+    let body = json!({"topics": [topic(&title, "en"), topic("x", "es")], "metadata": {"channel_id": uuid()}});
+    let (code, v) = s.post("/stable/recommend?override_threshold=False", &body);
+    assert_eq!(code, 200, "{v}");
+    let topics = v["topics"].as_array().unwrap();
+    assert_eq!(topics.len(), 2);
+    assert_eq!(topics[0]["id"], body["topics"][0]["id"]);
+    assert_eq!(topics[1]["id"], body["topics"][1]["id"]);
+    for (t, lang) in topics.iter().zip(["en", "es"]) {
+        let recs = t["recommendations"].as_array().unwrap();
+        assert!(!recs.is_empty() && recs.len() <= 128);
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r["rank"], json!(i + 1));
+            let c = &ds.contents[ds.content_index[r["id"].as_str().unwrap()]];
+            assert_eq!(c.language, lang, "only contents of the topic's language");
+            assert_eq!(r["title"], json!(c.title));
+        }
+        let sims: Vec<f64> = recs
+            .iter()
+            .map(|r| r["similarity"].as_f64().unwrap())
+            .collect();
+        assert!(sims.windows(2).all(|w| w[0] >= w[1]), "best first");
+        // The dynamic threshold: everything within margin 0.18 of the best.
+        assert!(sims.iter().all(|&x| x >= sims[0] - 0.18 * sims[0] - 1e-6));
+    }
+    // With the override, exactly top_k (default 20).
+    let (code, v) = s.post("/stable/recommend?override_threshold=True", &body);
+    assert_eq!(code, 200);
+    assert_eq!(ids(&v["topics"][0]).len(), 20);
+    let (_, v5) = s.post("/stable/recommend?override_threshold=true&top_k=5", &body);
+    assert_eq!(ids(&v5["topics"][0]), ids(&v["topics"][0])[..5]);
+
+    // Invalid bodies: rejected, field named, nothing changes.
+    let bad = |path: &str, raw: &str, want_code: u16, want_field: &str| {
+        let (code, v) = s.post_raw(path, raw, None);
+        assert_eq!(code, want_code, "{path} {raw}: {v}");
+        assert_eq!(v["field"], json!(want_field), "{path} {raw}: {v}");
+        assert!(!v["error"].as_str().unwrap().is_empty());
+    };
+    let mut t = topic("a", "en");
+    bad("/stable/recommend", "{not json", 400, "/");
+    bad("/stable/recommend", "{}", 422, "/");
+    t["id"] = json!("not-a-uuid");
+    bad(
+        "/stable/recommend",
+        &json!({"topics": [t]}).to_string(),
+        422,
+        "/topics/0/id",
+    );
+    let mut t = topic("a", "zz-unknown");
+    bad(
+        "/stable/recommend",
+        &json!({"topics": [topic("a", "en"), t.clone()]}).to_string(),
+        422,
+        "/topics/1/language",
+    );
+    t["language"] = json!("en");
+    t["ancestors"] = json!([{"id": uuid(), "title": "p", "description": "", "level": "one"}]);
+    bad(
+        "/stable/recommend",
+        &json!({"topics": [t]}).to_string(),
+        422,
+        "/topics/0/ancestors/0/level",
+    );
+    bad(
+        "/stable/recommend?override_threshold=maybe",
+        &json!({"topics": []}).to_string(),
+        400,
+        "?override_threshold",
+    );
+    bad(
+        "/stable/embed-content",
+        &json!({"resources": [{"title": "no id"}]}).to_string(),
+        422,
+        "/resources/0",
+    );
+    bad(
+        "/stable/embed-content",
+        &json!({"resources": [{"id": uuid(), "title": "t", "language": "xx"}]}).to_string(),
+        422,
+        "/resources/0/language",
+    );
+    bad("/stable/remove-content", "{\"id\": 1}", 422, "/ids");
+
+    // embed-content, Studio's shape: no channel_id / content_id / channel_version, language
+    // null, files null; the channel comes from metadata. Stored, not recommendable.
+    let new_id = uuid().replace('-', "");
+    let channel = uuid();
+    let studio = json!({"resources": [{"id": new_id, "title": title, "description": "",
+        "text": "", "language": null, "files": null}], "metadata": {"channel_id": channel}});
+    let (code, v) = s.post("/stable/embed-content", &studio);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["added"].as_u64(), v["embedded"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(metric(&s, "lecr_contents_without_language"), 1.0);
+    // Sent again with a language (text unchanged): moves into the index without re-embedding.
+    let mut with_lang = studio.clone();
+    with_lang["resources"][0]["language"] = json!("en");
+    with_lang["resources"][0]["files"] =
+        json!([{"url": "http://localhost:1/x.mp4", "preset": "high_res_video"}]);
+    let (code, v) = s.post("/stable/embed-content", &with_lang);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["replaced"].as_u64(), v["embedded"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(metric(&s, "lecr_contents_without_language"), 0.0);
+    let (_, again) = s.post("/stable/embed-content", &with_lang);
+    assert_eq!(again["unchanged"], json!(1));
+    // Its title equals the topic's: it is now the top hit, with the id exactly as sent.
+    let (_, v) = s.post("/stable/recommend?override_threshold=False", &body);
+    let top = &v["topics"][0]["recommendations"][0];
+    assert_eq!(top["id"], json!(new_id));
+    assert_eq!(top["channel_id"], json!(channel));
+    assert_eq!(top["kind"], json!("video"));
+    // The schema's shape, replacing it with another text: re-embedded, no longer on top.
+    let schema_shape = json!({"resources": [{"id": new_id, "channel_id": channel, "title": "zzz qqq",
+        "description": "other words", "content_id": uuid(), "channel_version": 2, "language": "en"}]});
+    let (code, v) = s.post("/stable/embed-content", &schema_shape);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["replaced"].as_u64(), v["embedded"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (_, v) = s.post("/stable/recommend?override_threshold=True", &body);
+    let hit = v["topics"][0]["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(new_id))
+        .cloned();
+    if let Some(h) = hit {
+        assert_eq!(h["title"], json!("zzz qqq"));
+        assert_ne!(h["rank"], json!(1));
+    }
+    // Empty resources are skipped with a reason; duplicates: the last one wins.
+    let dup = json!({"resources": [
+        {"id": uuid(), "title": "", "description": "", "language": "en"},
+        {"id": new_id, "title": "first", "language": "en"},
+        {"id": new_id, "title": title, "language": "en", "channel_id": channel}]});
+    let (_, v) = s.post("/stable/embed-content", &dup);
+    let reasons: Vec<u64> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reasons, [0, 1], "{v}");
+
+    // Survives kill -9: a restart without --data serves the same answers, embedding nothing.
+    let (_, before) = s.post("/stable/recommend?override_threshold=True", &body);
+    s.kill9();
+    let s = Server::start(&["--model", &model, "--store", st]);
+    let (_, after) = s.post("/stable/recommend?override_threshold=True", &body);
+    assert_eq!(ids(&before["topics"][0]), ids(&after["topics"][0]));
+    assert_eq!(ids(&after["topics"][0])[0], new_id);
+    assert_eq!(
+        metric(&s, "lecr_index_contents{language=\"en\"}"),
+        n_en + 1.0
+    );
+
+    // Removal: by batch and by id; unknown ids are reported.
+    let (code, v) = s.post("/stable/remove-content", &json!({"ids": [new_id, "nope"]}));
+    assert_eq!(code, 200);
+    assert_eq!(v, json!({"removed": 1, "unknown": ["nope"]}));
+    let (_, v) = s.post("/stable/recommend?override_threshold=True", &body);
+    assert!(!ids(&v["topics"][0]).contains(&new_id));
+    let victim = ids(&v["topics"][0])[0].clone();
+    let del = |id: &str| match ureq::delete(&format!("{}/stable/content/{id}", s.base)).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(del(&victim), 200);
+    assert_eq!(del(&victim), 404);
+    let (_, v) = s.post("/stable/recommend?override_threshold=True", &body);
+    assert!(!ids(&v["topics"][0]).contains(&victim));
+
+    // SIGTERM: a clean exit.
+    assert!(s.terminate().success());
+
+    // Another model (here: the same weights in int8) refuses the store...
+    let out = Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args([
+            "serve",
+            "--model",
+            &model,
+            "--int8",
+            "--store",
+            st,
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--reembed"), "{err}");
+    // ...unless asked to re-embed.
+    let s = Server::start(&["--model", &model, "--int8", "--store", st, "--reembed"]);
+    let (code, v) = s.post("/stable/recommend?override_threshold=False", &body);
+    assert_eq!(code, 200);
+    assert!(!ids(&v["topics"][0]).is_empty());
+}
+
+#[test]
+fn api_key_guards_studio_endpoints() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = corpus(root.path());
+    let s = Server::spawn(&["--model", &model, "--data", &data, "--api-key", "sekrit"]);
+    let t0 = Instant::now();
+    while s
+        .try_get("/health")
+        .map(|(_, v)| v["phase"] != json!("ready"))
+        .unwrap_or(true)
+    {
+        assert!(t0.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.try_get("/stable/connect").unwrap().0, 401);
+    let body = json!({"topics": [topic("a", "en")]}).to_string();
+    assert_eq!(s.post_raw("/stable/recommend", &body, None).0, 401);
+    assert_eq!(s.post_raw("/stable/recommend", &body, Some("wrong")).0, 401);
+    assert_eq!(
+        s.post_raw("/stable/recommend", &body, Some("sekrit")).0,
+        200
+    );
+}
+
+#[test]
+fn recommend_equals_predict() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = corpus(root.path());
+    let sub = root.path().join("submission.csv");
+    let st = Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args([
+            "predict", "--data", &data, "--model", &model, "--margin", "0.18", "--out",
+        ])
+        .arg(&sub)
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let predicted: HashMap<String, HashSet<String>> = std::fs::read_to_string(&sub)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (t, cs) = l.split_once(',').unwrap();
+            (t.to_string(), cs.split(' ').map(str::to_string).collect())
+        })
+        .collect();
+    let s = Server::start(&["--model", &model, "--data", &data, "--margin", "0.18"]);
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let index: HashMap<String, usize> = ds
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
+    let forest = lecr::data::tree::Forest::build(&ds.topics, &index);
+    // Studio-shaped topics (new UUIDs) with their ancestors, in one request and one by one.
+    let mut topics = Vec::new();
+    let mut kaggle_ids = Vec::new();
+    for tid in &ds.sample_topics {
+        let i = index[tid];
+        let t = &ds.topics[i];
+        let ancestors: Vec<Value> = forest.breadcrumb(i)[1..]
+            .iter()
+            .map(|&j| {
+                json!({"id": uuid(), "title": ds.topics[j].title,
+                "description": ds.topics[j].description, "level": ds.topics[j].level})
+            })
+            .collect();
+        topics.push(json!({"id": uuid(), "channel_id": uuid(), "title": t.title,
+            "description": t.description, "language": t.language, "ancestors": ancestors}));
+        kaggle_ids.push(tid.clone());
+    }
+    assert!(topics.len() >= 10);
+    let (code, v) = s.post(
+        "/stable/recommend?override_threshold=False",
+        &json!({ "topics": topics }),
+    );
+    assert_eq!(code, 200, "{v}");
+    let one_by_one: Vec<Value> = topics
+        .iter()
+        .take(10)
+        .map(|t| s.post("/stable/recommend", &json!({"topics": [t]})).1["topics"][0].clone())
+        .collect();
+    for (k, (got, tid)) in v["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&kaggle_ids)
+        .enumerate()
+    {
+        let got: HashSet<String> = ids(got).into_iter().collect();
+        assert_eq!(&got, &predicted[tid], "topic {tid}");
+        if k < one_by_one.len() {
+            let alone: HashSet<String> = ids(&one_by_one[k]).into_iter().collect();
+            assert_eq!(alone, got, "topic {tid} alone");
+        }
+    }
+}
