@@ -17,20 +17,66 @@ pub fn selected_len(ranked_sims: &[f32], margin: f32, cap: usize) -> usize {
 
 /// Indices of the `r` highest values of `row`, sorted high to low (ties: lower index first).
 pub fn top_r(row: &[f32], r: usize) -> Vec<(u32, f32)> {
-    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    // A few best of a long row (ranking against a language's contents): one pass with a heap
+    // of the r kept so far, instead of materialising and partitioning the whole row.
+    if r > 0 && r.saturating_mul(8) < row.len() {
+        return top_r_heap(row, r);
+    }
     let mut idx: Vec<(u32, f32)> = row
         .iter()
         .enumerate()
         .map(|(i, &s)| (i as u32, s))
         .collect();
     if r < idx.len() {
-        idx.select_nth_unstable_by(r, cmp);
+        idx.select_nth_unstable_by(r, best_first);
         idx.truncate(r);
         // Callers keep these lists: do not hold on to a row-sized buffer per topic.
         idx.shrink_to_fit();
     }
-    idx.sort_unstable_by(cmp);
+    idx.sort_unstable_by(best_first);
     idx
+}
+
+/// Higher similarity first; among equals the lower index.
+fn best_first(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Heap order: the worst kept entry on top.
+struct Kept(u32, f32);
+
+impl PartialEq for Kept {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+impl Eq for Kept {}
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Kept {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        best_first(&(self.0, self.1), &(o.0, o.1))
+    }
+}
+
+fn top_r_heap(row: &[f32], r: usize) -> Vec<(u32, f32)> {
+    let mut heap = std::collections::BinaryHeap::with_capacity(r + 1);
+    for (i, &s) in row.iter().enumerate() {
+        if heap.len() < r {
+            heap.push(Kept(i as u32, s));
+        } else if let Some(mut worst) = heap.peek_mut() {
+            // A later index never beats an equal value: only strictly greater ones enter.
+            if s.total_cmp(&worst.1).is_gt() {
+                *worst = Kept(i as u32, s);
+            }
+        }
+    }
+    let mut out: Vec<(u32, f32)> = heap.into_iter().map(|k| (k.0, k.1)).collect();
+    out.sort_unstable_by(best_first);
+    out
 }
 
 #[cfg(test)]
@@ -80,6 +126,31 @@ mod tests {
         let s = select(&row, 0.5, 128);
         assert_eq!(s.len(), 128);
         assert_eq!(s, (0..128).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn heap_and_partition_give_the_same_top() {
+        // Coarse values make many ties; both paths must agree on the set and the order.
+        let mut x: u64 = 42;
+        for len in [50, 300, 2000] {
+            let row: Vec<f32> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((x >> 40) % 50) as f32 / 50.0 - 0.3
+                })
+                .collect();
+            for r in [1, 5, 20, 37] {
+                let mut all: Vec<(u32, f32)> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (i as u32, s))
+                    .collect();
+                all.sort_by(best_first);
+                all.truncate(r);
+                assert_eq!(top_r_heap(&row, r), all, "len {len} r {r}");
+                assert_eq!(top_r(&row, r), all, "len {len} r {r}");
+            }
+        }
     }
 
     #[test]

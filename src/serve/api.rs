@@ -332,6 +332,11 @@ async fn recommend(
     let margin = q.margin.unwrap_or(s.opts.margin);
     let texts = topics.iter().map(TopicIn::text).collect();
     let langs = topics.iter().map(|t| t.language.clone()).collect();
+    tracing::debug!(
+        topics = topics.len(),
+        override_threshold = q.override_threshold,
+        "recommend"
+    );
     let ranked = batcher
         .rank(texts, langs, top_k.max(MAX_SELECTED))
         .await
@@ -489,6 +494,11 @@ async fn remove_content(State(s): State<Shared>, body: Bytes) -> ApiResult<Json<
         .await
         .map_err(|e| ApiError::internal(e.into()))?
         .map_err(ApiError::internal)?;
+    tracing::info!(
+        removed = n - unknown.len(),
+        unknown = unknown.len(),
+        "remove-content"
+    );
     Ok(Json(
         json!({"removed": n - unknown.len(), "unknown": unknown}),
     ))

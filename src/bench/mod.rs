@@ -2,6 +2,8 @@
 //! the way `bench/baseline.py` measures PyTorch and ONNX Runtime, optionally running that script
 //! in the same invocation and printing ratios.
 
+pub mod serve;
+
 use crate::model::{LoadOptions, SentenceModel};
 use crate::train::adamw::{AdamW, AdamWParams};
 use crate::train::loss::info_nce;
@@ -12,8 +14,8 @@ use std::time::Instant;
 
 /// The benchmark inputs and the baseline script (`bench/`), built into the binary so that
 /// `lecr bench encode` runs from any folder.
-pub const BENCH_TEXTS: &str = include_str!("../bench/texts-1024.txt");
-pub const BASELINE_SCRIPT: &str = include_str!("../bench/baseline.py");
+pub const BENCH_TEXTS: &str = include_str!("../../bench/texts-1024.txt");
+pub const BASELINE_SCRIPT: &str = include_str!("../../bench/baseline.py");
 
 #[derive(Debug, Clone)]
 pub struct EncodeBenchConfig {
