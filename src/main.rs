@@ -291,38 +291,7 @@ enum BenchCmd {
     /// requests at several client counts (throughput, p50/p95/p99, errors), embed-content
     /// throughput, restart time; against the Python baseline (bench/serve_baseline.py) when
     /// --python is given.
-    Serve {
-        #[arg(long = "model", required = true)]
-        models: Vec<String>,
-        #[arg(long)]
-        int8: bool,
-        /// Kaggle-layout folder: seeds the index and supplies the topics of the requests.
-        #[arg(long)]
-        data: PathBuf,
-        /// Store folder (default: a temporary one).
-        #[arg(long)]
-        store: Option<PathBuf>,
-        #[arg(long, value_delimiter = ',', default_value = "1,16,64,200")]
-        clients: Vec<usize>,
-        /// Seconds of load per client count.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// embed-content batches of 20 to time.
-        #[arg(long, default_value_t = 50)]
-        content_batches: usize,
-        /// Python with fastapi, uvicorn and sentence-transformers: also measure the baseline.
-        #[arg(long)]
-        python: Option<String>,
-        /// `lecr embed --data` output for the baseline to load instead of embedding content.csv.
-        #[arg(long)]
-        baseline_features: Option<PathBuf>,
-        /// The float model of the baseline (default: the first --model).
-        #[arg(long)]
-        baseline_model: Option<String>,
-        /// Only load a server already running at this base URL (e.g. http://127.0.0.1:8000).
-        #[arg(long)]
-        url: Option<String>,
-    },
+    Serve(lecr::bench::serve::ServeBenchOptions),
     /// Selection and scoring of a validation fold with precomputed random embeddings: blocked
     /// per-language scoring (lecr) against materialising each language's full matrix.
     Select {
@@ -516,32 +485,8 @@ fn run(cli: Cli) -> Result<i32> {
             })?;
             Ok(0)
         }
-        Cmd::Bench(BenchCmd::Serve {
-            models,
-            int8,
-            data,
-            store,
-            clients,
-            seconds,
-            content_batches,
-            python,
-            baseline_features,
-            baseline_model,
-            url,
-        }) => {
-            lecr::bench::serve::run(&lecr::bench::serve::ServeBenchOptions {
-                models,
-                int8,
-                data,
-                store,
-                clients,
-                seconds,
-                content_batches,
-                python,
-                baseline_features,
-                baseline_model,
-                url,
-            })?;
+        Cmd::Bench(BenchCmd::Serve(o)) => {
+            lecr::bench::serve::run(&o)?;
             Ok(0)
         }
         Cmd::Bench(BenchCmd::Encode {

@@ -203,18 +203,24 @@ fn perfect_similarity_scores_one_and_lexical_beats_random() {
     assert_eq!(by_channel.groups.len(), channels.len());
 }
 
-#[test]
-fn predict_writes_a_submission_a_strict_reader_accepts() {
-    let (d, ds) = corpus();
-    // Saved features through `lecr embed`'s format, then `lecr predict` reads them.
-    let sim = emb_sim(&ds, 2);
-    let feats = d.path().join("features");
+/// Saves `sim` in `lecr embed`'s format under `dir/features`.
+fn write_features(ds: &Dataset, sim: &EmbeddingSim, dir: &std::path::Path) -> std::path::PathBuf {
+    let feats = dir.join("features");
     let ids: Vec<String> = ds.topics.iter().map(|t| t.id.clone()).collect();
     let langs: Vec<String> = ds.topics.iter().map(|t| t.language.clone()).collect();
     lecr::features::write(&feats, "topics", &sim.topics, Some((&ids, &langs))).unwrap();
     let ids: Vec<String> = ds.contents.iter().map(|c| c.id.clone()).collect();
     let langs: Vec<String> = ds.contents.iter().map(|c| c.language.clone()).collect();
     lecr::features::write(&feats, "content", &sim.contents, Some((&ids, &langs))).unwrap();
+    feats
+}
+
+#[test]
+fn predict_writes_a_submission_a_strict_reader_accepts() {
+    let (d, ds) = corpus();
+    // Saved features through `lecr embed`'s format, then `lecr predict` reads them.
+    let sim = emb_sim(&ds, 2);
+    let feats = write_features(&ds, &sim, d.path());
     let out = d.path().join("submission.csv");
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
         .env("LECR_NO_PROGRESS", "1")
@@ -262,13 +268,7 @@ fn predict_writes_a_submission_a_strict_reader_accepts() {
 fn eval_compare_scores_each_source_alone_on_the_same_topics() {
     let (d, ds) = corpus();
     let sim = emb_sim(&ds, 3);
-    let feats = d.path().join("features");
-    let ids: Vec<String> = ds.topics.iter().map(|t| t.id.clone()).collect();
-    let langs: Vec<String> = ds.topics.iter().map(|t| t.language.clone()).collect();
-    lecr::features::write(&feats, "topics", &sim.topics, Some((&ids, &langs))).unwrap();
-    let ids: Vec<String> = ds.contents.iter().map(|c| c.id.clone()).collect();
-    let langs: Vec<String> = ds.contents.iter().map(|c| c.language.clone()).collect();
-    lecr::features::write(&feats, "content", &sim.contents, Some((&ids, &langs))).unwrap();
+    let feats = write_features(&ds, &sim, d.path());
     let run = |extra: &[&str]| -> serde_json::Value {
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
             .env("LECR_NO_PROGRESS", "1")

@@ -17,24 +17,40 @@ use std::time::{Duration, Instant};
 
 pub const SERVE_BASELINE_SCRIPT: &str = include_str!("../../bench/serve_baseline.py");
 
-#[derive(Debug, Clone)]
+/// What `lecr bench serve` is told (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeBenchOptions {
+    #[arg(long = "model", required = true)]
     pub models: Vec<String>,
+    #[arg(long)]
     pub int8: bool,
+    /// Kaggle-layout folder: seeds the index and supplies the topics of the requests.
+    #[arg(long)]
     pub data: PathBuf,
+    /// Store folder (default: a temporary one).
+    #[arg(long)]
     pub store: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,200")]
     pub clients: Vec<usize>,
+    /// Seconds of load per client count.
+    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// embed-content batches of 20 to time.
+    #[arg(long, default_value_t = 50)]
     pub content_batches: usize,
-    /// Python with fastapi, uvicorn, sentence-transformers: runs the baseline service.
+    /// Python with fastapi, uvicorn and sentence-transformers: also measure the baseline.
+    #[arg(long)]
     pub python: Option<String>,
-    /// `lecr embed --data` output the baseline loads instead of embedding content.csv itself.
+    /// `lecr embed --data` output for the baseline to load instead of embedding content.csv.
+    #[arg(long)]
     pub baseline_features: Option<PathBuf>,
-    /// The float model the baseline runs (default: the first --model; Python cannot read
+    /// The float model of the baseline (default: the first --model; Python cannot read
     /// lecr's int8 folders).
+    #[arg(long)]
     pub baseline_model: Option<String>,
-    /// Load an already running server at this base URL instead (no seeding, restart or
-    /// baseline figures).
+    /// Only load a server already running at this base URL (e.g. http://127.0.0.1:8000); no
+    /// seeding, restart or baseline figures.
+    #[arg(long)]
     pub url: Option<String>,
 }
 
