@@ -56,6 +56,7 @@ pub mod int8;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
+pub mod scores;
 pub mod softmax;
 
 pub use dropout::Dropout;

@@ -2,9 +2,9 @@
 //! the lexical TF-IDF baseline, or an ensemble that averages several (SPEC §8). Scoring works
 //! per language and in blocks of topics, so no full topics × contents matrix is ever built.
 
+use crate::kernels::scores::PackedRows;
 use crate::model::Embeddings;
 use anyhow::Result;
-use candle_core::{Device, Tensor};
 
 /// A source of topic–content similarities.
 pub trait Similarity: Sync {
@@ -29,19 +29,20 @@ pub struct EmbeddingSim {
     pub content_row: Vec<u32>,
 }
 
-fn gather(e: &Embeddings, rows: &[u32], idx: &[usize], what: &str) -> Result<Tensor> {
+/// The rows of `idx` (dataset indices), row-major.
+fn gather(e: &Embeddings, rows: &[u32], idx: &[usize], what: &str) -> Result<Vec<f32>> {
     let mut data = Vec::with_capacity(idx.len() * e.dim);
     for &i in idx {
         let r = rows.get(i).copied().unwrap_or(u32::MAX);
         anyhow::ensure!(r != u32::MAX, "{what} {i} has no embedding");
         data.extend_from_slice(e.row(r as usize));
     }
-    Ok(Tensor::from_vec(data, (idx.len(), e.dim), &Device::Cpu)?)
+    Ok(data)
 }
 
 struct EmbeddingBlock<'a> {
     sim: &'a EmbeddingSim,
-    contents_t: Tensor,
+    contents: PackedRows,
 }
 
 impl Similarity for EmbeddingSim {
@@ -52,7 +53,7 @@ impl Similarity for EmbeddingSim {
         let c = gather(&self.contents, &self.content_row, contents, "content")?;
         Ok(Box::new(EmbeddingBlock {
             sim: self,
-            contents_t: c.t()?.contiguous()?,
+            contents: PackedRows::from_rows(&c, self.contents.dim),
         }))
     }
 }
@@ -60,9 +61,7 @@ impl Similarity for EmbeddingSim {
 impl BlockScorer for EmbeddingBlock<'_> {
     fn block(&self, topics: &[usize]) -> Result<Vec<f32>> {
         let t = gather(&self.sim.topics, &self.sim.topic_row, topics, "topic")?;
-        Ok(t.matmul(&self.contents_t)?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
+        Ok(self.contents.scores(&t, topics.len()))
     }
 }
 

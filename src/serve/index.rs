@@ -2,6 +2,7 @@
 //! metadata a recommendation returns. Ranking a block of topics against a language is one
 //! matrix product, then the top of each row (the same `top_r` and threshold as `predict`).
 
+use crate::kernels::scores::PackedRows;
 use crate::select::threshold;
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,11 +18,10 @@ pub struct ContentMeta {
     pub language: Option<String>,
 }
 
-/// One language's contents: ids in row order and their vectors.
-#[derive(Default)]
+/// One language's contents: ids in row order and their vectors, packed for scoring.
 struct LangMatrix {
     ids: Vec<String>,
-    data: Vec<f32>,
+    vectors: PackedRows,
 }
 
 /// A content and its similarity to a topic.
@@ -88,10 +88,17 @@ impl Index {
         assert_eq!(vector.len(), self.dim, "vector of the index dimension");
         self.remove(&meta.id);
         if let Some(lang) = &meta.language {
-            let m = self.langs.entry(lang.clone()).or_default();
+            let d = self.dim;
+            let m = self
+                .langs
+                .entry(lang.clone())
+                .or_insert_with(|| LangMatrix {
+                    ids: Vec::new(),
+                    vectors: PackedRows::new(d),
+                });
             self.row.insert(meta.id.clone(), m.ids.len());
             m.ids.push(meta.id.clone());
-            m.data.extend_from_slice(vector);
+            m.vectors.push(vector);
         }
         self.meta.insert(meta.id.clone(), meta);
     }
@@ -109,12 +116,10 @@ impl Index {
             // Move the last row into the hole.
             let last = m.ids.len() - 1;
             m.ids.swap_remove(r);
-            let d = self.dim;
+            m.vectors.swap_remove(r);
             if r != last {
-                m.data.copy_within(last * d..(last + 1) * d, r * d);
                 self.row.insert(m.ids[r].clone(), r);
             }
-            m.data.truncate(last * d);
         }
         true
     }
@@ -128,7 +133,7 @@ impl Index {
             return vec![Vec::new(); n_topics];
         };
         let n = m.ids.len();
-        let sims = crate::kernels::linear::matmul_nt(topics, n_topics, &m.data, n, d);
+        let sims = m.vectors.scores(topics, n_topics);
         sims.chunks(n)
             .map(|row| {
                 threshold::top_r(row, r)
