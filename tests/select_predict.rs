@@ -222,21 +222,12 @@ fn predict_writes_a_submission_a_strict_reader_accepts() {
     let sim = emb_sim(&ds, 2);
     let feats = write_features(&ds, &sim, d.path());
     let out = d.path().join("submission.csv");
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-        .env("LECR_NO_PROGRESS", "1")
-        .args(["predict", "--data"])
-        .arg(d.path())
-        .arg("--features")
-        .arg(&feats)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    let (data, f, o) = (
+        d.path().to_str().unwrap(),
+        feats.to_str().unwrap(),
+        out.to_str().unwrap(),
     );
+    common::run_lecr(["predict", "--data", data, "--features", f, "--out", o]);
     // Strict reader: exact header, every requested topic once in order, known same-language ids.
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
@@ -270,19 +261,10 @@ fn eval_compare_scores_each_source_alone_on_the_same_topics() {
     let sim = emb_sim(&ds, 3);
     let feats = write_features(&ds, &sim, d.path());
     let run = |extra: &[&str]| -> serde_json::Value {
-        let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
-            .env("LECR_NO_PROGRESS", "1")
-            .args(["eval", "--json", "--margins", "0.1:0.3:0.1", "--data"])
-            .arg(d.path())
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        serde_json::from_slice(&st.stdout).unwrap()
+        let data = d.path().to_str().unwrap();
+        let mut args = vec!["eval", "--json", "--margins", "0.1:0.3:0.1", "--data", data];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&common::run_lecr(args)).unwrap()
     };
     let f = feats.to_str().unwrap();
     let rows = run(&["--compare", "--model", "lexical", "--features", f]);

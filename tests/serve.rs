@@ -408,19 +408,10 @@ fn recommend_equals_predict() {
     let root = tempfile::tempdir().unwrap();
     let (data, model) = corpus(root.path());
     let sub = root.path().join("submission.csv");
-    let st = Command::new(env!("CARGO_BIN_EXE_lecr"))
-        .args([
-            "predict", "--data", &data, "--model", &model, "--margin", "0.18", "--out",
-        ])
-        .arg(&sub)
-        .env("LECR_NO_PROGRESS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let sub_path = sub.to_str().unwrap();
+    common::run_lecr([
+        "predict", "--data", &data, "--model", &model, "--margin", "0.18", "--out", sub_path,
+    ]);
     let predicted: HashMap<String, HashSet<String>> = std::fs::read_to_string(&sub)
         .unwrap()
         .lines()

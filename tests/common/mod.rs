@@ -165,3 +165,22 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Runs the lecr binary (no progress bars), which must succeed; returns its stdout.
+pub fn run_lecr<I, S>(args: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args(args)
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lecr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
