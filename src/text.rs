@@ -1,4 +1,4 @@
-//! What the encoder sees (SPEC §2): a topic becomes its breadcrumb (self → root) and
+//! What the encoder sees (method §2): a topic becomes its breadcrumb (self → root) and
 //! description, a content item its title, description and the start of its text.
 
 use crate::data::schema::{Content, Topic};

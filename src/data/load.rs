@@ -1,4 +1,4 @@
-//! Reading a data folder in the Kaggle layout (SPEC §1), with the fold columns written by
+//! Reading a data folder in the Kaggle layout (method §1), with the fold columns written by
 //! `lecr split` and the translated pools `topics_{k}.csv` / `content_{k}.csv` when present.
 //!
 //! Structural problems (missing file or column, unparseable CSV) are errors that name the file,

@@ -1,4 +1,4 @@
-//! Row types for the competition files (SPEC §1). Everything is read as text and checked by
+//! Row types for the competition files (method §1). Everything is read as text and checked by
 //! `validate`, so a bad value becomes a warning with file, line and field instead of a failure.
 
 use serde::Deserialize;
@@ -34,7 +34,7 @@ pub const CORRELATION_COLUMNS: &[&str] = &["topic_id", "content_ids"];
 pub const CATEGORIES: &[&str] = &["source", "aligned", "supplemental"];
 pub const KINDS: &[&str] = &["document", "video", "exercise", "audio", "html5"];
 
-/// Fold of topics without content (SPEC §3).
+/// Fold of topics without content (method §3).
 pub const NO_FOLD: i32 = -1;
 
 /// One row of `topics.csv` (or a translated `topics_{k}.csv`).

@@ -1,4 +1,4 @@
-//! Cross-validation folds that keep validation content out of training (SPEC §3).
+//! Cross-validation folds that keep validation content out of training (method §3).
 //!
 //! Per language, over the topics of `correlations.csv` in file order: a topic's related group
 //! (every topic sharing a content with it) goes to the fold it overlaps least, ties broken by the
@@ -44,7 +44,7 @@ fn topic_contents(ds: &Dataset) -> Vec<(usize, Vec<usize>)> {
     out
 }
 
-/// The SPEC §3 split into `k` folds.
+/// The method §3 split into `k` folds.
 pub fn split_folds(ds: &Dataset, k: usize) -> Folds {
     assert!(k >= 1, "at least one fold");
     let n = ds.topics.len();

@@ -1,4 +1,4 @@
-//! A generator of corpora with the shape of the LECR data (SPEC §1), so that every step can be
+//! A generator of corpora with the shape of the LECR data (method §1), so that every step can be
 //! run and measured here, where the real Kaggle files are not available.
 //!
 //! Meaning is modelled explicitly: subjects hold concepts; every concept has *core* words (used
@@ -493,7 +493,7 @@ fn weighted(rng: &mut ChaCha8Rng, w: &[f64]) -> usize {
     w.len() - 1
 }
 
-/// The language pools of SPEC §6: pool k swaps these pairs.
+/// The language pools of method §6: pool k swaps these pairs.
 pub fn pool_swaps(k: usize) -> &'static [(&'static str, &'static str)] {
     match k {
         1 => &[("en", "fr"), ("es", "pt")],

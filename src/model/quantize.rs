@@ -1,4 +1,4 @@
-//! Post-training int8 quantization of the encoder's dense layers (`lecr quantize`, SPEC §9).
+//! Post-training int8 quantization of the encoder's dense layers (`lecr quantize`, method §9).
 //!
 //! Weights: symmetric int8, one scale per output row. Activations: int8 at run time, one
 //! scale per token (see `kernels::int8`). Transformer hidden states carry a few features with

@@ -1,4 +1,4 @@
-//! Selection and score (SPEC §8): rank each topic's language contents by similarity, select
+//! Selection and score (method §8): rank each topic's language contents by similarity, select
 //! with the dynamic threshold, score F2 / precision / recall and ranking metrics.
 
 pub mod lexical;

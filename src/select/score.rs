@@ -1,4 +1,4 @@
-//! F2, precision and recall per topic (SPEC §8), ranking metrics, and the per-language /
+//! F2, precision and recall per topic (method §8), ranking metrics, and the per-language /
 //! per-channel report.
 
 use serde::{Deserialize, Serialize};
@@ -121,7 +121,7 @@ pub fn report(results: &[TopicResult], k: usize) -> Report {
 }
 
 impl Report {
-    /// The SPEC §8 table plus the ranking columns.
+    /// The method §8 table plus the ranking columns.
     pub fn render(&self, title: &str) -> String {
         let mut s = format!(
             "{:<10} {:>7} {:>9} {:>7} {:>8}  {:>18}  {:>6} {:>6} {:>6}\n",

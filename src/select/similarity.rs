@@ -1,5 +1,5 @@
 //! Where similarities come from: saved or computed embeddings (cosine of normalised vectors),
-//! the lexical TF-IDF baseline, or an ensemble that averages several (SPEC §8). Scoring works
+//! the lexical TF-IDF baseline, or an ensemble that averages several (method §8). Scoring works
 //! per language and in blocks of topics, so no full topics × contents matrix is ever built.
 
 use crate::kernels::scores::PackedRows;

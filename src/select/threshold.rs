@@ -1,4 +1,4 @@
-//! The dynamic threshold of SPEC §8: keep every content whose similarity reaches
+//! The dynamic threshold of method §8: keep every content whose similarity reaches
 //! `max − margin·max`, at least the best one, at most `cap` (the highest).
 
 /// Default cap on selected contents per topic.

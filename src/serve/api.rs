@@ -232,7 +232,7 @@ struct AncestorIn {
 }
 
 impl TopicIn {
-    /// SPEC §2's topic text: the topic's title, then its ancestors from the parent (highest
+    /// method §2's topic text: the topic's title, then its ancestors from the parent (highest
     /// level) to the root (level 0), then the description.
     fn text(&self) -> String {
         let mut anc: Vec<&AncestorIn> = self.ancestors.iter().collect();

@@ -1,7 +1,7 @@
 //! The service's one view of a model: texts in, normalised vectors out, with an id that says
 //! which weights made them. Several models form an ensemble by concatenating their normalised
 //! vectors scaled by 1/√n: the dot product of two such vectors is the mean of the models'
-//! cosine similarities, which is exactly how `eval`/`predict` ensemble (SPEC §8), so one index
+//! cosine similarities, which is exactly how `eval`/`predict` ensemble (method §8), so one index
 //! serves an ensemble.
 
 use crate::model::{LoadOptions, SentenceModel};

@@ -1,4 +1,4 @@
-//! Every training setting in one TOML file (SPEC §7 defaults), overridable with
+//! Every training setting in one TOML file (method §7 defaults), overridable with
 //! `--set key=value`. `lecr train --print-config` prints the defaults.
 
 use anyhow::{Context, Result};
@@ -31,14 +31,14 @@ pub struct TrainConfig {
     /// Batches whose gradients are summed before one optimizer step.
     pub grad_accumulation: usize,
     pub dropout: f64,
-    /// Selection margin for validation (SPEC §8). f64 so that the written config shows the
+    /// Selection margin for validation (method §8). f64 so that the written config shows the
     /// value as given (0.16, not 0.1599999964237213).
     pub margin: f64,
     pub fold: i32,
     pub train_on_all: bool,
     /// Train and validate on these topic languages only (empty: all).
     pub languages: Vec<String>,
-    /// Translated pools to switch between (SPEC §6), used when their files exist.
+    /// Translated pools to switch between (method §6), used when their files exist.
     pub pools: Vec<usize>,
     /// From this epoch on, pool 0 only.
     pub switch_until_epoch: usize,
@@ -54,7 +54,7 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Distillation (`lecr distill`): the frozen teacher model; empty for normal training.
     /// The student starts as the teacher with only `student_layers`, and learns to match the
-    /// teacher's embeddings and last hidden states instead of the InfoNCE loss (SPEC §9).
+    /// teacher's embeddings and last hidden states instead of the InfoNCE loss (method §9).
     pub teacher: String,
     /// The teacher's layers the student keeps, in order (e.g. [0, 2, 4, 7, 9, 11]).
     pub student_layers: Vec<usize>,

@@ -1,5 +1,5 @@
-//! Symmetric InfoNCE with a learnable temperature and label smoothing (SPEC §5), and the
-//! layer-drop distillation loss (SPEC §9).
+//! Symmetric InfoNCE with a learnable temperature and label smoothing (method §5), and the
+//! layer-drop distillation loss (method §9).
 
 use anyhow::Result;
 use candle_core::{Tensor, D};
@@ -45,7 +45,7 @@ pub fn info_nce(
 }
 
 /// Weights of the distillation loss terms: topic embeddings, content embeddings, masked last
-/// hidden states (SPEC §9).
+/// hidden states (method §9).
 #[derive(Debug, Clone, Copy)]
 pub struct DistillWeights {
     pub topics: f64,

@@ -1,4 +1,4 @@
-//! Contrastive training (SPEC §4–§7).
+//! Contrastive training (method §4–§7).
 
 pub mod adamw;
 pub mod checkpoint;

@@ -1,4 +1,4 @@
-//! The batch sampler of SPEC §6: no topic twice in a batch, no ground-truth content of a batch
+//! The batch sampler of method §6: no topic twice in a batch, no ground-truth content of a batch
 //! topic as another pair's content and no topic whose ground truth is already in the batch (no
 //! in-batch false negatives), each pair once per epoch, a stop after `max_rejections` rejected
 //! pairs in a row, hard negatives from the last training-set evaluation and missing-pair

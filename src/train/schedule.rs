@@ -1,5 +1,5 @@
 //! Learning rate: linear warm-up from 0, then polynomial decay to `lr_end` at the last step
-//! (SPEC §7); and the language-pool schedule of SPEC §6.
+//! (method §7); and the language-pool schedule of method §6.
 
 /// Learning rate at optimizer step `step` (0-based) of `total` steps.
 pub fn learning_rate(

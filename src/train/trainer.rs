@@ -1,4 +1,4 @@
-//! The training loop (SPEC §4–§7): per epoch, build batches with the sampler (language pool
+//! The training loop (method §4–§7): per epoch, build batches with the sampler (language pool
 //! by the schedule), run InfoNCE steps, validate on the fold, keep the best checkpoint (reload
 //! it when F2 falls below 0.8 × best), evaluate the training set for the next epoch's hard
 //! negatives, write metrics and a resumable checkpoint.

@@ -1,0 +1,316 @@
+//! `bench encode`, `bench select`, `bench serve`: tables with same-run ratios.
+
+use super::model::read_lines;
+use anyhow::Result;
+use clap::Subcommand;
+use lecr::data;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCmd {
+    /// `lecr serve` under load over loopback: seeding time and memory, Studio-shaped recommend
+    /// requests at several client counts (throughput, p50/p95/p99, errors), embed-content
+    /// throughput, restart time; against the Python baseline (bench/serve_baseline.py) when
+    /// --python is given.
+    Serve(lecr::bench::serve::ServeBenchOptions),
+    /// Selection and scoring of a validation fold with precomputed random embeddings: blocked
+    /// per-language scoring (lecr) against materialising each language's full matrix.
+    Select {
+        #[arg(long)]
+        data: PathBuf,
+        /// Validation fold (data written by `lecr split`); default: every topic with content.
+        #[arg(long)]
+        fold: Option<i32>,
+        /// Score the topics of sample_submission.csv instead (the prediction-time workload).
+        #[arg(long, conflicts_with = "fold")]
+        sample: bool,
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        #[arg(long, default_value_t = 0.16)]
+        margin: f32,
+        /// Skip the full-matrix baseline.
+        #[arg(long)]
+        no_baseline: bool,
+    },
+    /// Inference sentences/s and one InfoNCE training step, against PyTorch when
+    /// --torch-python is given (runs bench/baseline.py in the same run).
+    Encode {
+        #[arg(long)]
+        model: String,
+        /// Inputs, one per line, first 1,024 used (default: bench/texts-1024.txt, built in).
+        #[arg(long)]
+        texts: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        max_len: usize,
+        #[arg(long, default_value_t = 32)]
+        pairs: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Python with torch + transformers (+ onnx, onnxruntime for the ORT rows; see the
+        /// header of bench/baseline.py).
+        #[arg(long)]
+        torch_python: Option<String>,
+        /// Figures the baseline script measures (its --only).
+        #[arg(long, default_value = "encode,train-step,ort")]
+        baselines: String,
+        /// Skip the training-step figure (lecr's and the baseline's).
+        #[arg(long)]
+        no_train_step: bool,
+        /// The baseline script (default: bench/baseline.py, built in).
+        #[arg(long)]
+        torch_script: Option<PathBuf>,
+    },
+}
+
+fn encode(
+    model_spec: &str,
+    texts_path: Option<&std::path::Path>,
+    c: &lecr::bench::EncodeBenchConfig,
+    torch_python: Option<&str>,
+    torch_script: Option<&std::path::Path>,
+    baselines: &str,
+    no_train_step: bool,
+) -> Result<i32> {
+    // The built-in inputs and script go to a temporary folder when the baseline needs files.
+    let builtin = tempfile::tempdir()?;
+    let texts_path = match texts_path {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = builtin.path().join("texts-1024.txt");
+            std::fs::write(&p, lecr::bench::BENCH_TEXTS)?;
+            p
+        }
+    };
+    let texts: Vec<String> = read_lines(&texts_path)?.into_iter().take(1024).collect();
+    let model = lecr::bench::load(model_spec, c.max_len, false)?;
+    println!(
+        "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads, int8 kernel {:?}",
+        texts.len(),
+        c.batch,
+        c.max_len,
+        c.runs,
+        rayon::current_num_threads(),
+        lecr::kernels::int8::Int8Kernel::detect()
+    );
+    let float_label = if model.is_int8() {
+        "int8 folder"
+    } else {
+        "f32"
+    };
+    // Rates computing all `max_len` positions as the baselines do, then lecr's default of
+    // skipping padding rows.
+    let rates = |m: &mut lecr::model::SentenceModel| -> Result<(f64, f64)> {
+        m.encoder.unpad = false;
+        let all = lecr::bench::encode_rate(m, &texts, c)?;
+        m.encoder.unpad = true;
+        Ok((all, lecr::bench::encode_rate(m, &texts, c)?))
+    };
+    let mut model = model;
+    let (rate, rate_unpadded) = rates(&mut model)?;
+    let mut int8 = if model.is_int8() {
+        None
+    } else {
+        Some(lecr::bench::load(model_spec, c.max_len, true)?)
+    };
+    let int8_rate = int8.as_mut().map(rates).transpose()?;
+    // Before the training step, which changes the float model's weights.
+    let agreement = match &int8 {
+        Some(q) => Some(lecr::bench::agreement(&model, q, &texts)?),
+        None => None,
+    };
+    let step = if no_train_step || model.is_int8() {
+        None
+    } else {
+        Some(lecr::bench::train_step_time(&model, &texts, c)?)
+    };
+    let baseline = match torch_python {
+        Some(py) => {
+            let dir = lecr::model::hub::resolve_model(model_spec)?;
+            let only = if no_train_step {
+                baselines.replace("train-step", "")
+            } else {
+                baselines.to_string()
+            };
+            let script = match torch_script {
+                Some(p) => p.to_path_buf(),
+                None => {
+                    let p = builtin.path().join("baseline.py");
+                    std::fs::write(&p, lecr::bench::BASELINE_SCRIPT)?;
+                    p
+                }
+            };
+            lecr::bench::torch_baseline(py, &script, &dir, &texts_path, c, &only)?
+        }
+        None => Vec::new(),
+    };
+    let find = |key: &str| baseline.iter().find(|(n, _)| n == key).map(|(_, v)| *v);
+    println!(
+        "{:<30} {:>10}   {:<22} {:>10} {:>8}",
+        "figure", "lecr", "baseline", "value", "ratio"
+    );
+    let row = |name: &str, ours: f64, base: &str, better: &str| match find(base) {
+        Some(t) => println!(
+            "{name:<30} {ours:>10.3}   {base:<22} {t:>10.3} {:>7.2}x  ({better})",
+            ours / t
+        ),
+        None => println!(
+            "{name:<30} {ours:>10.3}   {:<22} {:>10} {:>8}",
+            "-", "-", "-"
+        ),
+    };
+    let hib = "higher is better";
+    let enc = format!("encode/s {float_label}");
+    let enc_u = format!("encode/s {float_label}, no pad");
+    for (name, r) in [(&enc, rate), (&enc_u, rate_unpadded)] {
+        row(name, r, "torch encode", hib);
+        if find("ort-fp32 encode").is_some() {
+            row(name, r, "ort-fp32 encode", hib);
+        }
+    }
+    if let Some((r, ru)) = int8_rate {
+        row("encode/s int8", r, "ort-int8 encode", hib);
+        row("encode/s int8, no pad", ru, "ort-int8 encode", hib);
+        println!(
+            "{:<30} {:>9.2}x   (same run)",
+            "int8 / f32 encode",
+            r / rate
+        );
+    }
+    if let Some((min, mean)) = agreement {
+        println!(
+            "int8 vs f32 embeddings over the {} texts: min cosine {min:.5}, mean {mean:.5}",
+            texts.len()
+        );
+    }
+    println!(
+        "(`no pad`: lecr's default, the rows of padding tokens are skipped; the other rows and \
+         the baselines compute all {} positions of every text)",
+        c.max_len
+    );
+    if let Some(step) = step {
+        row(
+            &format!("train step s ({} pairs)", c.pairs),
+            step,
+            "torch train-step",
+            "lower is better",
+        );
+    }
+    Ok(0)
+}
+
+fn select(
+    dir: &std::path::Path,
+    fold: Option<i32>,
+    sample: bool,
+    dim: usize,
+    margin: f32,
+    no_baseline: bool,
+) -> Result<i32> {
+    use lecr::select::{evaluate, rank_blocked, similarity::EmbeddingSim, GroupBy, BLOCK_ELEMENTS};
+    let ds = data::load_dataset(dir)?;
+    let with: std::collections::HashSet<usize> = ds.pairs().iter().map(|p| p.0).collect();
+    let topics: Vec<usize> = if sample {
+        ds.sample_topics
+            .iter()
+            .filter_map(|id| ds.topic_index.get(id).copied())
+            .collect()
+    } else {
+        (0..ds.topics.len())
+            .filter(|t| with.contains(t) && fold.is_none_or(|k| ds.topics[*t].fold == Some(k)))
+            .collect()
+    };
+    anyhow::ensure!(
+        !topics.is_empty(),
+        "no topics to score (is the fold column there?)"
+    );
+    let sim = EmbeddingSim {
+        label: "random".into(),
+        topics: lecr::bench::random_unit_rows(ds.topics.len(), dim, 1),
+        topic_row: (0..ds.topics.len() as u32).collect(),
+        contents: lecr::bench::random_unit_rows(ds.contents.len(), dim, 2),
+        content_row: (0..ds.contents.len() as u32).collect(),
+    };
+    let base_mem = lecr::bench::peak_rss_mib(true);
+    println!("bench select: {} topics x {} contents, dim {dim}, margin {margin}; data + embeddings {base_mem:.0} MiB", topics.len(), ds.contents.len());
+    let mut rows = Vec::new();
+    let variants: Vec<(&str, usize)> = if no_baseline {
+        vec![("lecr (blocked)", BLOCK_ELEMENTS)]
+    } else {
+        vec![
+            ("lecr (blocked)", BLOCK_ELEMENTS),
+            ("full matrix per language", usize::MAX),
+        ]
+    };
+    for (name, block) in variants {
+        lecr::bench::peak_rss_mib(true);
+        let t0 = Instant::now();
+        let ranked = rank_blocked(&ds, &topics, &sim, 128, block)?;
+        let rep = evaluate(&ds, &topics, &ranked, margin, 10, GroupBy::Language);
+        let secs = t0.elapsed().as_secs_f64();
+        let peak = lecr::bench::peak_rss_mib(true);
+        rows.push((name, secs, peak, rep.overall.f2));
+    }
+    println!(
+        "{:<26} {:>9} {:>12} {:>10}",
+        "variant", "seconds", "peak MiB", "F2"
+    );
+    for (n, s, m, f) in &rows {
+        println!("{n:<26} {s:>9.2} {m:>12.0} {f:>10.5}");
+    }
+    if rows.len() == 2 {
+        println!(
+            "ratio lecr / full: time {:.2}x, peak memory {:.2}x",
+            rows[0].1 / rows[1].1,
+            rows[0].2 / rows[1].2
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) fn bench(b: BenchCmd) -> Result<i32> {
+    match b {
+        BenchCmd::Select {
+            data,
+            fold,
+            sample,
+            dim,
+            margin,
+            no_baseline,
+        } => select(&data, fold, sample, dim, margin, no_baseline),
+        BenchCmd::Serve(o) => {
+            lecr::bench::serve::run(&o)?;
+            Ok(0)
+        }
+        BenchCmd::Encode {
+            model,
+            texts,
+            batch,
+            max_len,
+            pairs,
+            runs,
+            torch_python,
+            torch_script,
+            baselines,
+            no_train_step,
+        } => {
+            let c = lecr::bench::EncodeBenchConfig {
+                batch,
+                max_len,
+                pairs,
+                runs,
+            };
+            encode(
+                &model,
+                texts.as_deref(),
+                &c,
+                torch_python.as_deref(),
+                torch_script.as_deref(),
+                &baselines,
+                no_train_step,
+            )
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The subcommands, one module per stage of the pipeline; `main.rs` parses and dispatches.
+
+pub(crate) mod bench;
+pub(crate) mod data;
+pub(crate) mod model;
+pub(crate) mod select;
+pub(crate) mod serve;
+pub(crate) mod train;

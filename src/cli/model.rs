@@ -1,0 +1,193 @@
+//! `embed` and `quantize`: a model's vectors for a data folder or texts, and int8 folders.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lecr::data;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub(crate) struct QuantizeArgs {
+    /// The float model folder (or hub name).
+    #[arg(long)]
+    model: String,
+    /// Where to write the int8 model folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Calibration texts, one per line (default: random vocabulary words, no data needed).
+    #[arg(long, conflicts_with = "data")]
+    calibration_texts: Option<PathBuf>,
+    /// Calibrate on a sample of this data folder's topic and content texts.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// How many calibration texts to use at most.
+    #[arg(long, default_value_t = lecr::model::quantize::CALIBRATION_TEXTS)]
+    calibration_size: usize,
+    /// SmoothQuant migration strength (0 = no smoothing).
+    #[arg(long, default_value_t = lecr::model::quantize::DEFAULT_ALPHA)]
+    alpha: f32,
+    /// Token limit for calibration (default 96 as in method §2).
+    #[arg(long, default_value_t = 96)]
+    max_len: usize,
+}
+
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    /// A model folder (config.json, tokenizer.json, model.safetensors) or a Hugging Face name.
+    #[arg(long)]
+    model: String,
+    /// Pooling, overriding the folder's 1_Pooling/config.json: `cls` or `mean`.
+    #[arg(long)]
+    pooling: Option<lecr::model::config::Pooling>,
+    /// Quantize a float model to int8 as it loads (calibrated on vocabulary texts); `lecr
+    /// quantize` does it once and saves the result.
+    #[arg(long)]
+    int8: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A data folder: embeds topics.csv and content.csv.
+    #[arg(long, conflicts_with = "texts", required_unless_present = "texts")]
+    data: Option<PathBuf>,
+    /// A text file: embeds each line, in order.
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Token limit (default: 96 for data folders as in method §2; the folder's max_seq_length
+    /// for --texts, as sentence-transformers does).
+    #[arg(long)]
+    max_len: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+pub(crate) fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+pub(crate) fn embed(a: EmbedArgs) -> Result<i32> {
+    use lecr::model::{LoadOptions, SentenceModel};
+    let t0 = Instant::now();
+    let max_len = match (&a.data, a.max_len) {
+        (_, Some(m)) => Some(m),
+        (Some(_), None) => Some(96),
+        (None, None) => None,
+    };
+    let opts = LoadOptions {
+        max_len,
+        pooling: a.model.pooling,
+        int8: a.model.int8,
+        ..Default::default()
+    };
+    let model = SentenceModel::load(&a.model.model, &opts)?;
+    let mut written = Vec::new();
+    let mut count = 0;
+    if let Some(dir) = &a.data {
+        let ds = data::load_dataset(dir)?;
+        let topic_texts = lecr::text::topic_texts(&ds.topics);
+        let emb = model.embed(&topic_texts, a.batch_size, "topics")?;
+        let ids: Vec<String> = ds.topics.iter().map(|t| t.id.clone()).collect();
+        let langs: Vec<String> = ds.topics.iter().map(|t| t.language.clone()).collect();
+        written.extend(lecr::features::write(
+            &a.out,
+            "topics",
+            &emb,
+            Some((&ids, &langs)),
+        )?);
+        let content_texts: Vec<String> = ds.contents.iter().map(lecr::text::content_text).collect();
+        let emb = model.embed(&content_texts, a.batch_size, "contents")?;
+        let ids: Vec<String> = ds.contents.iter().map(|c| c.id.clone()).collect();
+        let langs: Vec<String> = ds.contents.iter().map(|c| c.language.clone()).collect();
+        written.extend(lecr::features::write(
+            &a.out,
+            "content",
+            &emb,
+            Some((&ids, &langs)),
+        )?);
+        count = topic_texts.len() + content_texts.len();
+    } else if let Some(path) = &a.texts {
+        let lines = read_lines(path)?;
+        let emb = model.embed(&lines, a.batch_size, "texts")?;
+        written.extend(lecr::features::write(&a.out, "texts", &emb, None)?);
+        count = lines.len();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "embedded {count} texts with {} (dim {}, max_len {}) in {secs:.1}s ({:.1}/s)",
+        a.model.model,
+        model.dim(),
+        model.tokenizer.max_len,
+        count as f64 / secs
+    );
+    for f in written {
+        println!("wrote {}", f.display());
+    }
+    Ok(0)
+}
+
+pub(crate) fn quantize(a: QuantizeArgs) -> Result<i32> {
+    use lecr::model::{quantize, LoadOptions, SentenceModel};
+    let t0 = Instant::now();
+    let opts = LoadOptions {
+        max_len: Some(a.max_len),
+        ..Default::default()
+    };
+    let float = SentenceModel::load(&a.model, &opts)?;
+    anyhow::ensure!(
+        !float.is_int8(),
+        "{} is already int8-quantized: give the float model",
+        a.model
+    );
+    let texts: Vec<String> = match (&a.calibration_texts, &a.data) {
+        (Some(p), _) => read_lines(p)?,
+        (None, Some(dir)) => {
+            let ds = data::load_dataset(dir)?;
+            let mut t = lecr::text::topic_texts(&ds.topics);
+            t.extend(ds.contents.iter().map(lecr::text::content_text));
+            t
+        }
+        (None, None) => {
+            quantize::vocabulary_texts(&float, a.calibration_size, quantize::VOCABULARY_SEED)
+        }
+    };
+    // An even spread over the file, at most --calibration-size texts.
+    let step = texts.len().div_ceil(a.calibration_size.max(1)).max(1);
+    let texts: Vec<String> = texts.into_iter().step_by(step).collect();
+    anyhow::ensure!(!texts.is_empty(), "no calibration texts");
+    let mut model = SentenceModel::load(&a.model, &opts)?;
+    let calib = model.calibrate(&texts, 32, a.alpha)?;
+    model.quantize(&calib)?;
+    // How close the int8 model stays to the float one on the calibration texts.
+    let check: Vec<String> = texts.iter().take(256).cloned().collect();
+    let (min, mean) = lecr::bench::agreement(&float, &model, &check)?;
+    model.save(&a.out)?;
+    let size =
+        |d: &std::path::Path| std::fs::metadata(d.join("model.safetensors")).map(|m| m.len());
+    let src = lecr::model::hub::resolve_model(&a.model)?;
+    println!(
+        "quantized {} dense layers to int8 ({} calibration texts, alpha {}) in {:.1}s",
+        model.params.int8.len(),
+        texts.len(),
+        a.alpha,
+        t0.elapsed().as_secs_f64()
+    );
+    if let (Ok(f), Ok(q)) = (size(&src), size(&a.out)) {
+        println!(
+            "model.safetensors: {:.1} MiB -> {:.1} MiB",
+            f as f64 / 1048576.0,
+            q as f64 / 1048576.0
+        );
+    }
+    println!(
+        "cosine to the float model over {} of the calibration texts: min {min:.5}, mean {mean:.5}",
+        check.len()
+    );
+    println!("wrote {}", a.out.display());
+    Ok(0)
+}

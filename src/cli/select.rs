@@ -1,0 +1,309 @@
+//! `eval` and `predict`: similarity sources, selection, scores and submissions.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lecr::data;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub(crate) struct SourceArgs {
+    /// Model folder or hub name; `lexical` for the TF-IDF baseline. Repeat to ensemble.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Folder written by `lecr embed --data` (topics/content features). Repeat to ensemble.
+    #[arg(long = "features")]
+    features: Vec<PathBuf>,
+    /// Token limit when embedding with a model.
+    #[arg(long, default_value_t = 96)]
+    max_len: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Quantize float models to int8 as they load (see `lecr quantize`).
+    #[arg(long)]
+    int8: bool,
+}
+
+impl SourceArgs {
+    fn sources(&self) -> Vec<lecr::pipeline::Source> {
+        let mut v: Vec<_> = self
+            .models
+            .iter()
+            .map(|m| lecr::pipeline::Source::from_model_arg(m))
+            .collect();
+        v.extend(
+            self.features
+                .iter()
+                .cloned()
+                .map(lecr::pipeline::Source::Features),
+        );
+        if v.is_empty() {
+            eprintln!("note: no --model or --features given: using the lexical baseline");
+            v.push(lecr::pipeline::Source::Lexical);
+        }
+        v
+    }
+    fn settings(&self) -> lecr::pipeline::EmbedSettings {
+        lecr::pipeline::EmbedSettings {
+            max_len: self.max_len,
+            batch_size: self.batch_size,
+            int8: self.int8,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    #[arg(long)]
+    data: PathBuf,
+    /// Validation fold (needs the fold columns of `lecr split`); default: every topic with content.
+    #[arg(long)]
+    fold: Option<i32>,
+    /// Threshold margin (method §8).
+    #[arg(long, default_value_t = 0.16)]
+    margin: f32,
+    /// Sweep margins `start:end:step` and mark the best.
+    #[arg(long)]
+    margins: Option<String>,
+    /// Cut-off of recall@k and precision@k.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Group the table by language or channel.
+    #[arg(long, value_enum, default_value = "language")]
+    by: lecr::select::GroupBy,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Score each --model / --features on its own (not as an ensemble), on the same topics,
+    /// and print one table: F2, precision, recall, selected, margin and time per source.
+    #[arg(long)]
+    compare: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct PredictArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Threshold margin (0.18 in the original final submission).
+    #[arg(long, default_value_t = 0.18)]
+    margin: f32,
+}
+
+fn parse_margins(s: &str) -> Result<Vec<f32>> {
+    let parts: Vec<f32> = s
+        .split(':')
+        .map(|p| p.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--margins `{s}`: expected start:end:step"))?;
+    anyhow::ensure!(
+        parts.len() == 3 && parts[2] > 0.0 && parts[1] >= parts[0],
+        "--margins `{s}`: expected start:end:step with step > 0"
+    );
+    let n = ((parts[1] - parts[0]) / parts[2] + 1e-4).floor() as usize;
+    Ok((0..=n).map(|i| parts[0] + i as f32 * parts[2]).collect())
+}
+
+/// An f32 setting as the decimal the user typed (0.16, not 0.1599999964).
+fn round6(v: f32) -> f64 {
+    (v as f64 * 1e6).round() / 1e6
+}
+
+pub(crate) fn eval(a: EvalArgs) -> Result<i32> {
+    let t0 = Instant::now();
+    let ds = data::load_dataset(&a.data)?;
+    let with: std::collections::HashSet<usize> = ds.pairs().iter().map(|p| p.0).collect();
+    let topics: Vec<usize> = match a.fold {
+        Some(k) => {
+            anyhow::ensure!(
+                ds.topics.iter().any(|t| t.fold.is_some()),
+                "{}: topics.csv has no fold column; run `lecr split` first or leave out --fold",
+                a.data.display()
+            );
+            (0..ds.topics.len())
+                .filter(|&t| ds.topics[t].fold == Some(k) && with.contains(&t))
+                .collect()
+        }
+        None => (0..ds.topics.len()).filter(|t| with.contains(t)).collect(),
+    };
+    anyhow::ensure!(!topics.is_empty(), "no topics with content to evaluate");
+    let margins = match &a.margins {
+        Some(m) => parse_margins(m)?,
+        None => vec![a.margin],
+    };
+    if a.compare {
+        return eval_compare(&a, &ds, &topics, &margins);
+    }
+    let sim = lecr::pipeline::similarity(&ds, &a.src.sources(), &topics, &a.src.settings())?;
+    let ranked = lecr::select::rank(
+        &ds,
+        &topics,
+        sim.as_ref(),
+        lecr::select::threshold::MAX_SELECTED.max(a.k),
+    )?;
+    let reports: Vec<(f32, lecr::select::score::Report)> = margins
+        .iter()
+        .map(|&m| {
+            (
+                m,
+                lecr::select::evaluate(&ds, &topics, &ranked, m, a.k, a.by),
+            )
+        })
+        .collect();
+    let best = reports
+        .iter()
+        .max_by(|x, y| x.1.overall.f2.total_cmp(&y.1.overall.f2))
+        .map(|r| r.0)
+        .unwrap_or(a.margin);
+    if a.json {
+        let v = serde_json::json!({
+            "source": sim.name(), "fold": a.fold, "topics": topics.len(), "best_margin": round6(best),
+            "reports": reports.iter().map(|(m, r)| serde_json::json!({"margin": round6(*m), "report": r})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "source: {}; topics: {} ({}); {:.1}s",
+        sim.name(),
+        topics.len(),
+        a.fold
+            .map(|k| format!("fold {k}"))
+            .unwrap_or("all with content".into()),
+        t0.elapsed().as_secs_f64()
+    );
+    let by = match a.by {
+        lecr::select::GroupBy::Language => "language",
+        lecr::select::GroupBy::Channel => "channel",
+    };
+    if reports.len() == 1 {
+        println!("margin {}", reports[0].0);
+        print!("{}", reports[0].1.render(by));
+    } else {
+        println!(
+            "{:>7} {:>7} {:>9} {:>7} {:>8}",
+            "margin", "F2", "precision", "recall", "selected"
+        );
+        for (m, r) in &reports {
+            let o = &r.overall;
+            println!(
+                "{m:>7.3} {:>7.4} {:>9.4} {:>7.4} {:>8.2}{}",
+                o.f2,
+                o.precision,
+                o.recall,
+                o.mean_selected,
+                if *m == best { "  <- best" } else { "" }
+            );
+        }
+        let (_, r) = reports
+            .iter()
+            .find(|r| r.0 == best)
+            .expect("best is one of them");
+        println!("\nat the best margin {best}:");
+        print!("{}", r.render(by));
+    }
+    Ok(0)
+}
+
+/// `eval --compare`: each source alone on the same topics, one row each.
+fn eval_compare(
+    a: &EvalArgs,
+    ds: &data::Dataset,
+    topics: &[usize],
+    margins: &[f32],
+) -> Result<i32> {
+    let rows = lecr::pipeline::compare(ds, &a.src.sources(), topics, &a.src.settings(), margins)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    println!(
+        "{} topics ({}), each source on its own; margin: {}",
+        topics.len(),
+        a.fold
+            .map(|k| format!("fold {k}"))
+            .unwrap_or("all with content".into()),
+        if margins.len() == 1 {
+            format!("{}", margins[0])
+        } else {
+            "the best of the sweep per source".into()
+        }
+    );
+    print!("{}", lecr::pipeline::render_comparison(&rows));
+    Ok(0)
+}
+
+pub(crate) fn predict(a: PredictArgs) -> Result<i32> {
+    let t0 = Instant::now();
+    let ds = data::load_dataset(&a.data)?;
+    anyhow::ensure!(
+        !ds.sample_topics.is_empty(),
+        "{}: sample_submission.csv is missing or empty",
+        a.data.display()
+    );
+    let mut topics = Vec::new();
+    let mut unknown = 0;
+    for id in &ds.sample_topics {
+        match ds.topic_index.get(id) {
+            Some(&t) => topics.push(Some(t)),
+            None => {
+                unknown += 1;
+                topics.push(None);
+            }
+        }
+    }
+    if unknown > 0 {
+        eprintln!("warning: {unknown} topic(s) of sample_submission.csv are not in topics.csv; they get an empty list");
+    }
+    let known: Vec<usize> = topics.iter().flatten().copied().collect();
+    let by_lang = lecr::select::contents_by_language(&ds);
+    let no_content: usize = known
+        .iter()
+        .filter(|&&t| !by_lang.contains_key(ds.topics[t].language.as_str()))
+        .count();
+    if no_content > 0 {
+        eprintln!("warning: {no_content} topic(s) are in a language with no content; they get an empty list");
+    }
+    let sim = lecr::pipeline::similarity(&ds, &a.src.sources(), &known, &a.src.settings())?;
+    let ranked = lecr::select::rank(
+        &ds,
+        &known,
+        sim.as_ref(),
+        lecr::select::threshold::MAX_SELECTED,
+    )?;
+    let selected = lecr::select::select(&ranked, a.margin);
+    let mut it = selected.into_iter();
+    lecr::io::write_atomic(&a.out, |w| {
+        let mut w = lecr::io::csv_writer(w);
+        w.write_record(["topic_id", "content_ids"])?;
+        for (id, t) in ds.sample_topics.iter().zip(&topics) {
+            let ids = match t {
+                Some(_) => it
+                    .next()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&c| ds.contents[c as usize].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => String::new(),
+            };
+            w.write_record([id.as_str(), &ids])?;
+        }
+        w.flush()?;
+        Ok(())
+    })?;
+    println!(
+        "predicted {} topics with {} (margin {}) in {:.1}s",
+        ds.sample_topics.len(),
+        sim.name(),
+        a.margin,
+        t0.elapsed().as_secs_f64()
+    );
+    println!("wrote {}", a.out.display());
+    Ok(0)
+}
