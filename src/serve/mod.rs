@@ -97,15 +97,28 @@ pub fn run(o: ServeOptions) -> Result<()> {
         axum::serve(listener, api::router(state.clone()))
             .with_graceful_shutdown(shutdown)
             .await?;
-        // Closing: the engine (and its SQLite connection) goes with the last reference.
+        // Closing: the engine (and its SQLite connection) goes with the last reference; the
+        // batcher thread holds one until it sees the queue closed.
         let phase = std::mem::replace(
             &mut *state.phase.write().expect("phase lock"),
             Phase::Loading("stopped".into()),
         );
-        if let Phase::Failed(why) = phase {
-            anyhow::bail!("{why}");
+        let engine = match phase {
+            Phase::Failed(why) => anyhow::bail!("{why}"),
+            Phase::Ready { engine, batcher } => {
+                drop(batcher);
+                Some(Arc::downgrade(&engine))
+            }
+            Phase::Loading(_) => None,
+        };
+        let t0 = std::time::Instant::now();
+        while engine.as_ref().is_some_and(|w| w.strong_count() > 0) {
+            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                tracing::warn!("the batcher did not stop within 10 s; exiting anyway");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        drop(phase);
         println!("stopped; store closed");
         Ok(())
     })
