@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -320,11 +320,34 @@ fn parse_query(q: Option<&str>) -> ApiResult<RecommendQuery> {
     Ok(out)
 }
 
+/// One recommendation as Studio reads it (borrowed from the index while serialising).
+#[derive(Serialize)]
+struct Recommendation<'a> {
+    id: &'a str,
+    channel_id: &'a str,
+    title: &'a str,
+    description: &'a str,
+    kind: &'a str,
+    similarity: f32,
+    rank: usize,
+}
+
+#[derive(Serialize)]
+struct TopicRecommendations<'a> {
+    id: &'a str,
+    recommendations: Vec<Recommendation<'a>>,
+}
+
+#[derive(Serialize)]
+struct RecommendResponse<'a> {
+    topics: Vec<TopicRecommendations<'a>>,
+}
+
 async fn recommend(
     State(s): State<Shared>,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let (engine, batcher) = ready(&s)?;
     let q = parse_query(q.as_deref())?;
     let topics = topics_body(&s, &engine, &body)?;
@@ -342,9 +365,9 @@ async fn recommend(
         .await
         .map_err(ApiError::internal)?;
     let index = engine.index.read().expect("index lock");
-    let out: Vec<Value> = topics
+    let out: Vec<TopicRecommendations> = topics
         .iter()
-        .zip(ranked)
+        .zip(&ranked)
         .map(|(t, hits)| {
             let n = if q.override_threshold {
                 top_k.min(hits.len())
@@ -352,20 +375,30 @@ async fn recommend(
                 let sims: Vec<f32> = hits.iter().map(|h| h.similarity).collect();
                 selected_len(&sims, margin, MAX_SELECTED)
             };
-            let recs: Vec<Value> = hits[..n]
+            let recommendations = hits[..n]
                 .iter()
+                // A content removed since ranking is left out.
                 .filter_map(|h| index.get(&h.content).map(|m| (h, m)))
                 .enumerate()
-                .map(|(i, (h, m))| {
-                    json!({"id": m.id, "channel_id": m.channel_id, "title": m.title,
-                           "description": m.description, "kind": m.kind,
-                           "similarity": h.similarity, "rank": i + 1})
+                .map(|(i, (h, m))| Recommendation {
+                    id: &m.id,
+                    channel_id: &m.channel_id,
+                    title: &m.title,
+                    description: &m.description,
+                    kind: &m.kind,
+                    similarity: h.similarity,
+                    rank: i + 1,
                 })
                 .collect();
-            json!({"id": t.id, "recommendations": recs})
+            TopicRecommendations {
+                id: &t.id,
+                recommendations,
+            }
         })
         .collect();
-    Ok(Json(json!({"topics": out})))
+    let body = serde_json::to_vec(&RecommendResponse { topics: out })
+        .map_err(|e| ApiError::internal(e.into()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn embed_topics(State(s): State<Shared>, body: Bytes) -> ApiResult<Json<Value>> {
