@@ -383,7 +383,16 @@ fn studio_contract_store_and_lifecycle() {
 fn api_key_guards_studio_endpoints() {
     let root = tempfile::tempdir().unwrap();
     let (data, model) = corpus(root.path());
-    let s = Server::spawn(&["--model", &model, "--data", &data, "--api-key", "sekrit"]);
+    let s = Server::spawn(&[
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--api-key",
+        "sekrit",
+        "--max-body-mib",
+        "1",
+    ]);
     let t0 = Instant::now();
     while s
         .try_get("/health")
@@ -401,6 +410,23 @@ fn api_key_guards_studio_endpoints() {
         s.post_raw("/stable/recommend", &body, Some("sekrit")).0,
         200
     );
+    // Errors from below the handlers are JSON too: too large, unknown route, wrong method.
+    let big = "x".repeat((1 << 20) + 1024);
+    let (code, v) = s.post_raw("/stable/recommend", &big, Some("sekrit"));
+    assert_eq!(code, 413);
+    assert!(v["error"].as_str().unwrap().contains("max-body-mib"), "{v}");
+    let (code, v) = s.try_get("/nowhere").unwrap();
+    assert_eq!((code, v["error"].is_string()), (404, true), "{v}");
+    let r = ureq::get(&format!("{}/stable/recommend", s.base))
+        .set("authorization", "Bearer sekrit")
+        .call();
+    match r {
+        Err(ureq::Error::Status(405, r)) => {
+            let v: Value = r.into_json().unwrap();
+            assert!(v["error"].is_string(), "{v}");
+        }
+        other => panic!("expected 405, got {other:?}"),
+    }
 }
 
 #[test]

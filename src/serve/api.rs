@@ -133,7 +133,7 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let t0 = Instant::now();
-    let resp = next.run(req).await;
+    let resp = json_errors(next.run(req).await).await;
     s.metrics
         .latency
         .with_label_values(&[&route])
@@ -143,6 +143,34 @@ async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response 
         .with_label_values(&[&route, resp.status().as_str()])
         .inc();
     resp
+}
+
+/// Errors raised below our handlers (body too large, timeout, unknown route, wrong method)
+/// come as plain text or empty: answer them as JSON too, so every error a client sees has the
+/// same shape.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = match (status, text.trim()) {
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => "the body is larger than --max-body-mib".into(),
+        (StatusCode::REQUEST_TIMEOUT, _) => "the request took longer than --timeout-s".into(),
+        (_, "") => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+        (_, t) => t.to_string(),
+    };
+    ApiError::new(status, message).into_response()
 }
 
 /// With `--api-key`, Studio's routes need `Authorization: Bearer <key>`.
