@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
 # Runs the test suite: fetches the real all-MiniLM-L6-v2 model (once, into .cache/) for the
-# parity tests, then `cargo test`.
+# parity tests, then `cargo test`; then the kernel and MiniLM parity tests again with each
+# lower instruction set forced (LECR_ISA), so every path this CPU can run is checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LECR_MINILM="$(./scripts/fetch-minilm.sh)"
 export LECR_MINILM LECR_NO_PROGRESS=1
 cargo test --release --all-targets "$@"
+flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+for f in avx512_vnni avx_vnni avx2; do
+  case "$flags" in
+    *" $f "*) ;;
+    *) echo "note: this CPU has no $f: the kernels that need it are not tested here" ;;
+  esac
+done
+for isa in avxvnni avx2 scalar; do
+  echo "== kernels and MiniLM parity with LECR_ISA=$isa"
+  LECR_ISA=$isa cargo test --release --lib kernels:: "$@"
+  LECR_ISA=$isa cargo test --release --test encoder_parity "$@"
+done

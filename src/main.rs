@@ -47,6 +47,9 @@ enum Cmd {
     /// Int8 post-training quantization of a model folder's dense layers (SmoothQuant-calibrated,
     /// per-row weight scales); every --model option accepts the result.
     Quantize(cli::model::QuantizeArgs),
+    /// Turn a checkpoint of the original solution (`weights_fold_0.pth`, a PyTorch state_dict
+    /// of its Net) into a model folder that every --model option and sentence-transformers load.
+    Import(cli::model::ImportArgs),
     /// Serve recommendations over HTTP: a drop-in backend for Kolibri Studio's curriculum
     /// automation client (connect / recommend / embed-topics / embed-content), with a durable
     /// content index, dynamic batching, /health and /metrics.
@@ -82,6 +85,11 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // A mistyped instruction-set cap must not silently measure the wrong kernels.
+    if let Err(e) = lecr::kernels::isa::requested() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -99,6 +107,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Split(a) => cli::data::split(a),
         Cmd::Embed(a) => cli::model::embed(a),
         Cmd::Quantize(a) => cli::model::quantize(a),
+        Cmd::Import(a) => cli::model::import(a),
         Cmd::Train(a) => cli::train::train(a, None),
         Cmd::Distill(a) => cli::train::distill(a),
         Cmd::Eval(a) => cli::select::eval(a),

@@ -116,3 +116,62 @@ fn minilm_int8_stays_close_to_sentence_transformers() {
         size(&spec)
     );
 }
+
+/// A long text embedded at the model's full length (256 tokens) by an int8 model with the
+/// default calibration stays within cosine 0.99 of the float model: the default calibration
+/// covers late positions, not only short texts.
+#[test]
+fn int8_keeps_long_texts_close_to_float() {
+    let spec = common::minilm_dir();
+    let spec = spec.to_str().unwrap();
+    let float = SentenceModel::load(spec, &LoadOptions::default()).unwrap();
+    let int8 = SentenceModel::load(
+        spec,
+        &LoadOptions {
+            int8: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(int8.tokenizer.max_len, 256);
+    let long = "Photosynthesis is the process by which green plants, algae and some bacteria \
+        turn light energy into chemical energy. In the chloroplasts, chlorophyll absorbs light, \
+        mostly blue and red wavelengths, and uses its energy to split water molecules, releasing \
+        oxygen. The energy captured is stored in ATP and NADPH, which the Calvin cycle then uses \
+        to fix carbon dioxide from the air into sugars such as glucose. Those sugars feed the \
+        plant's growth and, through food chains, nearly every other living thing on Earth. \
+        Factors such as light intensity, temperature and the concentration of carbon dioxide \
+        limit the rate of photosynthesis, and students can measure it by counting the bubbles \
+        of oxygen released by pondweed under a lamp placed at different distances. This lesson \
+        covers the light-dependent reactions, the Calvin cycle, limiting factors, and the \
+        experiments that first revealed where the oxygen comes from.";
+    assert!(long.len() >= 565);
+    let texts = vec![long.to_string()];
+    let n_tokens = int8.tokenizer.encode(&[long]).unwrap()[0].len();
+    assert!(
+        n_tokens > 150,
+        "the text is long in tokens too ({n_tokens})"
+    );
+    let (min, _) = lecr::bench::agreement(&float, &int8, &texts).unwrap();
+    eprintln!("long text ({n_tokens} tokens): int8 at load vs float cosine {min:.5}");
+    assert!(min >= 0.99, "cosine {min}");
+
+    // The way a user quantizes: `lecr quantize` with its defaults, then the saved folder at
+    // the model's full length. Its report measures texts it did not calibrate on.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8");
+    let report = common::run_lecr(["quantize", "--model", spec, "--out", out.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&report);
+    assert!(
+        report.contains("held-out texts (not calibrated on; up to 256 tokens)"),
+        "{report}"
+    );
+    let saved = SentenceModel::load(out.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    assert_eq!(
+        saved.tokenizer.max_len, 256,
+        "calibrated and saved at the full length"
+    );
+    let (min, _) = lecr::bench::agreement(&float, &saved, &texts).unwrap();
+    eprintln!("long text: `lecr quantize` folder vs float cosine {min:.5}");
+    assert!(min >= 0.99, "cosine {min}");
+}

@@ -148,6 +148,24 @@ pub fn torch_baseline(
     Ok(res)
 }
 
+/// The instruction sets lecr's rows ran with: its own kernels, the int8 kernel and the float
+/// matrix products (gemm picks AVX-512 only in builds with the `avx512` feature).
+pub fn isa_line() -> String {
+    let cpu = crate::kernels::isa::CpuFeatures::detect();
+    let gemm = if cfg!(feature = "avx512") && cpu.avx512 {
+        "AVX-512"
+    } else if cpu.avx2_fma {
+        "AVX2+FMA"
+    } else {
+        "portable"
+    };
+    format!(
+        "lecr ISA: {}; int8 kernel {}; float matrix products (gemm) {gemm}",
+        crate::kernels::isa::describe(),
+        crate::kernels::int8::Int8Kernel::detect().name()
+    )
+}
+
 /// Loads the model for the benchmark (max length = the padded length), int8 if asked.
 pub fn load(model: &str, max_len: usize, int8: bool) -> Result<SentenceModel> {
     SentenceModel::load(

@@ -87,14 +87,14 @@ fn encode(
     let texts: Vec<String> = read_lines(&texts_path)?.into_iter().take(1024).collect();
     let model = lecr::bench::load(model_spec, c.max_len, false)?;
     println!(
-        "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads, int8 kernel {:?}",
+        "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads",
         texts.len(),
         c.batch,
         c.max_len,
         c.runs,
         rayon::current_num_threads(),
-        lecr::kernels::int8::Int8Kernel::detect()
     );
+    println!("{}", lecr::bench::isa_line());
     let float_label = if model.is_int8() {
         "int8 folder"
     } else {

@@ -26,9 +26,58 @@ pub(crate) struct QuantizeArgs {
     /// SmoothQuant migration strength (0 = no smoothing).
     #[arg(long, default_value_t = lecr::model::quantize::DEFAULT_ALPHA)]
     alpha: f32,
-    /// Token limit for calibration (default 96 as in method §2).
-    #[arg(long, default_value_t = 96)]
-    max_len: usize,
+    /// Token limit for calibration (default: the model's own max_seq_length, so that the
+    /// ranges of long inputs are covered; int8 folders are used at any length up to it).
+    #[arg(long)]
+    max_len: Option<usize>,
+}
+
+#[derive(Args)]
+pub(crate) struct ImportArgs {
+    /// The checkpoint: `torch.save(model.state_dict())` of the original's Net (or of a Hugging
+    /// Face BERT / XLM-R model).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The base model it was trained from (folder or hub name): config and tokenizer.
+    #[arg(long)]
+    base: String,
+    /// The pooling it was trained with (not stored in the file).
+    #[arg(long, value_enum)]
+    pooling: lecr::model::import::CheckpointPooling,
+    /// Where to write the model folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Leave the embeddings unnormalised, as the original's Net returns them (lecr's selection
+    /// expects unit vectors; keep the default for eval / predict / serve).
+    #[arg(long)]
+    no_normalize: bool,
+}
+
+pub(crate) fn import(a: ImportArgs) -> Result<i32> {
+    let r = lecr::model::import::import_checkpoint(&lecr::model::import::ImportOptions {
+        checkpoint: a.checkpoint.clone(),
+        base: a.base.clone(),
+        pooling: a.pooling,
+        out: a.out.clone(),
+        normalize: !a.no_normalize,
+    })?;
+    println!(
+        "imported {} tensors: {} of the base's {} layers, {:?} pooling, output dimension {}{}",
+        r.tensors,
+        r.layers,
+        r.base_layers,
+        a.pooling,
+        r.dim,
+        match r.projection {
+            Some((o, i)) => format!(" (projection {i} -> {o})"),
+            None => String::new(),
+        }
+    );
+    if let Some(s) = r.logit_scale {
+        println!("logit_scale {s} (a training parameter, not part of the model folder)");
+    }
+    println!("wrote {}", a.out.display());
+    Ok(0)
 }
 
 #[derive(Args)]
@@ -135,7 +184,7 @@ pub(crate) fn quantize(a: QuantizeArgs) -> Result<i32> {
     use lecr::model::{quantize, LoadOptions, SentenceModel};
     let t0 = Instant::now();
     let opts = LoadOptions {
-        max_len: Some(a.max_len),
+        max_len: a.max_len,
         ..Default::default()
     };
     let float = SentenceModel::load(&a.model, &opts)?;
@@ -156,16 +205,31 @@ pub(crate) fn quantize(a: QuantizeArgs) -> Result<i32> {
             quantize::vocabulary_texts(&float, a.calibration_size, quantize::VOCABULARY_SEED)
         }
     };
-    // An even spread over the file, at most --calibration-size texts.
+    // An even spread over the file, at most --calibration-size texts; the texts in between
+    // (not calibrated on) are where agreement is measured.
     let step = texts.len().div_ceil(a.calibration_size.max(1)).max(1);
-    let texts: Vec<String> = texts.into_iter().step_by(step).collect();
+    let (calib_texts, rest): (Vec<_>, Vec<_>) = texts
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % step == 0);
+    let texts: Vec<String> = calib_texts.into_iter().map(|(_, t)| t).collect();
     anyhow::ensure!(!texts.is_empty(), "no calibration texts");
+    let mut held_out: Vec<String> = rest
+        .into_iter()
+        .map(|(_, t)| t)
+        .step_by(step.max(2) / 2)
+        .take(128)
+        .collect();
+    // Plus vocabulary texts of every length up to the token limit, never calibrated on.
+    held_out.extend(quantize::vocabulary_texts(
+        &float,
+        128,
+        quantize::HELD_OUT_SEED,
+    ));
     let mut model = SentenceModel::load(&a.model, &opts)?;
     let calib = model.calibrate(&texts, 32, a.alpha)?;
     model.quantize(&calib)?;
-    // How close the int8 model stays to the float one on the calibration texts.
-    let check: Vec<String> = texts.iter().take(256).cloned().collect();
-    let (min, mean) = lecr::bench::agreement(&float, &model, &check)?;
+    let (min, mean) = lecr::bench::agreement(&float, &model, &held_out)?;
     model.save(&a.out)?;
     let size =
         |d: &std::path::Path| std::fs::metadata(d.join("model.safetensors")).map(|m| m.len());
@@ -185,8 +249,10 @@ pub(crate) fn quantize(a: QuantizeArgs) -> Result<i32> {
         );
     }
     println!(
-        "cosine to the float model over {} of the calibration texts: min {min:.5}, mean {mean:.5}",
-        check.len()
+        "cosine to the float model over {} held-out texts (not calibrated on; up to {} \
+         tokens): min {min:.5}, mean {mean:.5}",
+        held_out.len(),
+        float.tokenizer.max_len
     );
     println!("wrote {}", a.out.display());
     Ok(0)

@@ -28,31 +28,20 @@ macro_rules! simd_fn {
     };
 }
 
-/// 4: AVX-512, 3: AVX2 + FMA, 0: baseline.
+/// 4: AVX-512, 3: AVX2 + FMA, 0: baseline (the active level of [`isa`], capped by `LECR_ISA`).
 pub fn simd_level() -> u8 {
-    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512dq")
-            {
-                return 4;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return 3;
-            }
-        }
-        0
-    })
+    match isa::active() {
+        isa::Isa::Avx512 => 4,
+        isa::Isa::AvxVnni | isa::Isa::Avx2 => 3,
+        isa::Isa::Scalar => 0,
+    }
 }
 
 pub mod attention;
 pub mod dropout;
 pub mod gelu;
 pub mod int8;
+pub mod isa;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;

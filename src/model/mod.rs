@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod config;
 pub mod hub;
+pub mod import;
 pub mod params;
 pub mod quantize;
 pub mod save;
@@ -138,8 +139,9 @@ impl SentenceModel {
             let kernel = crate::kernels::int8::Int8Kernel::detect();
             if kernel == crate::kernels::int8::Int8Kernel::Scalar {
                 tracing::warn!(
-                    "{}: int8 model on a CPU without AVX-512 VNNI (or LECR_INT8_SCALAR=1): the \
-                     portable int8 kernel is slower than the float model here",
+                    "{}: int8 model on a CPU without AVX2 (or with LECR_ISA=scalar / \
+                     LECR_INT8_SCALAR=1): the portable int8 kernel is slower than the float \
+                     model here",
                     dir.display()
                 );
             }

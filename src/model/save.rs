@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use std::path::Path;
 
 /// Tokenizer and sentence-transformers files copied unchanged from the source folder.
-const COPIED: &[&str] = &[
+pub(crate) const COPIED: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
