@@ -7,6 +7,7 @@ Figures (each printed as one line `RESULT <engine> <figure> <key>=<value> ...`, 
   torch train-step    seconds of one step: --pairs topic texts and --pairs content texts through
                       the encoder (train mode, dropout on), symmetric InfoNCE with label smoothing
                       0.1 and a learnable temperature, backward, AdamW
+  torch train-step-rss  peak resident memory (MiB) of the process while it runs the train steps
   ort-fp32 encode     the encode figure with the model exported to ONNX, ONNX Runtime on the CPU
   ort-int8 encode     the same after ONNX Runtime's dynamic int8 quantization (per-channel
                       weights), the usual way to run a sentence encoder in int8 on a CPU
@@ -152,6 +153,27 @@ def onnx_rates(model, tokenizer, inputs, threads, runs):
     return rates, onnxruntime.__version__
 
 
+def reset_peak_rss():
+    """Restarts the kernel's peak-resident-memory mark (Linux), as lecr does before its step."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib():
+    """Peak resident memory since the last reset (VmHWM), in MiB; 0 where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def main():
     a = parse_args()
     torch.set_num_threads(a.threads)
@@ -167,8 +189,10 @@ def main():
         rate = sentences_per_second(torch_encoder(model), inputs, a.runs)
         print(f"RESULT torch encode sentences_per_s={rate:.1f}")
     if "train-step" in wanted:
+        reset_peak_rss()
         s = torch_train_step_seconds(model, tokenizer, texts, a.pairs, a.max_len, a.runs)
         print(f"RESULT torch train-step seconds={s:.3f} pairs={a.pairs}")
+        print(f"RESULT torch train-step-rss mib={peak_rss_mib():.0f}")
     if "ort" in wanted:
         rates, version = onnx_rates(model, tokenizer, inputs, a.threads, a.runs)
         for label, rate in rates.items():

@@ -23,6 +23,8 @@ pub struct EncodeBenchConfig {
     pub max_len: usize,
     pub pairs: usize,
     pub runs: usize,
+    /// Sequences per pass of the training step's activation recomputation (0: one pass).
+    pub grad_cache: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -48,12 +50,15 @@ pub fn encode_rate(model: &SentenceModel, texts: &[String], c: &EncodeBenchConfi
 }
 
 /// Seconds of one forward + backward + AdamW step of a symmetric InfoNCE batch (`pairs` topics
-/// = the first lines, contents = the next), median over runs after one warm-up step.
+/// = the first lines, contents = the next), median over runs after one warm-up step; and the
+/// process's peak resident memory (MiB) while the steps ran (mark reset at the start, as the
+/// baseline script does for PyTorch).
 pub fn train_step_time(
     model: &SentenceModel,
     texts: &[String],
     c: &EncodeBenchConfig,
-) -> Result<f64> {
+) -> Result<(f64, f64)> {
+    peak_rss_mib(true);
     anyhow::ensure!(
         texts.len() >= 2 * c.pairs,
         "need at least {} texts",
@@ -74,18 +79,32 @@ pub fn train_step_time(
     let mut times = Vec::new();
     for _ in 0..=c.runs {
         let t0 = Instant::now();
-        let emb = model.forward_ids(&ids, Some(c.max_len), true)?;
-        let loss = info_nce(
-            &emb.narrow(0, 0, c.pairs)?,
-            &emb.narrow(0, c.pairs, c.pairs)?,
-            scale.as_tensor(),
-            0.1,
-        )?;
-        let grads = loss.backward()?;
-        opt.step(&grads)?;
+        if c.grad_cache > 0 {
+            // Padded to max_len like the one-pass step: the same work, in chunks.
+            let (_, grads) = crate::train::grad_cache::info_nce_grad_cache(
+                model,
+                &ids,
+                c.pairs,
+                &scale,
+                0.1,
+                c.grad_cache,
+                Some(c.max_len),
+            )?;
+            opt.step(&grads)?;
+        } else {
+            let emb = model.forward_ids(&ids, Some(c.max_len), true)?;
+            let loss = info_nce(
+                &emb.narrow(0, 0, c.pairs)?,
+                &emb.narrow(0, c.pairs, c.pairs)?,
+                scale.as_tensor(),
+                0.1,
+            )?;
+            let grads = loss.backward()?;
+            opt.step(&grads)?;
+        }
         times.push(t0.elapsed().as_secs_f64());
     }
-    Ok(median(times[1..].to_vec()))
+    Ok((median(times[1..].to_vec()), peak_rss_mib(false)))
 }
 
 /// Runs the PyTorch baseline script and returns its `RESULT name figure=value` lines.
@@ -131,6 +150,10 @@ pub fn torch_baseline(
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // `RESULT torch encode sentences_per_s=83.3`: words, then the first key=value.
         let Some(rest) = line.strip_prefix("RESULT ") else {
+            // Its header (versions, the instruction set PyTorch chose) belongs in the table.
+            if !line.trim().is_empty() {
+                println!("baseline: {line}");
+            }
             continue;
         };
         let words: Vec<&str> = rest
@@ -164,6 +187,15 @@ pub fn isa_line() -> String {
         crate::kernels::isa::describe(),
         crate::kernels::int8::Int8Kernel::detect().name()
     )
+}
+
+/// A model with the folder's architecture (`config.json`) and tokenizer but random weights:
+/// memory and time of models whose weights are not at hand (e.g. LaBSE-sized, offline).
+pub fn load_random(model: &str, max_len: usize) -> Result<SentenceModel> {
+    let dir = crate::model::hub::resolve_model(model)?;
+    let cfg: crate::model::config::EncoderConfig =
+        crate::model::config::read_json(&dir.join("config.json"))?;
+    SentenceModel::random(&cfg, &dir.join("tokenizer.json"), max_len, 1)
 }
 
 /// Loads the model for the benchmark (max length = the padded length), int8 if asked.

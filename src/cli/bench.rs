@@ -56,6 +56,15 @@ pub(crate) enum BenchCmd {
         /// Figures the baseline script measures (its --only).
         #[arg(long, default_value = "encode,train-step,ort")]
         baselines: String,
+        /// Training step with activation recomputation: this many sequences per forward pass
+        /// (the `grad_cache` training setting; 0: one pass). The baseline always runs one pass.
+        #[arg(long, default_value_t = 0)]
+        grad_cache: usize,
+        /// Random weights with the folder's config.json and tokenizer (no model.safetensors
+        /// needed): time and memory of an architecture whose weights are not at hand. Only
+        /// the training step is measured.
+        #[arg(long)]
+        random_weights: bool,
         /// Skip the training-step figure (lecr's and the baseline's).
         #[arg(long)]
         no_train_step: bool,
@@ -121,6 +130,8 @@ fn encode(
         Some(q) => Some(lecr::bench::agreement(&model, q, &texts)?),
         None => None,
     };
+    // The int8 copy is not part of a training process's memory.
+    drop(int8);
     let step = if no_train_step || model.is_int8() {
         None
     } else {
@@ -190,14 +201,55 @@ fn encode(
          the baselines compute all {} positions of every text)",
         c.max_len
     );
-    if let Some(step) = step {
+    if let Some((step, rss)) = step {
         row(
             &format!("train step s ({} pairs)", c.pairs),
             step,
             "torch train-step",
             "lower is better",
         );
+        row(
+            "train step peak RSS MiB",
+            rss,
+            "torch train-step-rss",
+            "lower is better",
+        );
     }
+    Ok(0)
+}
+
+/// The training step of a randomly initialised model (`--random-weights`): seconds and peak
+/// resident memory.
+fn random_train_step(
+    model_spec: &str,
+    texts_path: Option<&std::path::Path>,
+    c: &lecr::bench::EncodeBenchConfig,
+) -> Result<i32> {
+    let texts: Vec<String> = match texts_path {
+        Some(p) => read_lines(p)?,
+        None => lecr::bench::BENCH_TEXTS
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    };
+    let model = lecr::bench::load_random(model_spec, c.max_len)?;
+    let params: usize = model.vars().iter().map(|v| v.elem_count()).sum();
+    println!(
+        "bench encode --random-weights: {model_spec} architecture ({:.0}M parameters), {} pairs \
+         padded to {} tokens, grad_cache {}, {} runs, {} threads",
+        params as f64 / 1e6,
+        c.pairs,
+        c.max_len,
+        c.grad_cache,
+        c.runs,
+        rayon::current_num_threads()
+    );
+    println!("{}", lecr::bench::isa_line());
+    let (secs, rss) = lecr::bench::train_step_time(&model, &texts, c)?;
+    println!(
+        "train step s ({} pairs)            {secs:>10.3}\ntrain step peak RSS MiB          {rss:>10.0}",
+        c.pairs
+    );
     Ok(0)
 }
 
@@ -295,13 +347,19 @@ pub(crate) fn bench(b: BenchCmd) -> Result<i32> {
             torch_script,
             baselines,
             no_train_step,
+            grad_cache,
+            random_weights,
         } => {
             let c = lecr::bench::EncodeBenchConfig {
                 batch,
                 max_len,
                 pairs,
                 runs,
+                grad_cache,
             };
+            if random_weights {
+                return random_train_step(&model, texts.as_deref(), &c);
+            }
             encode(
                 &model,
                 texts.as_deref(),

@@ -19,6 +19,13 @@ impl Dropout {
     pub fn reseed(&self, seed: u64) {
         *self.rng.lock().expect("dropout rng poisoned") = ChaCha8Rng::seed_from_u64(seed);
     }
+    /// The stream's position: restoring it replays the same masks (activation recomputation).
+    pub fn snapshot(&self) -> ChaCha8Rng {
+        self.rng.lock().expect("dropout rng poisoned").clone()
+    }
+    pub fn restore(&self, state: ChaCha8Rng) {
+        *self.rng.lock().expect("dropout rng poisoned") = state;
+    }
     /// Zeroes each element with probability `p` and scales the rest by 1/(1−p).
     pub fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         if p <= 0.0 {

@@ -30,6 +30,10 @@ pub struct TrainConfig {
     pub clip_value: f64,
     /// Batches whose gradients are summed before one optimizer step.
     pub grad_accumulation: usize,
+    /// Sequences per forward pass when > 0: the batch is embedded in chunks of this many
+    /// topics or contents and the InfoNCE gradient is back-propagated chunk by chunk (exact
+    /// gradients, one chunk's activations in memory, a second forward pass). 0: one pass.
+    pub grad_cache: usize,
     pub dropout: f64,
     /// Selection margin for validation (method §8). f64 so that the written config shows the
     /// value as given (0.16, not 0.1599999964237213).
@@ -80,6 +84,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.1,
             clip_value: 100.0,
             grad_accumulation: 1,
+            grad_cache: 0,
             dropout: 0.1,
             margin: 0.16,
             fold: 0,
@@ -143,6 +148,10 @@ impl TrainConfig {
         anyhow::ensure!(
             self.grad_accumulation >= 1,
             "grad_accumulation must be at least 1"
+        );
+        anyhow::ensure!(
+            self.grad_cache == 0 || self.teacher.is_empty(),
+            "grad_cache applies to InfoNCE training, not to distillation"
         );
         anyhow::ensure!(
             (0.0..1.0).contains(&self.dropout),

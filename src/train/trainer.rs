@@ -437,31 +437,54 @@ impl Trainer {
                 );
                 let ids = self.model.tokenizer.encode(&texts)?;
                 let n = batch.len();
-                let loss = match &self.teacher {
-                    Some(teacher) => {
-                        let student = self.model.forward_full(&ids, None, true)?;
-                        let target = teacher.forward_full(&ids, None, false)?;
-                        let [t, c, h] = self.cfg.distill_weights;
-                        let w = DistillWeights {
-                            topics: t,
-                            contents: c,
-                            hidden: h,
-                        };
-                        distill_loss(&student, &target, n, w)?
-                    }
-                    None => {
-                        let emb = self.model.forward_ids(&ids, None, true)?;
-                        info_nce(
-                            &emb.narrow(0, 0, n)?,
-                            &emb.narrow(0, n, n)?,
-                            self.logit_scale.as_tensor(),
+                let k = self.cfg.grad_accumulation as f64;
+                let (value, grads) = match &self.teacher {
+                    None if self.cfg.grad_cache > 0 => {
+                        let (value, store) = super::grad_cache::info_nce_grad_cache(
+                            &self.model,
+                            &ids,
+                            n,
+                            &self.logit_scale,
                             self.cfg.label_smoothing,
-                        )?
+                            self.cfg.grad_cache,
+                            None,
+                        )?;
+                        // Scaled as the one-pass path scales its loss.
+                        let grads = self
+                            .opt
+                            .collect(&store)
+                            .into_iter()
+                            .map(|g| g.map(|g| g / k).transpose())
+                            .collect::<candle_core::Result<Vec<_>>>()?;
+                        (value as f64, grads)
+                    }
+                    teacher => {
+                        let loss = match teacher {
+                            Some(teacher) => {
+                                let student = self.model.forward_full(&ids, None, true)?;
+                                let target = teacher.forward_full(&ids, None, false)?;
+                                let [t, c, h] = self.cfg.distill_weights;
+                                let w = DistillWeights {
+                                    topics: t,
+                                    contents: c,
+                                    hidden: h,
+                                };
+                                distill_loss(&student, &target, n, w)?
+                            }
+                            None => {
+                                let emb = self.model.forward_ids(&ids, None, true)?;
+                                info_nce(
+                                    &emb.narrow(0, 0, n)?,
+                                    &emb.narrow(0, n, n)?,
+                                    self.logit_scale.as_tensor(),
+                                    self.cfg.label_smoothing,
+                                )?
+                            }
+                        };
+                        let value = loss.to_scalar::<f32>()? as f64;
+                        (value, self.opt.collect(&(loss / k)?.backward()?))
                     }
                 };
-                let value = loss.to_scalar::<f32>()? as f64;
-                let loss = (loss / self.cfg.grad_accumulation as f64)?;
-                let grads = self.opt.collect(&loss.backward()?);
                 acc = if acc.is_empty() {
                     grads
                 } else {
