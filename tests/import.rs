@@ -138,6 +138,9 @@ fn a_file_that_is_not_a_checkpoint_is_refused_by_name() {
     assert!(!tmp.path().join("o").exists(), "nothing is written");
 }
 
+/// A checkpoint's tensors by name.
+type Named = Vec<(String, candle_core::Tensor)>;
+
 /// A copy of the base folder with one config field changed.
 fn base_with(dir: &Path, key: &str, value: serde_json::Value) -> PathBuf {
     let b = dir.join(format!("base-{key}"));
@@ -173,37 +176,31 @@ fn a_checkpoint_that_does_not_fit_the_base_names_the_tensor() {
     );
     assert!(!out.exists());
 
-    // A tensor the base does not have (read from the fixture, one key added).
-    let mut tensors = candle_core::pickle::read_all(fixtures().join("full-cls.pth")).unwrap();
-    let extra =
-        candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    tensors.push((
-        "transformer.encoder.layer.0.attention.self.rotary.inv_freq".into(),
-        extra,
-    ));
-    let e = import_tensors(
-        tensors,
-        &fixtures().join("base"),
-        &options("full-cls.pth", CheckpointPooling::Cls, &out),
-    )
-    .unwrap_err();
-    let msg = format!("{e:#}");
+    // The fixture's tensors changed by `edit`, imported: the error message.
+    let import_edited = |edit: &dyn Fn(&mut Named)| {
+        let mut tensors = candle_core::pickle::read_all(fixtures().join("full-cls.pth")).unwrap();
+        edit(&mut tensors);
+        let opts = options("full-cls.pth", CheckpointPooling::Cls, &out);
+        let e = import_tensors(tensors, &fixtures().join("base"), &opts).unwrap_err();
+        assert!(!out.exists());
+        format!("{e:#}")
+    };
+    // A tensor the base does not have.
+    let msg = import_edited(&|t| {
+        let extra =
+            candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        t.push((
+            "transformer.encoder.layer.0.attention.self.rotary.inv_freq".into(),
+            extra,
+        ));
+    });
     assert!(
         msg.contains("encoder.layer.0.attention.self.rotary.inv_freq"),
         "{msg}"
     );
-    assert!(!out.exists());
-
     // A missing tensor.
-    let mut tensors = candle_core::pickle::read_all(fixtures().join("full-cls.pth")).unwrap();
-    tensors.retain(|(n, _)| !n.ends_with("layer.1.output.LayerNorm.bias"));
-    let e = import_tensors(
-        tensors,
-        &fixtures().join("base"),
-        &options("full-cls.pth", CheckpointPooling::Cls, &out),
-    )
-    .unwrap_err();
-    let msg = format!("{e:#}");
+    let msg = import_edited(&|t| t.retain(|(n, _)| !n.ends_with("layer.1.output.LayerNorm.bias")));
     assert!(
         msg.contains("encoder.layer.1.output.LayerNorm.bias") && msg.contains("missing"),
         "{msg}"

@@ -169,16 +169,7 @@ pub fn import_tensors(
         let d = dir.join("2_Dense");
         std::fs::create_dir_all(&d)?;
         let (out_f, in_f) = w.dims2().context("proj.weight must be a matrix")?;
-        let act = if *tanh {
-            "torch.nn.modules.activation.Tanh"
-        } else {
-            "torch.nn.modules.linear.Identity"
-        };
-        write_json(
-            &d.join("config.json"),
-            &serde_json::json!({"in_features": in_f, "out_features": out_f,
-                "bias": b.is_some(), "activation_function": act}),
-        )?;
+        super::save::write_dense_config(&d, in_f, out_f, b.is_some(), *tanh)?;
         let mut t = vec![("linear.weight".to_string(), w.clone())];
         if let Some(b) = b {
             t.push(("linear.bias".to_string(), b.clone()));

@@ -124,16 +124,12 @@ impl SentenceModel {
         if let Some(p) = &self.projection {
             let d = dir.join("2_Dense");
             std::fs::create_dir_all(&d)?;
-            let (out_f, in_f) = (p.out_dim(), p.in_dim());
-            let act = if self.projection_tanh {
-                "torch.nn.modules.activation.Tanh"
-            } else {
-                "torch.nn.modules.linear.Identity"
-            };
-            write_json(
-                &d.join("config.json"),
-                &serde_json::json!({"in_features": in_f, "out_features": out_f,
-                    "bias": p.bias.is_some(), "activation_function": act}),
+            write_dense_config(
+                &d,
+                p.in_dim(),
+                p.out_dim(),
+                p.bias.is_some(),
+                self.projection_tanh,
             )?;
             write_safetensors(&d.join("model.safetensors"), &dense)?;
             modules.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}));
@@ -167,6 +163,26 @@ impl SentenceModel {
         }
         Ok(())
     }
+}
+
+/// sentence-transformers' `2_Dense/config.json` (identity or tanh after the layer).
+pub(crate) fn write_dense_config(
+    dir: &Path,
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+    tanh: bool,
+) -> Result<()> {
+    let act = if tanh {
+        "torch.nn.modules.activation.Tanh"
+    } else {
+        "torch.nn.modules.linear.Identity"
+    };
+    write_json(
+        &dir.join("config.json"),
+        &serde_json::json!({"in_features": in_features, "out_features": out_features,
+            "bias": bias, "activation_function": act}),
+    )
 }
 
 pub fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {

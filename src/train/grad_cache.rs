@@ -60,26 +60,64 @@ pub fn info_nce_grad_cache(
 
     // Pass 2: each chunk again, with the same dropout masks, back-propagating its share of
     // the embedding gradient.
+    // Sums are added in place: one copy of the gradients plus one chunk's, not three.
     let vars = model.vars();
+    let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
     let mut at = 0;
     for (c, stream) in ids.chunks(chunk).zip(streams) {
         dropout.restore(stream);
         let e = model.forward_ids(c, pad_to, true)?;
         let g = d_emb.narrow(0, at, c.len())?;
         at += c.len();
-        let part = e.mul(&g)?.sum_all()?.backward()?;
-        for v in &vars {
-            if let Some(g) = part.get(v) {
-                let sum = match grads.remove(v.as_tensor()) {
-                    Some(prev) => (prev + g)?,
-                    None => g.clone(),
-                };
-                grads.insert(v.as_tensor(), sum);
+        let mut part = e.mul(&g)?.sum_all()?.backward()?;
+        for (v, sum) in vars.iter().zip(sums.iter_mut()) {
+            if let Some(g) = part.remove(v.as_tensor()) {
+                let g = g.contiguous()?;
+                match sum {
+                    Some(s) => s.inplace_op2(&g, &AddAssign)?,
+                    // A copy: the sum must own its storage before anything is added into it.
+                    None => *sum = Some(g.copy()?),
+                }
             }
+        }
+    }
+    for (v, sum) in vars.iter().zip(sums) {
+        if let Some(s) = sum {
+            grads.insert(v.as_tensor(), s);
         }
     }
     dropout.restore(end_of_stream);
     Ok((value, grads))
+}
+
+/// `a += b` for contiguous f32 tensors of the same size.
+struct AddAssign;
+
+impl candle_core::InplaceOp2 for AddAssign {
+    fn name(&self) -> &'static str {
+        "lecr-add-assign"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let a = match (s1, l1.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((x, y))) => &mut v[x..y],
+            _ => candle_core::bail!("add-assign: the sum must be contiguous f32"),
+        };
+        let b = crate::kernels::f32_slice(s2, l2, "add-assign")?;
+        if a.len() != b.len() {
+            candle_core::bail!("add-assign: sizes differ ({} and {})", a.len(), b.len());
+        }
+        a.par_chunks_mut(1 << 14)
+            .zip(b.par_chunks(1 << 14))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +166,12 @@ mod tests {
             .collect()
     }
 
+    /// The one-pass loss of `2n` embeddings (topics, then contents).
+    fn loss_of(emb: &Tensor, n: usize, scale: &Var) -> Tensor {
+        let (t, c) = (emb.narrow(0, 0, n).unwrap(), emb.narrow(0, n, n).unwrap());
+        info_nce(&t, &c, scale.as_tensor(), 0.1).unwrap()
+    }
+
     /// Largest difference relative to the larger gradient, with a floor: some gradients are
     /// zero in exact arithmetic (e.g. the key biases: softmax ignores a shift shared by all
     /// keys) and only rounding noise of 1e-12 is left in them.
@@ -151,13 +195,7 @@ mod tests {
         let ids = batch(n);
         let scale = Var::new(&[2.5f32], &model.device).unwrap();
         let emb = model.forward_ids(&ids, None, true).unwrap();
-        let loss = info_nce(
-            &emb.narrow(0, 0, n).unwrap(),
-            &emb.narrow(0, n, n).unwrap(),
-            scale.as_tensor(),
-            0.1,
-        )
-        .unwrap();
+        let loss = loss_of(&emb, n, &scale);
         let want = loss.backward().unwrap();
         for chunk in [1, 5, 12] {
             let (value, got) =
@@ -196,14 +234,7 @@ mod tests {
             .collect();
         let after_reference = model.encoder.dropout().snapshot();
         let emb = Tensor::cat(&parts, 0).unwrap();
-        let loss = info_nce(
-            &emb.narrow(0, 0, n).unwrap(),
-            &emb.narrow(0, n, n).unwrap(),
-            scale.as_tensor(),
-            0.1,
-        )
-        .unwrap();
-        let want = loss.backward().unwrap();
+        let want = loss_of(&emb, n, &scale).backward().unwrap();
 
         model.encoder.dropout().reseed(77);
         let (_, got) = info_nce_grad_cache(&model, &ids, n, &scale, 0.1, chunk, None).unwrap();
