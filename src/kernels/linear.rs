@@ -1,10 +1,12 @@
-//! Inference-only dense layer: `x Wᵀ + b` in one matrix product (the bias pre-fills the output,
-//! which gemm accumulates into), optionally followed by GELU in the same pass over the output.
-//! Saves the separate bias-add (and GELU) sweeps of the differentiable path; training uses
-//! candle's matmul and the GELU op, which have backward passes.
+//! The dense layer `x Wᵀ + b` in one matrix product (the bias pre-fills the output, which gemm
+//! accumulates into): for inference optionally followed by GELU in the same pass, and for
+//! training as one differentiable op whose backward pass is two products and a column sum.
+//! Built from candle primitives (reshape, matmul, transpose, broadcast add, reshape) a dense
+//! layer is five graph nodes, and candle's backward pass zero-fills and adds a full-size
+//! gradient for each of them.
 
 use super::{f32_slice, for_rows};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 struct LinearInfer {
     gelu: bool,
@@ -62,6 +64,142 @@ impl CustomOp3 for LinearInfer {
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("non-empty dims") = out_dim;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+}
+
+/// `x Wᵀ + b`, differentiable in `x`, `W` and `b`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearTrain)
+}
+
+struct LinearTrain;
+
+impl CustomOp3 for LinearTrain {
+    fn name(&self) -> &'static str {
+        "lecr-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        LinearInfer { gelu: false }.cpu_fwd(s1, l1, s2, l2, s3, l3)
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let dx = g.apply_op2_no_bwd(w, &InputGrad)?;
+        let dw = g.apply_op2_no_bwd(x, &WeightGrad)?;
+        let db = g.reshape(((), w.dim(0)?))?.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `dX = dY · W` (`rows × out` times `out × in`).
+struct InputGrad;
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "lecr-linear-input-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
+        let rows = g.len() / out_dim.max(1);
+        let mut dx = super::zeroed(rows * in_dim);
+        // SAFETY: g is rows × out, w is out × in, dx is rows × in, all row-major.
+        unsafe {
+            gemm::gemm(
+                rows,
+                in_dim,
+                out_dim,
+                dx.as_mut_ptr(),
+                1,
+                in_dim as isize,
+                false,
+                g.as_ptr(),
+                1,
+                out_dim as isize,
+                w.as_ptr(),
+                1,
+                in_dim as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("non-empty dims") = in_dim;
+        Ok((CpuStorage::F32(dx), Shape::from(dims)))
+    }
+}
+
+/// `dW = dYᵀ · X` (`out × rows` times `rows × in`).
+struct WeightGrad;
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "lecr-linear-weight-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s1, l1, self.name())?;
+        let x = f32_slice(s2, l2, self.name())?;
+        let out_dim = *l1.dims().last().unwrap_or(&1);
+        let in_dim = *l2.dims().last().unwrap_or(&1);
+        let rows = g.len() / out_dim.max(1);
+        let mut dw = super::zeroed(out_dim * in_dim);
+        // SAFETY: g is rows × out read as its transpose, x is rows × in, dw is out × in.
+        unsafe {
+            gemm::gemm(
+                out_dim,
+                in_dim,
+                rows,
+                dw.as_mut_ptr(),
+                1,
+                in_dim as isize,
+                false,
+                g.as_ptr(),
+                out_dim as isize,
+                1,
+                x.as_ptr(),
+                1,
+                in_dim as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        Ok((CpuStorage::F32(dw), Shape::from((out_dim, in_dim))))
     }
 }
 

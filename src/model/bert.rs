@@ -94,6 +94,9 @@ impl Module for Linear {
             LinearWeight::Float(w) => w,
             LinearWeight::Int8(_) => return self.forward_t(x, false, false),
         };
+        if let Some(b) = &self.bias {
+            return kernels::linear::linear(x, w, b);
+        }
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
