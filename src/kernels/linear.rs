@@ -32,31 +32,16 @@ impl CustomOp3 for LinearInfer {
         let rows = x.len() / in_dim.max(1);
         let mut y = super::zeroed(rows * out_dim);
         for_rows(&mut y, out_dim, |_, r| r.copy_from_slice(b));
-        // SAFETY: the pointers and strides describe the slices above: x is rows × in
-        // (row-major), w is out × in read as its transpose, y is rows × out.
-        unsafe {
-            gemm::gemm(
-                rows,
-                out_dim,
-                in_dim,
-                y.as_mut_ptr(),
-                1,
-                out_dim as isize,
-                true,
-                x.as_ptr(),
-                1,
-                in_dim as isize,
-                w.as_ptr(),
-                in_dim as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
+        // x is rows × in; w (out × in) is read as its transpose.
+        matmul(
+            rows,
+            out_dim,
+            in_dim,
+            &mut y,
+            Operand::rows(x, in_dim),
+            Operand::cols(w, in_dim),
+            true,
+        );
         if self.gelu {
             let dim = 4096.min(y.len().max(1));
             for_rows(&mut y, dim, |_, r| super::gelu::gelu_in_place(r));
@@ -64,6 +49,79 @@ impl CustomOp3 for LinearInfer {
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("non-empty dims") = out_dim;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+}
+
+/// A matrix operand of [`matmul`]: its elements with the strides of its rows and columns.
+struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// Row-major with rows of `width`.
+    fn rows(data: &'a [f32], width: usize) -> Self {
+        Operand {
+            data,
+            row_stride: width,
+            col_stride: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with rows of `width`.
+    fn cols(data: &'a [f32], width: usize) -> Self {
+        Operand {
+            data,
+            row_stride: 1,
+            col_stride: width,
+        }
+    }
+    /// Whether element (`r`, `c`) of an `rows × cols` view lies inside `data`.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst = lhs · rhs` (`m × k` times `k × n` into row-major `m × n`), or `dst += …` when
+/// `accumulate`; multi-threaded with gemm.
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+) {
+    assert!(
+        dst.len() >= m * n && lhs.covers(m, k) && rhs.covers(k, n),
+        "matmul: operands smaller than {m}×{k} · {k}×{n}"
+    );
+    // SAFETY: the assertion above keeps every element gemm touches inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
     }
 }
 
@@ -125,30 +183,15 @@ impl CustomOp2 for InputGrad {
         let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
         let rows = g.len() / out_dim.max(1);
         let mut dx = super::zeroed(rows * in_dim);
-        // SAFETY: g is rows × out, w is out × in, dx is rows × in, all row-major.
-        unsafe {
-            gemm::gemm(
-                rows,
-                in_dim,
-                out_dim,
-                dx.as_mut_ptr(),
-                1,
-                in_dim as isize,
-                false,
-                g.as_ptr(),
-                1,
-                out_dim as isize,
-                w.as_ptr(),
-                1,
-                in_dim as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
+        matmul(
+            rows,
+            in_dim,
+            out_dim,
+            &mut dx,
+            Operand::rows(g, out_dim),
+            Operand::rows(w, in_dim),
+            false,
+        );
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("non-empty dims") = in_dim;
         Ok((CpuStorage::F32(dx), Shape::from(dims)))
@@ -175,30 +218,16 @@ impl CustomOp2 for WeightGrad {
         let in_dim = *l2.dims().last().unwrap_or(&1);
         let rows = g.len() / out_dim.max(1);
         let mut dw = super::zeroed(out_dim * in_dim);
-        // SAFETY: g is rows × out read as its transpose, x is rows × in, dw is out × in.
-        unsafe {
-            gemm::gemm(
-                out_dim,
-                in_dim,
-                rows,
-                dw.as_mut_ptr(),
-                1,
-                in_dim as isize,
-                false,
-                g.as_ptr(),
-                out_dim as isize,
-                1,
-                x.as_ptr(),
-                1,
-                in_dim as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
+        // g (rows × out) is read as its transpose.
+        matmul(
+            out_dim,
+            in_dim,
+            rows,
+            &mut dw,
+            Operand::cols(g, out_dim),
+            Operand::rows(x, in_dim),
+            false,
+        );
         Ok((CpuStorage::F32(dw), Shape::from((out_dim, in_dim))))
     }
 }
