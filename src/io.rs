@@ -43,6 +43,42 @@ where
     Ok(())
 }
 
+/// Writes the folder `out` atomically: `fill` writes into a temporary folder beside it, which
+/// then replaces `out` (an existing `out` is moved aside first and removed after).
+pub fn write_dir_atomic<F>(out: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("creating folder {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".lecr-new-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
+    fill(tmp.path())?;
+    let kept = tmp.keep();
+    if out.exists() {
+        let old = parent.join(format!(
+            ".lecr-old-{}",
+            out.file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(out, &old).with_context(|| format!("moving {} aside", out.display()))?;
+        std::fs::rename(&kept, out)?;
+        std::fs::remove_dir_all(&old)?;
+    } else {
+        std::fs::rename(&kept, out)
+            .with_context(|| format!("renaming the new folder to {}", out.display()))?;
+    }
+    Ok(())
+}
+
 /// A CSV writer over `out` with the settings every lecr CSV uses.
 pub fn csv_writer(out: &mut dyn Write) -> csv::Writer<&mut dyn Write> {
     csv::WriterBuilder::new().from_writer(out)

@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod rerank;
 pub mod select;
 pub mod serve;
 pub mod text;

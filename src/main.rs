@@ -44,6 +44,10 @@ enum Cmd {
     Eval(cli::select::EvalArgs),
     /// Write a Kaggle submission for the topics of sample_submission.csv.
     Predict(cli::select::PredictArgs),
+    /// The second stage: gradient-boosted trees that rerank the retrievers' candidates
+    /// (`--reranker DIR` on eval, predict and serve).
+    #[command(subcommand)]
+    Rerank(cli::rerank::RerankCmd),
     /// Int8 post-training quantization of a model folder's dense layers (SmoothQuant-calibrated,
     /// per-row weight scales); every --model option accepts the result.
     Quantize(cli::model::QuantizeArgs),
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Distill(a) => cli::train::distill(a),
         Cmd::Eval(a) => cli::select::eval(a),
         Cmd::Predict(a) => cli::select::predict(a),
+        Cmd::Rerank(c) => cli::rerank::rerank(c),
         Cmd::Serve(a) => cli::serve::serve(a),
         Cmd::Bench(b) => cli::bench::bench(b),
     }

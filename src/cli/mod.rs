@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod data;
 pub(crate) mod model;
+pub(crate) mod rerank;
 pub(crate) mod select;
 pub(crate) mod serve;
 pub(crate) mod train;

@@ -22,6 +22,10 @@ pub(crate) struct SourceArgs {
     /// Quantize float models to int8 as they load (see `lecr quantize`).
     #[arg(long)]
     int8: bool,
+    /// Rerank the candidates with this folder of `lecr rerank train` and select on its
+    /// probability; the retrievers default to the ones it was trained with.
+    #[arg(long)]
+    reranker: Option<PathBuf>,
 }
 
 impl SourceArgs {
@@ -42,6 +46,44 @@ impl SourceArgs {
             v.push(lecr::pipeline::Source::Lexical);
         }
         v
+    }
+    /// The reranker and the sources it reranks: its own retrievers unless --model is given
+    /// (then as many as it was trained with, e.g. an int8 copy of the same model).
+    fn reranked(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<(
+        lecr::rerank::model::Reranker,
+        Vec<lecr::pipeline::Source>,
+        lecr::pipeline::EmbedSettings,
+    )> {
+        let rr = lecr::rerank::model::Reranker::load(dir)?;
+        anyhow::ensure!(
+            self.features.is_empty(),
+            "--reranker draws candidates from models: give --model, not --features"
+        );
+        let args = if self.models.is_empty() {
+            rr.meta.retrievers.clone()
+        } else {
+            anyhow::ensure!(
+                self.models.len() == rr.meta.retrievers.len(),
+                "{} was trained with {} retriever(s) ({}); {} --model given",
+                dir.display(),
+                rr.meta.retrievers.len(),
+                rr.meta.retrievers.join(", "),
+                self.models.len()
+            );
+            self.models.clone()
+        };
+        let sources = args
+            .iter()
+            .map(|m| lecr::pipeline::Source::from_model_arg(m))
+            .collect();
+        let settings = lecr::pipeline::EmbedSettings {
+            max_len: rr.meta.max_len,
+            ..self.settings()
+        };
+        Ok((rr, sources, settings))
     }
     fn settings(&self) -> lecr::pipeline::EmbedSettings {
         lecr::pipeline::EmbedSettings {
@@ -136,6 +178,10 @@ pub(crate) fn eval(a: EvalArgs) -> Result<i32> {
         Some(m) => parse_margins(m)?,
         None => vec![a.margin],
     };
+    if let Some(dir) = &a.src.reranker {
+        anyhow::ensure!(!a.compare, "--compare and --reranker do not go together");
+        return eval_reranked(&a, dir, &ds, &topics);
+    }
     if a.compare {
         return eval_compare(&a, &ds, &topics, &margins);
     }
@@ -269,14 +315,44 @@ pub(crate) fn predict(a: PredictArgs) -> Result<i32> {
     if no_content > 0 {
         eprintln!("warning: {no_content} topic(s) are in a language with no content; they get an empty list");
     }
-    let sim = lecr::pipeline::similarity(&ds, &a.src.sources(), &known, &a.src.settings())?;
-    let ranked = lecr::select::rank(
-        &ds,
-        &known,
-        sim.as_ref(),
-        lecr::select::threshold::MAX_SELECTED,
-    )?;
-    let selected = lecr::select::select(&ranked, a.margin);
+    let (selected, how) = match &a.src.reranker {
+        Some(dir) => {
+            let (rr, sources, settings) = a.src.reranked(dir)?;
+            let (ranked, _) = rerank_topics(&ds, &rr, &sources, &settings, &known)?;
+            let sel = rr.meta.selection;
+            let selected = ranked
+                .iter()
+                .map(|r| {
+                    let s: Vec<f32> = r.iter().map(|x| x.1).collect();
+                    let n = sel.count(&s, lecr::select::threshold::MAX_SELECTED);
+                    r[..n].iter().map(|x| x.0).collect()
+                })
+                .collect();
+            (
+                selected,
+                format!(
+                    "the reranker {} over {} (probability >= {} or >= {}% of the best)",
+                    dir.display(),
+                    rr.meta.retrievers.join(", "),
+                    round6(sel.threshold),
+                    ((1.0 - sel.margin) * 100.0).round()
+                ),
+            )
+        }
+        None => {
+            let sim = lecr::pipeline::similarity(&ds, &a.src.sources(), &known, &a.src.settings())?;
+            let ranked = lecr::select::rank(
+                &ds,
+                &known,
+                sim.as_ref(),
+                lecr::select::threshold::MAX_SELECTED,
+            )?;
+            (
+                lecr::select::select(&ranked, a.margin),
+                format!("{} (margin {})", sim.name(), a.margin),
+            )
+        }
+    };
     let mut it = selected.into_iter();
     lecr::io::write_atomic(&a.out, |w| {
         let mut w = lecr::io::csv_writer(w);
@@ -298,12 +374,130 @@ pub(crate) fn predict(a: PredictArgs) -> Result<i32> {
         Ok(())
     })?;
     println!(
-        "predicted {} topics with {} (margin {}) in {:.1}s",
+        "predicted {} topics with {how} in {:.1}s",
         ds.sample_topics.len(),
-        sim.name(),
-        a.margin,
         t0.elapsed().as_secs_f64()
     );
     println!("wrote {}", a.out.display());
+    Ok(0)
+}
+
+/// Candidates, features and reranker scores of `topics`: each topic's candidates by
+/// probability, best first, and the prepared candidates.
+fn rerank_topics(
+    ds: &data::Dataset,
+    rr: &lecr::rerank::model::Reranker,
+    sources: &[lecr::pipeline::Source],
+    settings: &lecr::pipeline::EmbedSettings,
+    topics: &[usize],
+) -> Result<(Vec<lecr::select::Ranked>, lecr::rerank::Prepared)> {
+    let (parents, embed) = lecr::rerank::with_parents(ds, topics);
+    let rets = lecr::rerank::retrievers(ds, sources, &embed, settings)?;
+    let prep = lecr::rerank::prepare(ds, &rets, topics, &parents, rr.meta.k)?;
+    let scores = lecr::rerank::score(rr, ds, &prep)?;
+    Ok((prep.ranked_by(&scores), prep))
+}
+
+/// `eval --reranker`: the reranker's selection on the topics, with the sweep around it.
+fn eval_reranked(
+    a: &EvalArgs,
+    dir: &std::path::Path,
+    ds: &data::Dataset,
+    topics: &[usize],
+) -> Result<i32> {
+    let t0 = Instant::now();
+    let (rr, sources, settings) = a.src.reranked(dir)?;
+    let (ranked, prep) = rerank_topics(ds, &rr, &sources, &settings, topics)?;
+    let truth = lecr::select::truth(ds);
+    let saved = rr.meta.selection;
+    let cap = lecr::select::threshold::MAX_SELECTED;
+    let report =
+        lecr::select::evaluate_with(ds, topics, &ranked, a.k, a.by, |s| saved.count(s, cap));
+    let (best, best_f2) = lecr::rerank::best_selection(&ranked, topics, &truth);
+    let recall = lecr::rerank::candidates::recall_by_language(ds, &prep.candidates, &truth);
+    let trained = rr.trained_on_any(topics.iter().map(|&t| ds.topics[t].id.as_str()));
+    if a.json {
+        let v = serde_json::json!({
+            "reranker": dir, "retrievers": rr.meta.retrievers, "fold": a.fold,
+            "topics": topics.len(), "selection": saved, "best_selection": best,
+            "best_f2": best_f2, "candidate_recall": recall, "out_of_fold": trained,
+            "report": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "reranker {} over {}; topics: {} ({}); {:.1}s",
+        dir.display(),
+        rr.meta.retrievers.join(", "),
+        topics.len(),
+        a.fold
+            .map(|k| format!("fold {k}"))
+            .unwrap_or("all with content".into()),
+        t0.elapsed().as_secs_f64()
+    );
+    if trained {
+        println!(
+            "note: some of these topics trained the reranker; each is scored by the booster \
+             of the other channel half (out of fold)"
+        );
+    }
+    let (mut found, mut total) = (0, 0);
+    for (_, f, t) in &recall {
+        found += f;
+        total += t;
+    }
+    println!(
+        "candidate recall@{}: {:.4} ({})",
+        rr.meta.k,
+        found as f64 / total.max(1) as f64,
+        recall
+            .iter()
+            .map(|(l, f, t)| format!("{l} {:.4}", *f as f64 / (*t).max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // The sweep at the saved relative margin: thresholds around the saved one.
+    println!(
+        "{:>9} {:>7} {:>7} {:>9} {:>7} {:>8}",
+        "threshold", "margin", "F2", "precision", "recall", "selected"
+    );
+    let mut rows: Vec<lecr::rerank::model::Selection> = (1..=16)
+        .map(|i| lecr::rerank::model::Selection {
+            threshold: (i * 5) as f32 / 100.0,
+            margin: saved.margin,
+        })
+        .collect();
+    rows.extend([saved, best]);
+    rows.sort_by(|x, y| {
+        x.threshold
+            .total_cmp(&y.threshold)
+            .then(x.margin.total_cmp(&y.margin))
+    });
+    rows.dedup();
+    for s in rows {
+        let r = lecr::select::evaluate_with(ds, topics, &ranked, a.k, a.by, |v| s.count(v, cap));
+        let o = &r.overall;
+        let mark = match (s == saved, s == best) {
+            (true, true) => "  <- saved, best",
+            (true, false) => "  <- saved",
+            (false, true) => "  <- best of the sweep",
+            _ => "",
+        };
+        println!(
+            "{:>9.2} {:>7.2} {:>7.4} {:>9.4} {:>7.4} {:>8.2}{mark}",
+            s.threshold, s.margin, o.f2, o.precision, o.recall, o.mean_selected
+        );
+    }
+    let by = match a.by {
+        lecr::select::GroupBy::Language => "language",
+        lecr::select::GroupBy::Channel => "channel",
+    };
+    println!(
+        "\nat the saved setting (probability >= {} or >= {}% of the best):",
+        round6(saved.threshold),
+        ((1.0 - saved.margin) * 100.0).round()
+    );
+    print!("{}", report.render(by));
     Ok(0)
 }

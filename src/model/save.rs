@@ -65,103 +65,75 @@ impl SentenceModel {
     /// Saves like [`save`](Self::save); `extra` writes more files into the new folder before
     /// it replaces `out`, so model and extras change together.
     pub fn save_with(&self, out: &Path, extra: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".lecr-model-")
-            .tempdir_in(parent)
-            .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
-        let dir = tmp.path();
-        let (enc, dense) = self.named_tensors();
-        let prefix = &self.params.prefix;
-        let int8: Vec<(String, QuantizedMatrix)> = self
-            .params
-            .int8
-            .iter()
-            .map(|(n, q)| (format!("{prefix}{n}"), q.unpack()))
-            .collect();
-        write_stored(&dir.join("model.safetensors"), &enc, &int8)?;
-        if !int8.is_empty() {
-            write_json(&dir.join(QUANTIZATION_FILE), &quantization_note(&int8))?;
-        }
+        crate::io::write_dir_atomic(out, |dir| {
+            let (enc, dense) = self.named_tensors();
+            let prefix = &self.params.prefix;
+            let int8: Vec<(String, QuantizedMatrix)> = self
+                .params
+                .int8
+                .iter()
+                .map(|(n, q)| (format!("{prefix}{n}"), q.unpack()))
+                .collect();
+            write_stored(&dir.join("model.safetensors"), &enc, &int8)?;
+            if !int8.is_empty() {
+                write_json(&dir.join(QUANTIZATION_FILE), &quantization_note(&int8))?;
+            }
 
-        let mut cfg = self.config_json.clone();
-        cfg["num_hidden_layers"] = serde_json::json!(self.encoder.cfg.num_hidden_layers);
-        write_json(&dir.join("config.json"), &cfg)?;
+            let mut cfg = self.config_json.clone();
+            cfg["num_hidden_layers"] = serde_json::json!(self.encoder.cfg.num_hidden_layers);
+            write_json(&dir.join("config.json"), &cfg)?;
 
-        match &self.source_dir {
-            Some(src) => {
-                for f in COPIED {
-                    if src.join(f).exists() {
-                        std::fs::copy(src.join(f), dir.join(f))
-                            .with_context(|| format!("copying {f}"))?;
+            match &self.source_dir {
+                Some(src) => {
+                    for f in COPIED {
+                        if src.join(f).exists() {
+                            std::fs::copy(src.join(f), dir.join(f))
+                                .with_context(|| format!("copying {f}"))?;
+                        }
                     }
                 }
+                None => self
+                    .tokenizer
+                    .inner()
+                    .save(dir.join("tokenizer.json"), false)
+                    .map_err(|e| anyhow::anyhow!("saving tokenizer.json: {e}"))?,
             }
-            None => self
-                .tokenizer
-                .inner()
-                .save(dir.join("tokenizer.json"), false)
-                .map_err(|e| anyhow::anyhow!("saving tokenizer.json: {e}"))?,
-        }
-        write_json(
-            &dir.join("sentence_bert_config.json"),
-            &serde_json::json!({"max_seq_length": self.tokenizer.max_len, "do_lower_case": false}),
-        )?;
-        let h = self.encoder.cfg.hidden_size;
-        std::fs::create_dir_all(dir.join("1_Pooling"))?;
-        write_json(
-            &dir.join("1_Pooling/config.json"),
-            &PoolingConfig::new(self.pooling, h),
-        )?;
-        let mut modules = vec![
-            serde_json::json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
-            serde_json::json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
-        ];
-        if let Some(p) = &self.projection {
-            let d = dir.join("2_Dense");
-            std::fs::create_dir_all(&d)?;
-            write_dense_config(
-                &d,
-                p.in_dim(),
-                p.out_dim(),
-                p.bias.is_some(),
-                self.projection_tanh,
+            write_json(
+                &dir.join("sentence_bert_config.json"),
+                &serde_json::json!({"max_seq_length": self.tokenizer.max_len, "do_lower_case": false}),
             )?;
-            write_safetensors(&d.join("model.safetensors"), &dense)?;
-            modules.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}));
-        }
-        if self.normalize {
-            let i = modules.len();
-            let path = format!("{i}_Normalize");
-            std::fs::create_dir_all(dir.join(&path))?;
-            modules.push(serde_json::json!({"idx": i, "name": i.to_string(), "path": path, "type": "sentence_transformers.models.Normalize"}));
-        }
-        write_json(&dir.join("modules.json"), &modules)?;
-        extra(dir)?;
-
-        // Swap the finished folder into place.
-        let kept = tmp.keep();
-        if out.exists() {
-            let old = parent.join(format!(
-                ".lecr-old-{}",
-                out.file_name()
-                    .map(|f| f.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(out, &old)
-                .with_context(|| format!("moving {} aside", out.display()))?;
-            std::fs::rename(&kept, out)?;
-            std::fs::remove_dir_all(&old)?;
-        } else {
-            std::fs::rename(&kept, out)
-                .with_context(|| format!("renaming the new model folder to {}", out.display()))?;
-        }
-        Ok(())
+            let h = self.encoder.cfg.hidden_size;
+            std::fs::create_dir_all(dir.join("1_Pooling"))?;
+            write_json(
+                &dir.join("1_Pooling/config.json"),
+                &PoolingConfig::new(self.pooling, h),
+            )?;
+            let mut modules = vec![
+                serde_json::json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
+                serde_json::json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
+            ];
+            if let Some(p) = &self.projection {
+                let d = dir.join("2_Dense");
+                std::fs::create_dir_all(&d)?;
+                write_dense_config(
+                    &d,
+                    p.in_dim(),
+                    p.out_dim(),
+                    p.bias.is_some(),
+                    self.projection_tanh,
+                )?;
+                write_safetensors(&d.join("model.safetensors"), &dense)?;
+                modules.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}));
+            }
+            if self.normalize {
+                let i = modules.len();
+                let path = format!("{i}_Normalize");
+                std::fs::create_dir_all(dir.join(&path))?;
+                modules.push(serde_json::json!({"idx": i, "name": i.to_string(), "path": path, "type": "sentence_transformers.models.Normalize"}));
+            }
+            write_json(&dir.join("modules.json"), &modules)?;
+            extra(dir)
+        })
     }
 }
 

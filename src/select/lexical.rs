@@ -61,6 +61,7 @@ fn weigh(counts: HashMap<u64, f32>, idf: &HashMap<u64, (u32, f32)>) -> Vec<(u32,
         .into_iter()
         .filter_map(|(h, tf)| idf.get(&h).map(|&(id, w)| (id, (1.0 + tf.ln()) * w)))
         .collect();
+    v.sort_unstable_by_key(|x| x.0);
     let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|(_, w)| *w /= norm);
@@ -85,6 +86,10 @@ impl Similarity for LexicalSim {
         }
         let n = contents.len();
         let max_df = if n >= 20 { n / 2 } else { n };
+        // Ids in hash order and weights summed in id order: the same texts give the same
+        // scores to the last bit on every run (HashMap iteration order is random).
+        let mut df: Vec<(u64, u32)> = df.into_iter().collect();
+        df.sort_unstable();
         let mut idf = HashMap::new();
         for (h, d) in df {
             if (d as usize) <= max_df {

@@ -106,6 +106,20 @@ pub fn evaluate(
     k: usize,
     by: GroupBy,
 ) -> score::Report {
+    evaluate_with(ds, topics, ranked, k, by, |sims| {
+        threshold::selected_len(sims, margin, threshold::MAX_SELECTED)
+    })
+}
+
+/// Scores ranked lists, selecting with `selected_len` (scores high to low → how many).
+pub fn evaluate_with(
+    ds: &Dataset,
+    topics: &[usize],
+    ranked: &[Ranked],
+    k: usize,
+    by: GroupBy,
+    selected_len: impl Fn(&[f32]) -> usize,
+) -> score::Report {
     let truth = truth(ds);
     let empty = HashSet::new();
     let pools: HashMap<&str, usize> = contents_by_language(ds)
@@ -129,7 +143,7 @@ pub fn evaluate(
                     GroupBy::Channel => &topic.channel,
                 },
                 ranked: ids,
-                selected: threshold::selected_len(&sims, margin, threshold::MAX_SELECTED),
+                selected: selected_len(&sims),
                 truth: truth.get(&t).unwrap_or(&empty),
                 pool: pools.get(topic.language.as_str()).copied().unwrap_or(0),
             }

@@ -1,0 +1,275 @@
+//! Features of each (topic, content) candidate, computed from the candidates' similarities, the
+//! two texts, and the tree context of *known* links only: the links of topics outside the set
+//! being scored. Topics being scored never see their own links (nor those of the other
+//! topics scored with them), so the features a reranker learns from look like those it gets
+//! for a new topic. README's "Reranker features" table describes every column.
+
+use super::candidates::TopicCandidates;
+use crate::data::schema::{CATEGORIES, KINDS};
+use crate::data::tree::Forest;
+use crate::data::Dataset;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+/// Links that features may read: those of topics outside the scored set.
+pub struct LinkContext {
+    pub forest: Forest,
+    /// Known linked contents per topic (empty for scored topics).
+    links: Vec<HashSet<u32>>,
+    /// Known topics linked to each content.
+    content_topics: Vec<u32>,
+    /// Known topics of the same channel linked to a content: (channel, content) → count.
+    channel_links: HashMap<(u32, u32), u32>,
+    channel_of: Vec<u32>,
+}
+
+impl LinkContext {
+    /// The context for scoring `scored` (dataset topic indices): every link of the other
+    /// topics is known, none of the scored topics' links is.
+    pub fn new(ds: &Dataset, scored: &[usize]) -> LinkContext {
+        let forest = Forest::build(&ds.topics, &ds.topic_index);
+        let hidden: HashSet<usize> = scored.iter().copied().collect();
+        let mut channel_ids: HashMap<&str, u32> = HashMap::new();
+        let channel_of: Vec<u32> = ds
+            .topics
+            .iter()
+            .map(|t| {
+                let n = channel_ids.len() as u32;
+                *channel_ids.entry(t.channel.as_str()).or_insert(n)
+            })
+            .collect();
+        let mut links = vec![HashSet::new(); ds.topics.len()];
+        for (t, c) in ds.pairs() {
+            if !hidden.contains(&t) {
+                links[t].insert(c as u32);
+            }
+        }
+        let mut content_topics = vec![0u32; ds.contents.len()];
+        let mut channel_links: HashMap<(u32, u32), u32> = HashMap::new();
+        for (t, set) in links.iter().enumerate() {
+            for &c in set {
+                content_topics[c as usize] += 1;
+                *channel_links.entry((channel_of[t], c)).or_insert(0) += 1;
+            }
+        }
+        LinkContext {
+            forest,
+            links,
+            content_topics,
+            channel_links,
+            channel_of,
+        }
+    }
+}
+
+/// A column-major feature matrix (the layout the booster reads), one row per candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMatrix {
+    pub names: Vec<String>,
+    pub rows: usize,
+    /// `names.len()` columns of `rows` values each.
+    pub data: Vec<f64>,
+}
+
+impl FeatureMatrix {
+    pub fn get(&self, row: usize, name: &str) -> Option<f64> {
+        let c = self.names.iter().position(|n| n == name)?;
+        Some(self.data[c * self.rows + row])
+    }
+    /// The rows of `keep`, in that order.
+    pub fn select_rows(&self, keep: &[usize]) -> FeatureMatrix {
+        let mut data = Vec::with_capacity(keep.len() * self.names.len());
+        for c in 0..self.names.len() {
+            let col = &self.data[c * self.rows..(c + 1) * self.rows];
+            data.extend(keep.iter().map(|&r| col[r]));
+        }
+        FeatureMatrix {
+            names: self.names.clone(),
+            rows: keep.len(),
+            data,
+        }
+    }
+}
+
+/// Per-column features, prefixed `r1.`, `r2.`, ... for the retrievers and `mean.` for their
+/// mean.
+const PER_COLUMN: &[&str] = &["sim", "rank", "rel_best", "gap_best", "gap_k", "parent_sim"];
+
+const PER_PAIR: &[&str] = &[
+    "cand.proposed_by",
+    "cand.count",
+    "title.shared_words",
+    "title.jaccard",
+    "desc.jaccard",
+    "text.jaccard",
+    "topic.title_len",
+    "topic.desc_len",
+    "topic.level",
+    "topic.category",
+    "topic.children",
+    "content.kind",
+    "content.title_len",
+    "content.desc_len",
+    "content.text_len",
+    "ctx.content_topics",
+    "ctx.parent_linked",
+    "ctx.sibling_links",
+    "ctx.channel_links",
+    "ctx.other_channel_links",
+];
+
+/// The prefix of column `c` of `n_columns` (retrievers, then their mean).
+pub fn column_prefix(c: usize, n_columns: usize) -> String {
+    if n_columns > 1 && c == n_columns - 1 {
+        "mean".into()
+    } else {
+        format!("r{}", c + 1)
+    }
+}
+
+/// Feature names for `n_columns` similarity columns.
+pub fn names(n_columns: usize) -> Vec<String> {
+    let mut v = Vec::new();
+    for c in 0..n_columns {
+        let p = column_prefix(c, n_columns);
+        v.extend(PER_COLUMN.iter().map(|f| format!("{p}.{f}")));
+    }
+    v.extend(PER_PAIR.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Lower-cased words of a text.
+fn words(s: &str) -> HashSet<String> {
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 0.0;
+    }
+    a.intersection(b).count() as f64 / union as f64
+}
+
+fn chars(s: &str) -> f64 {
+    s.chars().count() as f64
+}
+
+fn index_of(list: &[&str], v: &str) -> f64 {
+    list.iter()
+        .position(|x| *x == v)
+        .map_or(list.len() as f64, |i| i as f64)
+}
+
+/// The features of every candidate of `cands`, rows in topic order then candidate order.
+pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> FeatureMatrix {
+    let n_columns = cands
+        .iter()
+        .find(|t| !t.best.is_empty())
+        .map_or(0, |t| t.best.len());
+    let names = names(n_columns);
+    let content_words: Vec<(HashSet<String>, HashSet<String>, HashSet<String>)> = {
+        let used: HashSet<u32> = cands
+            .iter()
+            .flat_map(|t| t.candidates.iter().map(|c| c.content))
+            .collect();
+        let mut v = vec![Default::default(); ds.contents.len()];
+        let filled: Vec<(u32, _)> = used
+            .into_par_iter()
+            .map(|c| {
+                let x = &ds.contents[c as usize];
+                let title = words(&x.title);
+                let desc = words(&x.description);
+                let mut text: HashSet<String> = title.union(&desc).cloned().collect();
+                text.extend(words(&crate::text::short_text(&x.text)));
+                (c, (title, desc, text))
+            })
+            .collect();
+        for (c, w) in filled {
+            v[c as usize] = w;
+        }
+        v
+    };
+    // One row-major block per topic, then transposed.
+    let per_topic: Vec<Vec<f64>> = cands
+        .par_iter()
+        .map(|tc| {
+            let t = &ds.topics[tc.topic];
+            let title = words(&t.title);
+            let desc = words(&t.description);
+            let text: HashSet<String> = title.union(&desc).cloned().collect();
+            let parent = ctx.forest.parent[tc.topic];
+            let siblings: Vec<usize> = parent
+                .map(|p| {
+                    ctx.forest.children[p]
+                        .iter()
+                        .copied()
+                        .filter(|&s| s != tc.topic)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let channel = ctx.channel_of[tc.topic];
+            let mut rows = Vec::with_capacity(tc.candidates.len() * names.len());
+            for cand in &tc.candidates {
+                for c in 0..n_columns {
+                    let s = cand.sims[c] as f64;
+                    let best = tc.best[c] as f64;
+                    rows.push(s);
+                    rows.push(cand.ranks[c] as f64);
+                    rows.push(if best.abs() > 1e-12 { s / best } else { 0.0 });
+                    rows.push(best - s);
+                    rows.push(s - tc.kth[c] as f64);
+                    rows.push(cand.parent_sims[c] as f64);
+                }
+                let cw = &content_words[cand.content as usize];
+                let x = &ds.contents[cand.content as usize];
+                let ci = cand.content;
+                let in_channel = ctx.channel_links.get(&(channel, ci)).copied().unwrap_or(0);
+                let all = ctx.content_topics[ci as usize];
+                rows.extend([
+                    cand.proposed_by as f64,
+                    tc.candidates.len() as f64,
+                    title.intersection(&cw.0).count() as f64,
+                    jaccard(&title, &cw.0),
+                    jaccard(&desc, &cw.1),
+                    jaccard(&text, &cw.2),
+                    chars(&t.title),
+                    chars(&t.description),
+                    t.level.map_or(f64::NAN, |l| l as f64),
+                    index_of(CATEGORIES, &t.category),
+                    ctx.forest.children[tc.topic].len() as f64,
+                    index_of(KINDS, &x.kind),
+                    chars(&x.title),
+                    chars(&x.description),
+                    chars(&x.text),
+                    all as f64,
+                    parent.map_or(f64::NAN, |p| ctx.links[p].contains(&ci) as u8 as f64),
+                    siblings
+                        .iter()
+                        .filter(|&&s| ctx.links[s].contains(&ci))
+                        .count() as f64,
+                    in_channel as f64,
+                    (all - in_channel) as f64,
+                ]);
+            }
+            rows
+        })
+        .collect();
+    let rows: usize = cands.iter().map(|t| t.candidates.len()).sum();
+    let width = names.len();
+    let mut data = vec![0f64; rows * width];
+    let mut r = 0;
+    for block in &per_topic {
+        for row in block.chunks(width) {
+            for (c, &v) in row.iter().enumerate() {
+                data[c * rows + r] = v;
+            }
+            r += 1;
+        }
+    }
+    FeatureMatrix { names, rows, data }
+}

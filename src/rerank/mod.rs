@@ -1,0 +1,481 @@
+//! The second stage: rerank the retrievers' candidates with gradient-boosted trees.
+//!
+//! [`candidates`] draws each topic's candidates (top K of every retriever, unioned),
+//! [`features`] describes each (topic, content) pair, [`model`] trains, saves and applies the
+//! booster and selects on its probability. This module ties them to a dataset: training on a
+//! fold the retrievers did not train on (cross-fitted by channel halves), and scoring topics
+//! for `eval`, `predict` and `serve`.
+
+pub mod candidates;
+pub mod features;
+pub mod model;
+
+use crate::data::Dataset;
+use crate::pipeline::{EmbedSettings, Source};
+use crate::select::similarity::Similarity;
+use crate::select::{GroupBy, Ranked};
+use anyhow::Result;
+use candidates::TopicCandidates;
+use features::{FeatureMatrix, LinkContext};
+use model::{Meta, Reranker, Selection};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Candidates drawn per retriever by default.
+pub const DEFAULT_K: usize = 50;
+
+/// Candidates and features of a set of topics.
+pub struct Prepared {
+    pub topics: Vec<usize>,
+    pub candidates: Vec<TopicCandidates>,
+    pub features: FeatureMatrix,
+    /// First feature row of each topic (and the total at the end).
+    pub offsets: Vec<usize>,
+}
+
+impl Prepared {
+    /// 1 for candidates that are true links of their topic, else 0.
+    pub fn labels(&self, ds: &Dataset) -> Vec<f64> {
+        let truth = crate::select::truth(ds);
+        let empty = HashSet::new();
+        self.candidates
+            .iter()
+            .flat_map(|tc| {
+                let tr = truth.get(&tc.topic).unwrap_or(&empty);
+                tc.candidates
+                    .iter()
+                    .map(|c| tr.contains(&c.content) as u8 as f64)
+            })
+            .collect()
+    }
+
+    /// Feature rows of the topics at `positions` (indices into `topics`).
+    fn rows_of(&self, positions: &[usize]) -> Vec<usize> {
+        positions
+            .iter()
+            .flat_map(|&p| self.offsets[p]..self.offsets[p + 1])
+            .collect()
+    }
+
+    /// Each topic's candidates ordered by `scores` (one per feature row), best first.
+    pub fn ranked_by(&self, scores: &[f32]) -> Vec<Ranked> {
+        self.candidates
+            .iter()
+            .enumerate()
+            .map(|(p, tc)| {
+                let mut r: Ranked = tc
+                    .candidates
+                    .iter()
+                    .zip(&scores[self.offsets[p]..self.offsets[p + 1]])
+                    .map(|(c, &s)| (c.content, s))
+                    .collect();
+                r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                r
+            })
+            .collect()
+    }
+
+    /// Each topic's candidates ordered by column `c`'s similarity, cut to the column's own
+    /// top `k` (exactly that retriever's top-k list).
+    pub fn ranked_by_column(&self, c: usize, k: usize) -> Vec<Ranked> {
+        self.candidates
+            .iter()
+            .map(|tc| {
+                let mut r: Ranked = tc
+                    .candidates
+                    .iter()
+                    .map(|x| (x.content, x.sims[c]))
+                    .collect();
+                r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                r.truncate(k);
+                r
+            })
+            .collect()
+    }
+}
+
+/// Loads each source as its own similarity, embedding `topics` and their languages' contents.
+pub fn retrievers(
+    ds: &Dataset,
+    sources: &[Source],
+    topics: &[usize],
+    settings: &EmbedSettings,
+) -> Result<Vec<Box<dyn Similarity>>> {
+    sources
+        .iter()
+        .map(|s| crate::pipeline::similarity(ds, std::slice::from_ref(s), topics, settings))
+        .collect()
+}
+
+/// The topics to embed for scoring `topics`: themselves and their parents.
+pub fn with_parents(ds: &Dataset, topics: &[usize]) -> (Vec<Option<usize>>, Vec<usize>) {
+    let forest = crate::data::tree::Forest::build(&ds.topics, &ds.topic_index);
+    let parents: Vec<Option<usize>> = topics.iter().map(|&t| forest.parent[t]).collect();
+    let mut all: Vec<usize> = topics.to_vec();
+    let mut seen: HashSet<usize> = all.iter().copied().collect();
+    for p in parents.iter().flatten() {
+        if seen.insert(*p) {
+            all.push(*p);
+        }
+    }
+    (parents, all)
+}
+
+/// Candidates and features of `topics`; the links of `topics` themselves stay hidden.
+pub fn prepare(
+    ds: &Dataset,
+    retrievers: &[Box<dyn Similarity>],
+    topics: &[usize],
+    parents: &[Option<usize>],
+    k: usize,
+) -> Result<Prepared> {
+    let candidates = candidates::generate(ds, retrievers, topics, parents, k)?;
+    let ctx = LinkContext::new(ds, topics);
+    let features = features::compute(ds, &ctx, &candidates);
+    let mut offsets = vec![0];
+    for tc in &candidates {
+        offsets.push(offsets.last().copied().unwrap_or(0) + tc.candidates.len());
+    }
+    Ok(Prepared {
+        topics: topics.to_vec(),
+        candidates,
+        features,
+        offsets,
+    })
+}
+
+/// Scores every candidate of `prep`, each topic with the booster that did not train on it.
+pub fn score(rr: &Reranker, ds: &Dataset, prep: &Prepared) -> Result<Vec<f32>> {
+    anyhow::ensure!(
+        prep.features.names == rr.meta.features,
+        "the candidates' features do not match the reranker's ({} against {} columns): \
+         give the same number of --model retrievers it was trained with ({})",
+        prep.features.names.len(),
+        rr.meta.features.len(),
+        rr.meta.retrievers.join(", ")
+    );
+    let mut groups: Vec<(&forust_ml::GradientBooster, Vec<usize>)> = Vec::new();
+    for (p, &t) in prep.topics.iter().enumerate() {
+        let b = rr.booster_for(&ds.topics[t].id);
+        match groups.iter_mut().find(|g| std::ptr::eq(g.0, b)) {
+            Some(g) => g.1.push(p),
+            None => groups.push((b, vec![p])),
+        }
+    }
+    let mut scores = vec![0f32; prep.features.rows];
+    for (b, positions) in groups {
+        let rows = prep.rows_of(&positions);
+        let s = model::predict(b, &prep.features.select_rows(&rows));
+        for (r, v) in rows.into_iter().zip(s) {
+            scores[r] = v;
+        }
+    }
+    Ok(scores)
+}
+
+/// Splits `topics` into two halves by channel (whole channels, sizes balanced, largest
+/// channels first); with a single channel, alternate topics instead.
+pub fn channel_halves(ds: &Dataset, topics: &[usize]) -> [Vec<usize>; 2] {
+    let mut by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (p, &t) in topics.iter().enumerate() {
+        by.entry(ds.topics[t].channel.as_str()).or_default().push(p);
+    }
+    let mut halves = [Vec::new(), Vec::new()];
+    if by.len() < 2 {
+        for p in 0..topics.len() {
+            halves[p % 2].push(p);
+        }
+        return halves;
+    }
+    let mut chans: Vec<Vec<usize>> = by.into_values().collect();
+    chans.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
+    for c in chans {
+        let h = if halves[0].len() <= halves[1].len() {
+            0
+        } else {
+            1
+        };
+        halves[h].extend(c);
+    }
+    halves.iter_mut().for_each(|h| h.sort_unstable());
+    halves
+}
+
+/// Mean F2 over topics of ranked lists cut by `count`, fast enough to sweep a grid.
+struct Sweep {
+    /// Per topic: hits among the first i of its list (prefix counts), and its truth size.
+    hits: Vec<(Vec<u32>, usize)>,
+}
+
+impl Sweep {
+    fn new(ranked: &[Ranked], topics: &[usize], truth: &HashMap<usize, HashSet<u32>>) -> Sweep {
+        let empty = HashSet::new();
+        let hits = ranked
+            .iter()
+            .zip(topics)
+            .map(|(r, t)| {
+                let tr = truth.get(t).unwrap_or(&empty);
+                let mut acc = vec![0u32];
+                for (c, _) in r {
+                    acc.push(acc.last().copied().unwrap_or(0) + tr.contains(c) as u32);
+                }
+                (acc, tr.len())
+            })
+            .collect();
+        Sweep { hits }
+    }
+    fn f2(&self, counts: impl Iterator<Item = usize>) -> f64 {
+        let mut sum = 0.0;
+        for ((acc, truth), n) in self.hits.iter().zip(counts) {
+            if n == 0 || *truth == 0 {
+                continue;
+            }
+            let h = acc[n] as f64;
+            let p = h / n as f64;
+            let r = h / *truth as f64;
+            if p + r > 0.0 {
+                sum += 5.0 * p * r / (4.0 * p + r);
+            }
+        }
+        sum / self.hits.len().max(1) as f64
+    }
+}
+
+/// The best reranker selection of the grid on `ranked` (probabilities), with its F2.
+pub fn best_selection(
+    ranked: &[Ranked],
+    topics: &[usize],
+    truth: &HashMap<usize, HashSet<u32>>,
+) -> (Selection, f64) {
+    let sweep = Sweep::new(ranked, topics, truth);
+    let sims: Vec<Vec<f32>> = ranked
+        .iter()
+        .map(|r| r.iter().map(|x| x.1).collect())
+        .collect();
+    Selection::grid()
+        .into_iter()
+        .map(|s| {
+            let f = sweep.f2(sims
+                .iter()
+                .map(|v| s.count(v, crate::select::threshold::MAX_SELECTED)));
+            (s, f)
+        })
+        .fold((Selection::default_setting(), f64::MIN), |a, b| {
+            if b.1 > a.1 {
+                b
+            } else {
+                a
+            }
+        })
+}
+
+/// The best margin (method §8) in 0.00..0.60 for similarity lists, with its F2.
+pub fn best_margin(
+    ranked: &[Ranked],
+    topics: &[usize],
+    truth: &HashMap<usize, HashSet<u32>>,
+) -> (f32, f64) {
+    let sweep = Sweep::new(ranked, topics, truth);
+    let sims: Vec<Vec<f32>> = ranked
+        .iter()
+        .map(|r| r.iter().map(|x| x.1).collect())
+        .collect();
+    (0..=60)
+        .map(|i| {
+            let m = i as f32 * 0.01;
+            let f = sweep.f2(sims.iter().map(|v| {
+                crate::select::threshold::selected_len(v, m, crate::select::threshold::MAX_SELECTED)
+            }));
+            (m, f)
+        })
+        .fold((0.16, f64::MIN), |a, b| if b.1 > a.1 { b } else { a })
+}
+
+/// Options of `lecr rerank train`.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub k: usize,
+    pub boost: model::BoostSettings,
+}
+
+/// One row of the training comparison: a method scored on the same topics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MethodScore {
+    pub method: String,
+    pub setting: String,
+    pub report: crate::select::score::Report,
+}
+
+/// What `lecr rerank train` reports besides the reranker itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainReport {
+    pub topics: usize,
+    pub rows: usize,
+    pub positives: usize,
+    /// (language, true links among the candidates, true links).
+    pub candidate_recall: Vec<(String, usize, usize)>,
+    pub methods: Vec<MethodScore>,
+    pub importances: Vec<(String, f32)>,
+    pub halves: [usize; 2],
+}
+
+/// Trains a reranker on the topics of `fold` (with links) of `ds`: the retrievers must not
+/// have trained on them. Two boosters are fitted on channel halves and scored on the other
+/// half (out of fold) to choose the selection setting and report; the saved main booster is
+/// fitted on all of them.
+pub fn train(
+    ds: &Dataset,
+    sources: &[Source],
+    retriever_args: &[String],
+    settings: &EmbedSettings,
+    fold: i32,
+    opts: &TrainOptions,
+) -> Result<(Reranker, TrainReport)> {
+    let truth = crate::select::truth(ds);
+    let topics: Vec<usize> = (0..ds.topics.len())
+        .filter(|&t| ds.topics[t].fold == Some(fold) && truth.contains_key(&t))
+        .collect();
+    anyhow::ensure!(
+        topics.len() >= 4,
+        "{}: fold {fold} has {} topic(s) with links; the reranker needs at least 4 \
+         (run `lecr split` first, and use a fold the retrievers did not train on)",
+        ds.dir.display(),
+        topics.len()
+    );
+    let (parents, embed) = with_parents(ds, &topics);
+    let rets = retrievers(ds, sources, &embed, settings)?;
+    let prep = prepare(ds, &rets, &topics, &parents, opts.k)?;
+    let y = prep.labels(ds);
+    let halves = channel_halves(ds, &topics);
+    let mut oof = vec![0f32; prep.features.rows];
+    let mut half_boosters = Vec::new();
+    for (h, train_half) in halves.iter().enumerate() {
+        let rows = prep.rows_of(train_half);
+        let x = prep.features.select_rows(&rows);
+        let yy: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+        eprintln!(
+            "training the booster of half {} ({} topics, {} rows)",
+            h + 1,
+            train_half.len(),
+            rows.len()
+        );
+        let b = model::fit(&x, &yy, &opts.boost)?;
+        let other = prep.rows_of(&halves[1 - h]);
+        let s = model::predict(&b, &prep.features.select_rows(&other));
+        for (r, v) in other.into_iter().zip(s) {
+            oof[r] = v;
+        }
+        half_boosters.push(b);
+    }
+    eprintln!(
+        "training the main booster ({} topics, {} rows)",
+        topics.len(),
+        prep.features.rows
+    );
+    let full = model::fit(&prep.features, &y, &opts.boost)?;
+    let ranked = prep.ranked_by(&oof);
+    let (selection, _) = best_selection(&ranked, &topics, &truth);
+
+    let report_at = |r: &[Ranked], count: &dyn Fn(&[f32]) -> usize| {
+        crate::select::evaluate_with(ds, &topics, r, 10, GroupBy::Language, count)
+    };
+    let mut methods = Vec::new();
+    let names = candidates::column_names(&rets);
+    for (c, name) in names.iter().enumerate() {
+        let r = prep.ranked_by_column(c, opts.k);
+        let (m, _) = best_margin(&r, &topics, &truth);
+        methods.push(MethodScore {
+            method: if c == rets.len() {
+                format!("ensemble (mean of {})", rets.len())
+            } else {
+                name.clone()
+            },
+            setting: format!("margin {m:.2}"),
+            report: report_at(&r, &|s| {
+                crate::select::threshold::selected_len(s, m, crate::select::threshold::MAX_SELECTED)
+            }),
+        });
+    }
+    methods.push(MethodScore {
+        method: "reranker (out of fold)".into(),
+        setting: format!(
+            "probability ≥ {:.2} or ≥ {:.0}% of the best",
+            selection.threshold,
+            (1.0 - selection.margin) * 100.0
+        ),
+        report: report_at(&ranked, &|s| {
+            selection.count(s, crate::select::threshold::MAX_SELECTED)
+        }),
+    });
+    let feature_names = prep.features.names.clone();
+    let importances = model::importances(&full, &feature_names);
+    let id = |p: &usize| ds.topics[topics[*p]].id.clone();
+    let meta = Meta {
+        format: 1,
+        retrievers: retriever_args.to_vec(),
+        k: opts.k,
+        max_len: settings.max_len,
+        features: feature_names,
+        selection,
+        fold: Some(fold),
+        halves: [
+            halves[0].iter().map(id).collect(),
+            halves[1].iter().map(id).collect(),
+        ],
+        boost: opts.boost,
+    };
+    let mut hb = half_boosters.into_iter();
+    let (a, b) = (
+        hb.next().expect("two halves"),
+        hb.next().expect("two halves"),
+    );
+    let report = TrainReport {
+        topics: topics.len(),
+        rows: prep.features.rows,
+        positives: y.iter().filter(|&&v| v > 0.5).count(),
+        candidate_recall: candidates::recall_by_language(ds, &prep.candidates, &truth),
+        methods,
+        importances,
+        halves: [halves[0].len(), halves[1].len()],
+    };
+    Ok((Reranker::new(meta, full, [a, b]), report))
+}
+
+impl TrainReport {
+    /// Markdown: candidate recall, the per-language comparison, the top importances.
+    pub fn render(&self, k: usize) -> String {
+        let mut s = format!(
+            "{} topics, {} candidates ({} true links); channel halves of {} and {} topics\n\n",
+            self.topics, self.rows, self.positives, self.halves[0], self.halves[1]
+        );
+        s.push_str(&format!(
+            "candidate recall@{k} (true links among the candidates):\n\n| language | recall | found / true |\n| --- | --- | --- |\n"
+        ));
+        let (mut f, mut t) = (0, 0);
+        for (l, found, total) in &self.candidate_recall {
+            s.push_str(&format!(
+                "| {l} | {:.4} | {found} / {total} |\n",
+                *found as f64 / (*total).max(1) as f64
+            ));
+            f += found;
+            t += total;
+        }
+        s.push_str(&format!(
+            "| all | {:.4} | {f} / {t} |\n\n",
+            f as f64 / t.max(1) as f64
+        ));
+        s.push_str("| method | setting | language | F2 | precision | recall | selected |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+        for m in &self.methods {
+            for g in m.report.groups.iter().chain([&m.report.overall]) {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.1} |\n",
+                    m.method, m.setting, g.group, g.f2, g.precision, g.recall, g.mean_selected
+                ));
+            }
+        }
+        s.push_str("\nfeature importances (share of total split gain, main booster):\n\n");
+        for (n, v) in self.importances.iter().take(15) {
+            s.push_str(&format!("  {n:<26} {v:.4}\n"));
+        }
+        s
+    }
+}
