@@ -87,6 +87,16 @@ pub fn content_text_parts(title: &str, description: &str, text: &str) -> String 
     )
 }
 
+/// The short text inside an encoder text made by [`content_text_parts`] from this title and
+/// description (empty when the text was not made from them).
+pub fn short_text_of(encoder_text: &str, title: &str, description: &str) -> String {
+    let prefix = format!("{}{SEP}{}{SEP}", clean(title), clean(description));
+    encoder_text
+        .strip_prefix(&prefix)
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -499,3 +499,100 @@ fn recommend_equals_predict() {
         }
     }
 }
+
+#[test]
+fn reranker_orders_recommendations_by_probability() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = corpus(root.path());
+    let rr = root.path().join("rr");
+    let rr_path = rr.to_str().unwrap();
+    common::run_lecr([
+        "rerank", "train", "--data", &data, "--fold", "0", "--model", &model, "--k", "12",
+        "--trees", "40", "--out", rr_path,
+    ]);
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(rr.join("reranker.json")).unwrap()).unwrap();
+    let (threshold, margin) = (
+        meta["selection"]["threshold"].as_f64().unwrap() as f32,
+        meta["selection"]["margin"].as_f64().unwrap() as f32,
+    );
+    let s = Server::start(&["--model", &model, "--data", &data, "--reranker", rr_path]);
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let with_parent = ds
+        .topics
+        .iter()
+        .filter(|t| t.parent.is_some())
+        .take(6)
+        .map(|t| {
+            let p = ds.topic(t.parent.as_deref().unwrap()).unwrap();
+            json!({"id": uuid(), "channel_id": uuid(), "title": t.title,
+                "description": t.description, "language": t.language,
+                "ancestors": [{"id": uuid(), "title": p.title, "description": p.description,
+                    "level": 0}]})
+        })
+        .collect::<Vec<_>>();
+    let (code, v) = s.post("/stable/recommend", &json!({ "topics": with_parent }));
+    assert_eq!(code, 200, "{v}");
+    for t in v["topics"].as_array().unwrap() {
+        let recs = t["recommendations"].as_array().unwrap();
+        assert!(!recs.is_empty() && recs.len() <= 12, "{t}");
+        let probs: Vec<f32> = recs
+            .iter()
+            .map(|r| r["probability"].as_f64().unwrap() as f32)
+            .collect();
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
+        assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)));
+        // The saved selection: every kept one reaches the cut, except the best.
+        let cut = threshold.min((1.0 - margin) * probs[0]);
+        assert!(probs[1..].iter().all(|&p| p >= cut), "{probs:?} cut {cut}");
+        let ranks: Vec<u64> = recs.iter().map(|r| r["rank"].as_u64().unwrap()).collect();
+        assert_eq!(ranks, (1..=recs.len() as u64).collect::<Vec<_>>());
+    }
+    // top_k under the override: exactly that many of the K candidates, same order.
+    let (code, v5) = s.post(
+        "/stable/recommend?override_threshold=True&top_k=5",
+        &json!({ "topics": [with_parent[0]] }),
+    );
+    assert_eq!(code, 200);
+    let top5 = ids(&v5["topics"][0]);
+    assert_eq!(top5.len(), 5);
+    assert_eq!(
+        top5[..1],
+        ids(&v["topics"][0])[..1],
+        "same best with and without the override"
+    );
+    drop(s);
+    // A reranker over lexical candidates cannot serve a model's index.
+    let lex = root.path().join("rr-lex");
+    common::run_lecr([
+        "rerank",
+        "train",
+        "--data",
+        &data,
+        "--fold",
+        "0",
+        "--model",
+        "lexical",
+        "--k",
+        "12",
+        "--trees",
+        "20",
+        "--out",
+        lex.to_str().unwrap(),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args([
+            "serve",
+            "--model",
+            &model,
+            "--reranker",
+            lex.to_str().unwrap(),
+        ])
+        .args(["--addr", "127.0.0.1:0"])
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("lecr rerank train --model"), "{err}");
+}

@@ -23,6 +23,10 @@ pub(crate) struct ServeArgs {
     /// Embed a store's contents again when it was made by another model (otherwise refused).
     #[arg(long)]
     reembed: bool,
+    /// Rerank the model's candidates with this `lecr rerank train` folder (trained with this one
+    /// model) and select on its probability; tree context comes from --data's links.
+    #[arg(long)]
+    reranker: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
     /// Path prefix of Studio's endpoints (Studio uses `stable`).
@@ -63,6 +67,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         store: a.store,
         data: a.data,
         reembed: a.reembed,
+        reranker: a.reranker,
         addr: a.addr,
         api: lecr::serve::api::ApiOptions {
             prefix: a.prefix,

@@ -165,6 +165,120 @@ fn index_of(list: &[&str], v: &str) -> f64 {
         .map_or(list.len() as f64, |i| i as f64)
 }
 
+/// What the features read of a topic.
+pub struct TopicView<'a> {
+    pub title: &'a str,
+    pub description: &'a str,
+    pub level: Option<u32>,
+    /// `None` where unknown (a topic the service has not seen in its data folder).
+    pub category: Option<&'a str>,
+    pub children: usize,
+}
+
+/// What the features read of a content: its words (title, description, and all of title,
+/// description and the encoder's short text), lengths and kind.
+#[derive(Debug, Clone, Default)]
+pub struct ContentView {
+    title: HashSet<String>,
+    desc: HashSet<String>,
+    all: HashSet<String>,
+    title_len: f64,
+    desc_len: f64,
+    text_len: f64,
+    kind: f64,
+}
+
+impl ContentView {
+    /// `short_text` is the text field as the encoder sees it ([`crate::text::short_text`]).
+    pub fn new(title: &str, description: &str, short_text: &str, kind: &str) -> ContentView {
+        let t = words(title);
+        let d = words(description);
+        let mut all: HashSet<String> = t.union(&d).cloned().collect();
+        all.extend(words(short_text));
+        ContentView {
+            title: t,
+            desc: d,
+            all,
+            title_len: chars(title),
+            desc_len: chars(description),
+            text_len: chars(short_text),
+            kind: index_of(KINDS, kind),
+        }
+    }
+}
+
+/// The known links around one (topic, content) pair.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkCounts {
+    /// Known topics linked to the content.
+    pub content_topics: u32,
+    /// Whether the topic's parent is linked to it (`None`: no parent).
+    pub parent_linked: Option<bool>,
+    /// The topic's siblings linked to it.
+    pub sibling_links: u32,
+    /// Known topics of the topic's channel linked to it.
+    pub channel_links: u32,
+}
+
+/// Appends the feature row of one candidate (the order of [`names`]).
+pub fn push_row(
+    out: &mut Vec<f64>,
+    tc: &TopicCandidates,
+    cand: &super::candidates::Candidate,
+    topic: &TopicView,
+    content: &ContentView,
+    links: &LinkCounts,
+) {
+    let title = words(topic.title);
+    let desc = words(topic.description);
+    let text: HashSet<String> = title.union(&desc).cloned().collect();
+    for c in 0..tc.best.len() {
+        let s = cand.sims[c] as f64;
+        let best = tc.best[c] as f64;
+        out.push(s);
+        out.push(cand.ranks[c] as f64);
+        out.push(if best.abs() > 1e-12 { s / best } else { 0.0 });
+        out.push(best - s);
+        out.push(s - tc.kth[c] as f64);
+        out.push(cand.parent_sims[c] as f64);
+    }
+    out.extend([
+        cand.proposed_by as f64,
+        tc.candidates.len() as f64,
+        title.intersection(&content.title).count() as f64,
+        jaccard(&title, &content.title),
+        jaccard(&desc, &content.desc),
+        jaccard(&text, &content.all),
+        chars(topic.title),
+        chars(topic.description),
+        topic.level.map_or(f64::NAN, |l| l as f64),
+        topic.category.map_or(f64::NAN, |c| index_of(CATEGORIES, c)),
+        topic.children as f64,
+        content.kind,
+        content.title_len,
+        content.desc_len,
+        content.text_len,
+        links.content_topics as f64,
+        links.parent_linked.map_or(f64::NAN, |l| l as u8 as f64),
+        links.sibling_links as f64,
+        links.channel_links as f64,
+        (links.content_topics - links.channel_links) as f64,
+    ]);
+}
+
+/// Row-major rows (`width` values each) as a column-major matrix.
+pub fn from_rows(names: Vec<String>, row_major: &[f64]) -> FeatureMatrix {
+    let width = names.len();
+    let rows = row_major.len() / width.max(1);
+    let mut data = vec![0f64; rows * width];
+    for (r, row) in row_major.chunks(width).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            data[c * rows + r] = v;
+        }
+    }
+    FeatureMatrix { names, rows, data }
+}
+
 /// The features of every candidate of `cands`, rows in topic order then candidate order.
 pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> FeatureMatrix {
     let n_columns = cands
@@ -172,21 +286,21 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
         .find(|t| !t.best.is_empty())
         .map_or(0, |t| t.best.len());
     let names = names(n_columns);
-    let content_words: Vec<(HashSet<String>, HashSet<String>, HashSet<String>)> = {
+    let content_views: Vec<ContentView> = {
         let used: HashSet<u32> = cands
             .iter()
             .flat_map(|t| t.candidates.iter().map(|c| c.content))
             .collect();
-        let mut v = vec![Default::default(); ds.contents.len()];
-        let filled: Vec<(u32, _)> = used
+        let mut v = vec![ContentView::default(); ds.contents.len()];
+        let filled: Vec<(u32, ContentView)> = used
             .into_par_iter()
             .map(|c| {
                 let x = &ds.contents[c as usize];
-                let title = words(&x.title);
-                let desc = words(&x.description);
-                let mut text: HashSet<String> = title.union(&desc).cloned().collect();
-                text.extend(words(&crate::text::short_text(&x.text)));
-                (c, (title, desc, text))
+                let short = crate::text::short_text(&x.text);
+                (
+                    c,
+                    ContentView::new(&x.title, &x.description, &short, &x.kind),
+                )
             })
             .collect();
         for (c, w) in filled {
@@ -194,14 +308,17 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
         }
         v
     };
-    // One row-major block per topic, then transposed.
     let per_topic: Vec<Vec<f64>> = cands
         .par_iter()
         .map(|tc| {
             let t = &ds.topics[tc.topic];
-            let title = words(&t.title);
-            let desc = words(&t.description);
-            let text: HashSet<String> = title.union(&desc).cloned().collect();
+            let view = TopicView {
+                title: &t.title,
+                description: &t.description,
+                level: t.level,
+                category: Some(&t.category),
+                children: ctx.forest.children[tc.topic].len(),
+            };
             let parent = ctx.forest.parent[tc.topic];
             let siblings: Vec<usize> = parent
                 .map(|p| {
@@ -215,61 +332,27 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
             let channel = ctx.channel_of[tc.topic];
             let mut rows = Vec::with_capacity(tc.candidates.len() * names.len());
             for cand in &tc.candidates {
-                for c in 0..n_columns {
-                    let s = cand.sims[c] as f64;
-                    let best = tc.best[c] as f64;
-                    rows.push(s);
-                    rows.push(cand.ranks[c] as f64);
-                    rows.push(if best.abs() > 1e-12 { s / best } else { 0.0 });
-                    rows.push(best - s);
-                    rows.push(s - tc.kth[c] as f64);
-                    rows.push(cand.parent_sims[c] as f64);
-                }
-                let cw = &content_words[cand.content as usize];
-                let x = &ds.contents[cand.content as usize];
                 let ci = cand.content;
-                let in_channel = ctx.channel_links.get(&(channel, ci)).copied().unwrap_or(0);
-                let all = ctx.content_topics[ci as usize];
-                rows.extend([
-                    cand.proposed_by as f64,
-                    tc.candidates.len() as f64,
-                    title.intersection(&cw.0).count() as f64,
-                    jaccard(&title, &cw.0),
-                    jaccard(&desc, &cw.1),
-                    jaccard(&text, &cw.2),
-                    chars(&t.title),
-                    chars(&t.description),
-                    t.level.map_or(f64::NAN, |l| l as f64),
-                    index_of(CATEGORIES, &t.category),
-                    ctx.forest.children[tc.topic].len() as f64,
-                    index_of(KINDS, &x.kind),
-                    chars(&x.title),
-                    chars(&x.description),
-                    chars(&x.text),
-                    all as f64,
-                    parent.map_or(f64::NAN, |p| ctx.links[p].contains(&ci) as u8 as f64),
-                    siblings
+                let links = LinkCounts {
+                    content_topics: ctx.content_topics[ci as usize],
+                    parent_linked: parent.map(|p| ctx.links[p].contains(&ci)),
+                    sibling_links: siblings
                         .iter()
                         .filter(|&&s| ctx.links[s].contains(&ci))
-                        .count() as f64,
-                    in_channel as f64,
-                    (all - in_channel) as f64,
-                ]);
+                        .count() as u32,
+                    channel_links: ctx.channel_links.get(&(channel, ci)).copied().unwrap_or(0),
+                };
+                push_row(
+                    &mut rows,
+                    tc,
+                    cand,
+                    &view,
+                    &content_views[ci as usize],
+                    &links,
+                );
             }
             rows
         })
         .collect();
-    let rows: usize = cands.iter().map(|t| t.candidates.len()).sum();
-    let width = names.len();
-    let mut data = vec![0f64; rows * width];
-    let mut r = 0;
-    for block in &per_topic {
-        for row in block.chunks(width) {
-            for (c, &v) in row.iter().enumerate() {
-                data[c * rows + r] = v;
-            }
-            r += 1;
-        }
-    }
-    FeatureMatrix { names, rows, data }
+    from_rows(names, &per_topic.concat())
 }

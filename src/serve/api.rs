@@ -250,12 +250,18 @@ struct TopicIn {
     description: String,
     language: String,
     #[serde(default)]
+    channel_id: Option<String>,
+    #[serde(default)]
     ancestors: Vec<AncestorIn>,
 }
 
 #[derive(Deserialize)]
 struct AncestorIn {
+    #[serde(default)]
+    id: Option<String>,
     title: String,
+    #[serde(default)]
+    description: String,
     level: i64,
 }
 
@@ -270,6 +276,62 @@ impl TopicIn {
             .collect();
         crate::text::breadcrumb_text(&titles, &self.description)
     }
+
+    /// Ancestors from the parent (highest level) to the root.
+    fn ancestors_parent_first(&self) -> Vec<&AncestorIn> {
+        let mut anc: Vec<&AncestorIn> = self.ancestors.iter().collect();
+        anc.sort_by_key(|a| std::cmp::Reverse(a.level));
+        anc
+    }
+
+    /// The parent's topic text (its title, its own ancestors, its description), if any.
+    fn parent_text(&self) -> Option<String> {
+        let anc = self.ancestors_parent_first();
+        let parent = anc.first()?;
+        let titles: Vec<&str> = anc.iter().map(|a| a.title.as_str()).collect();
+        Some(crate::text::breadcrumb_text(&titles, &parent.description))
+    }
+}
+
+/// Reranks each topic's hits with the engine's reranker: per topic, (position in its hits,
+/// probability), best first. Embeds the parents' texts for the parent-similarity features.
+fn rerank_all(
+    engine: &Engine,
+    topics: &[TopicIn],
+    ranked: &[Vec<super::index::Hit>],
+) -> anyhow::Result<Vec<Vec<(usize, f32)>>> {
+    let rr = engine.reranker.as_ref().expect("called with a reranker");
+    let parents: Vec<Option<String>> = topics.iter().map(TopicIn::parent_text).collect();
+    let texts: Vec<String> = parents.iter().flatten().cloned().collect();
+    let vectors = if texts.is_empty() {
+        Vec::new()
+    } else {
+        engine.embed(&texts)?
+    };
+    let d = engine.embedder.dim();
+    let index = engine.index.read().expect("index lock");
+    let mut next = 0;
+    Ok(topics
+        .iter()
+        .zip(ranked)
+        .zip(&parents)
+        .map(|((t, hits), p)| {
+            let pv = p.as_ref().map(|_| {
+                next += 1;
+                &vectors[(next - 1) * d..next * d]
+            });
+            let anc = t.ancestors_parent_first();
+            let q = super::rerank::TopicQuery {
+                id: &t.id,
+                title: &t.title,
+                description: &t.description,
+                channel: t.channel_id.as_deref(),
+                parent: anc.first().and_then(|a| a.id.as_deref()),
+                level: t.ancestors.len() as u32,
+            };
+            rr.rerank(&index, &q, hits, pv)
+        })
+        .collect())
 }
 
 /// Validates a topics body (schema, then languages) and returns the topics.
@@ -357,6 +419,9 @@ struct Recommendation<'a> {
     description: &'a str,
     kind: &'a str,
     similarity: f32,
+    /// The reranker's probability (only with `--reranker`; the order follows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probability: Option<f32>,
     rank: usize,
 }
 
@@ -388,33 +453,75 @@ async fn recommend(
         override_threshold = q.override_threshold,
         "recommend"
     );
+    let depth = engine.reranker.as_ref().map_or(0, |r| r.depth());
     let ranked = batcher
-        .rank(texts, langs, top_k.max(MAX_SELECTED))
+        .rank(texts, langs, top_k.max(MAX_SELECTED).max(depth))
         .await
         .map_err(ApiError::internal)?;
+    // With a reranker: its order and probabilities (CPU work, off the async threads).
+    let (topics, ranked, reranked) = if engine.reranker.is_some() {
+        let eng = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = rerank_all(&eng, &topics, &ranked);
+            (topics, ranked, r)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.into()))
+        .and_then(|(t, h, r)| Ok((t, h, Some(r.map_err(ApiError::internal)?))))?
+    } else {
+        (topics, ranked, None)
+    };
     let index = engine.index.read().expect("index lock");
     let out: Vec<TopicRecommendations> = topics
         .iter()
-        .zip(&ranked)
-        .map(|(t, hits)| {
-            let n = if q.override_threshold {
-                top_k.min(hits.len())
-            } else {
-                let sims: Vec<f32> = hits.iter().map(|h| h.similarity).collect();
-                selected_len(&sims, margin, MAX_SELECTED)
+        .enumerate()
+        .map(|(ti, t)| {
+            let hits = &ranked[ti];
+            // (hit, reranker probability) best first, and how many are selected.
+            let (order, n): (Vec<(usize, Option<f32>)>, usize) = match &reranked {
+                Some(rr) => {
+                    let order: Vec<(usize, Option<f32>)> =
+                        rr[ti].iter().map(|&(i, p)| (i, Some(p))).collect();
+                    let n = if q.override_threshold {
+                        top_k.min(order.len())
+                    } else {
+                        let mut sel = engine
+                            .reranker
+                            .as_ref()
+                            .map(|r| r.rr.meta.selection)
+                            .expect("reranked implies a reranker");
+                        if let Some(m) = q.margin {
+                            sel.margin = m;
+                        }
+                        let probs: Vec<f32> = rr[ti].iter().map(|x| x.1).collect();
+                        sel.count(&probs, MAX_SELECTED)
+                    };
+                    (order, n)
+                }
+                None => {
+                    let n = if q.override_threshold {
+                        top_k.min(hits.len())
+                    } else {
+                        let sims: Vec<f32> = hits.iter().map(|h| h.similarity).collect();
+                        selected_len(&sims, margin, MAX_SELECTED)
+                    };
+                    ((0..hits.len()).map(|i| (i, None)).collect(), n)
+                }
             };
-            let recommendations = hits[..n]
+            let recommendations = order[..n]
                 .iter()
+                .map(|&(i, p)| (&hits[i], p))
                 // A content removed since ranking is left out.
-                .filter_map(|h| index.get(&h.content).map(|m| (h, m)))
+                .filter_map(|(h, p)| index.get(&h.content).map(|m| (h, p, m)))
                 .enumerate()
-                .map(|(i, (h, m))| Recommendation {
+                .map(|(i, (h, p, m))| Recommendation {
                     id: &m.id,
                     channel_id: &m.channel_id,
                     title: &m.title,
                     description: &m.description,
                     kind: &m.kind,
                     similarity: h.similarity,
+                    probability: p,
                     rank: i + 1,
                 })
                 .collect();

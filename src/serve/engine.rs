@@ -50,6 +50,8 @@ pub struct Engine {
     /// Also serialises writers, so the store and the index change in the same order.
     store: Mutex<Store>,
     pub metrics: Arc<Metrics>,
+    /// The second stage, when `--reranker` is given.
+    pub reranker: Option<super::rerank::ServeReranker>,
 }
 
 const MODEL_KEY: &str = "model";
@@ -99,6 +101,7 @@ impl Engine {
             index: RwLock::new(index),
             store: Mutex::new(store),
             metrics,
+            reranker: None,
         })
     }
 
@@ -145,6 +148,7 @@ impl Engine {
                 description: r.description.clone(),
                 kind: r.kind.clone(),
                 language: r.language.clone(),
+                short_text: crate::text::short_text(&r.text),
             };
             let old_meta = self.index.read().expect("index lock").get(&r.id).cloned();
             let vector = match store.text_and_vector(&r.id)? {

@@ -16,6 +16,8 @@ pub struct ContentMeta {
     pub kind: String,
     /// None: stored, but not recommendable until a request gives it a language.
     pub language: Option<String>,
+    /// The text field as the encoder sees it (the reranker's text features read it).
+    pub short_text: String,
 }
 
 /// One language's contents: ids in row order and their vectors, packed for scoring.
@@ -124,6 +126,14 @@ impl Index {
         true
     }
 
+    /// The similarity of `v` to a recommendable content (`None`: unknown or no language).
+    pub fn similarity(&self, id: &str, v: &[f32]) -> Option<f32> {
+        let lang = self.meta.get(id)?.language.as_ref()?;
+        let r = *self.row.get(id)?;
+        let row = self.langs.get(lang)?.vectors.row(r);
+        Some(row.iter().zip(v).map(|(a, b)| a * b).sum())
+    }
+
     /// The `r` most similar contents of `lang` for each topic vector (rows of `topics`),
     /// best first. One matrix product for the whole block.
     pub fn search(&self, lang: &str, topics: &[f32], r: usize) -> Vec<Vec<Hit>> {
@@ -160,6 +170,7 @@ mod tests {
             description: String::new(),
             kind: "video".into(),
             language: lang.map(str::to_string),
+            short_text: String::new(),
         }
     }
 

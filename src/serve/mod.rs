@@ -10,6 +10,7 @@ pub mod embedder;
 pub mod engine;
 pub mod index;
 pub mod metrics;
+pub mod rerank;
 pub mod schema;
 pub mod store;
 
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     pub store: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub reembed: bool,
+    /// A `lecr rerank train` folder: rerank the model's candidates (one model only).
+    pub reranker: Option<PathBuf>,
     pub addr: String,
     pub api: ApiOptions,
 }
@@ -132,19 +135,18 @@ fn load(
         tracing::warn!("no --store: the index lives in memory and is lost when the server stops");
     }
     let embedder = embedder::ModelEmbedder::load(&o.models, o.int8, o.max_len, o.batch_size)?;
-    let engine = Arc::new(engine::Engine::open(
-        Box::new(embedder),
-        o.store.as_deref(),
-        o.reembed,
-        metrics,
-    )?);
-    if let Some(dir) = &o.data {
-        let ds = crate::data::load_dataset(dir)?;
+    let mut engine =
+        engine::Engine::open(Box::new(embedder), o.store.as_deref(), o.reembed, metrics)?;
+    let ds = match &o.data {
+        Some(dir) => Some(crate::data::load_dataset(dir)?),
+        None => None,
+    };
+    if let Some(ds) = &ds {
         let t0 = std::time::Instant::now();
-        let s = engine.seed(&ds)?;
+        let s = engine.seed(ds)?;
         println!(
             "seeded from {}: {} added, {} replaced, {} unchanged, {} skipped; {} embedded in {:.1}s",
-            dir.display(),
+            ds.dir.display(),
             s.added,
             s.replaced,
             s.unchanged,
@@ -153,6 +155,18 @@ fn load(
             t0.elapsed().as_secs_f64()
         );
     }
+    if let Some(dir) = &o.reranker {
+        let rr = rerank::ServeReranker::load(dir, &o.models, ds.as_ref())?;
+        println!(
+            "reranking the top {} with {} (selection: probability >= {} or >= {:.0}% of the best)",
+            rr.rr.meta.k,
+            dir.display(),
+            rr.rr.meta.selection.threshold,
+            (1.0 - rr.rr.meta.selection.margin) * 100.0
+        );
+        engine.reranker = Some(rr);
+    }
+    let engine = Arc::new(engine);
     let batcher = batcher::Batcher::start(engine.clone(), o.max_batch);
     Ok((engine, batcher))
 }

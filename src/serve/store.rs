@@ -80,16 +80,19 @@ impl Store {
         )?;
         let rows = st.query_map([], |r| {
             let blob: Vec<u8> = r.get(7)?;
+            let (title, description, text): (String, String, String) =
+                (r.get(2)?, r.get(3)?, r.get(6)?);
             Ok(StoredContent {
                 meta: ContentMeta {
                     id: r.get(0)?,
                     channel_id: r.get(1)?,
-                    title: r.get(2)?,
-                    description: r.get(3)?,
+                    short_text: crate::text::short_text_of(&text, &title, &description),
+                    title,
+                    description,
                     kind: r.get(4)?,
                     language: r.get(5)?,
                 },
-                text: r.get(6)?,
+                text,
                 vector: from_blob(&blob),
             })
         })?;
@@ -168,8 +171,9 @@ mod tests {
                 description: "d".into(),
                 kind: "video".into(),
                 language: lang.map(str::to_string),
+                short_text: "s".into(),
             },
-            text: format!("title {id} # d # "),
+            text: format!("title {id} # d # s"),
             vector: vec![0.5, -0.25, 1e-7],
         };
         {
@@ -186,7 +190,10 @@ mod tests {
         assert_eq!(all[0].meta, c("a", Some("en")).meta);
         assert_eq!(all[1].meta.language.as_deref(), Some("es"));
         assert_eq!(all[0].vector, vec![0.5, -0.25, 1e-7]);
-        assert_eq!(s.text_and_vector("a").unwrap().unwrap().0, "title a # d # ");
+        assert_eq!(
+            s.text_and_vector("a").unwrap().unwrap().0,
+            "title a # d # s"
+        );
         assert!(s.text_and_vector("x").unwrap().is_none());
     }
 }
