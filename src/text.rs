@@ -99,6 +99,14 @@ pub fn short_text_of(encoder_text: &str, title: &str, description: &str) -> Stri
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn short_text_comes_back_out_of_the_encoder_text() {
+        let text = "Long  text https://x.y with   spaces";
+        let enc = content_text_parts("A # title", "desc\n", text);
+        assert_eq!(short_text_of(&enc, "A # title", "desc\n"), short_text(text));
+        assert_eq!(short_text_of(&enc, "other", "desc"), "");
+    }
+
     use super::*;
 
     fn topic(id: &str, title: &str, desc: &str, parent: Option<&str>) -> Topic {

@@ -719,30 +719,39 @@ mod tests {
 
     #[test]
     fn topic_text_orders_ancestors_parent_first() {
+        let anc = |id: &str, title: &str, description: &str, level| AncestorIn {
+            id: Some(id.into()),
+            title: title.into(),
+            description: description.into(),
+            level,
+        };
         let t = TopicIn {
             id: "x".into(),
             title: "Adding fractions".into(),
             description: "Add two\nfractions".into(),
             language: "en".into(),
+            channel_id: None,
             ancestors: vec![
-                AncestorIn {
-                    title: "Maths".into(),
-                    level: 0,
-                },
-                AncestorIn {
-                    title: "Fractions".into(),
-                    level: 2,
-                },
-                AncestorIn {
-                    title: "Grade 4".into(),
-                    level: 1,
-                },
+                anc("m", "Maths", "", 0),
+                anc("f", "Fractions", "Parts of a whole", 2),
+                anc("g", "Grade 4", "", 1),
             ],
         };
         assert_eq!(
             t.text(),
             "Adding fractions # Fractions # Grade 4 # Maths # Add two fractions"
         );
+        // The parent is the deepest ancestor; its text carries its own description.
+        assert_eq!(t.ancestors_parent_first()[0].id.as_deref(), Some("f"));
+        assert_eq!(
+            t.parent_text().unwrap(),
+            "Fractions # Grade 4 # Maths # Parts of a whole"
+        );
+        let root = TopicIn {
+            ancestors: Vec::new(),
+            ..t
+        };
+        assert_eq!(root.parent_text(), None);
     }
 
     #[test]
