@@ -44,6 +44,10 @@ enum Cmd {
     Eval(cli::select::EvalArgs),
     /// Write a Kaggle submission for the topics of sample_submission.csv.
     Predict(cli::select::PredictArgs),
+    /// Curators' decisions from the service's page: export them as CSV, or simulate a curator
+    /// from held-back truth for experiments (`lecr train --set feedback=DIR` learns from either).
+    #[command(subcommand)]
+    Feedback(cli::feedback::FeedbackCmd),
     /// The second stage: gradient-boosted trees that rerank the retrievers' candidates
     /// (`--reranker DIR` on eval, predict and serve).
     #[command(subcommand)]
@@ -117,6 +121,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Eval(a) => cli::select::eval(a),
         Cmd::Predict(a) => cli::select::predict(a),
         Cmd::Rerank(c) => cli::rerank::rerank(c),
+        Cmd::Feedback(c) => cli::feedback::feedback(c),
         Cmd::Serve(a) => cli::serve::serve(a),
         Cmd::Bench(b) => cli::bench::bench(b),
     }

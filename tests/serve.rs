@@ -4,116 +4,13 @@
 //! change refused, the bearer token, and equality with `lecr predict`.
 
 mod common;
+use common::server::Server;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts `lecr serve ARGS --addr 127.0.0.1:0` and waits until `/stable/connect` says OK.
-    fn start(args: &[&str]) -> Server {
-        let mut s = Self::spawn(args);
-        let t0 = Instant::now();
-        loop {
-            if let Ok((200, v)) = s.try_get("/stable/connect") {
-                assert_eq!(v, json!({"status": "OK"}));
-                return s;
-            }
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!("lecr serve exited with {st}");
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "server not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn spawn(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lecr"))
-            .arg("serve")
-            .args(args)
-            .args(["--addr", "127.0.0.1:0"])
-            .env("LECR_NO_PROGRESS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .strip_prefix("listening on http://")
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn try_get(&self, path: &str) -> Result<(u16, Value), String> {
-        match ureq::get(&format!("{}{path}", self.base)).call() {
-            Ok(r) => Ok((r.status(), r.into_json().map_err(|e| e.to_string())?)),
-            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_json().unwrap_or(Value::Null))),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    fn text(&self, path: &str) -> String {
-        ureq::get(&format!("{}{path}", self.base))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap()
-    }
-
-    /// POSTs a raw body; returns status and JSON.
-    fn post_raw(&self, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
-        let mut req =
-            ureq::post(&format!("{}{path}", self.base)).set("content-type", "application/json");
-        if let Some(k) = key {
-            req = req.set("authorization", &format!("Bearer {k}"));
-        }
-        match req.send_string(body) {
-            Ok(r) => (r.status(), r.into_json().unwrap()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
-            Err(e) => panic!("{path}: {e}"),
-        }
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_raw(path, &body.to_string(), None)
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown, no cleanup
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then the exit status and stdout tail.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -595,4 +492,114 @@ fn reranker_orders_recommendations_by_probability() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("lecr rerank train --model"), "{err}");
+}
+
+#[test]
+fn page_api_remembers_studio_topics_keeps_decisions_and_exports_them() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = corpus(root.path());
+    let store = root.path().join("store");
+    let st = store.to_str().unwrap();
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
+    // The page is served, and the data folder's channels are listed with their trees.
+    assert!(s.text("/").contains("<title>lecr"));
+    assert!(s.text("/page/app.js").contains("loadChannels"));
+    let (code, ch) = s.try_get("/api/channels").unwrap();
+    assert_eq!(code, 200);
+    let t = ds.topics.iter().find(|t| t.parent.is_some()).unwrap();
+    let listed: Vec<&str> = ch["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&t.channel.as_str()));
+    let (_, tree) = s
+        .try_get(&format!("/api/channels/{}/tree", t.channel))
+        .unwrap();
+    let nodes = tree["topics"].as_array().unwrap();
+    let pos = |id: &str| nodes.iter().position(|n| n["id"] == id).unwrap();
+    assert!(
+        pos(t.parent.as_deref().unwrap()) < pos(&t.id),
+        "parents first"
+    );
+    assert_eq!(s.try_get("/api/channels/nope/tree").unwrap().0, 404);
+
+    // A topic's recommendations, then decisions: bad ones are refused with the field.
+    let (code, recs) = s
+        .try_get(&format!("/api/topics/{}/recommendations?top_k=5", t.id))
+        .unwrap();
+    assert_eq!(code, 200, "{recs}");
+    let items = recs["recommendations"].as_array().unwrap();
+    assert!(items.len() >= 5 && recs["selected"].as_u64().unwrap() >= 1);
+    let c1 = items[0]["id"].as_str().unwrap().to_string();
+    let c2 = items[1]["id"].as_str().unwrap().to_string();
+    let fb = |topic: &str, content: &str, decision: &str| {
+        s.post(
+            "/api/feedback",
+            &json!({"topic_id": topic, "content_id": content, "decision": decision}),
+        )
+    };
+    assert_eq!(fb(&t.id, &c1, "accept").0, 200);
+    assert_eq!(fb(&t.id, &c2, "reject").0, 200);
+    let (code, v) = fb(&t.id, &c1, "maybe");
+    assert_eq!((code, v["field"].as_str()), (422, Some("/decision")));
+    assert_eq!(fb("no-topic", &c1, "accept").1["field"], "/topic_id");
+    assert_eq!(fb(&t.id, "no-content", "accept").0, 404);
+    let (_, topic) = s.try_get(&format!("/api/topics/{}", t.id)).unwrap();
+    assert_eq!(topic["decisions"][&c1], "accept");
+    assert_eq!(topic["decisions"][&c2], "reject");
+    let (code, v) = s.post(
+        "/api/recommend-text",
+        &json!({"text": "", "language": "en"}),
+    );
+    assert_eq!((code, v["field"].as_str()), (422, Some("/text")));
+
+    // A Studio topic with its ancestors becomes browsable under its channel.
+    let channel = uuid();
+    let (root_id, topic_id) = (uuid(), uuid());
+    let (code, _) = s.post(
+        "/stable/recommend",
+        &json!({"topics": [{"id": topic_id, "channel_id": channel, "title": t.title,
+            "description": "", "language": t.language,
+            "ancestors": [{"id": root_id, "title": "Studio root", "description": "", "level": 0}]}]}),
+    );
+    assert_eq!(code, 200);
+    drop(s);
+    // After a restart: the Studio topics and the decisions are still there.
+    let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
+    let (code, tree) = s.try_get(&format!("/api/channels/{channel}/tree")).unwrap();
+    assert_eq!(code, 200, "{tree}");
+    let ids: Vec<&str> = tree["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [root_id.as_str(), topic_id.as_str()]);
+    let (_, topic) = s.try_get(&format!("/api/topics/{}", t.id)).unwrap();
+    assert_eq!(topic["decisions"][&c1], "accept");
+    drop(s);
+
+    // The export: accepted links in the Kaggle layout, rejected ones apart, the whole log.
+    let out = root.path().join("export");
+    common::run_lecr([
+        "feedback",
+        "export",
+        "--store",
+        st,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    assert_eq!(
+        read("correlations.csv"),
+        format!("topic_id,content_ids\n{},{c1}\n", t.id)
+    );
+    assert_eq!(
+        read("rejected.csv"),
+        format!("topic_id,content_ids\n{},{c2}\n", t.id)
+    );
+    assert_eq!(read("decisions.csv").lines().count(), 3);
 }

@@ -196,3 +196,85 @@ fn grad_cache_trains_like_one_pass() {
         }
     }
 }
+
+#[test]
+fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
+    std::env::set_var("LECR_NO_PROGRESS", "1");
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = setup(root.path());
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let truth = lecr::select::truth(&ds);
+    let fold_topics = |f: i32| -> Vec<usize> {
+        (0..ds.topics.len())
+            .filter(|&t| ds.topics[t].fold == Some(f) && truth.contains_key(&t))
+            .collect()
+    };
+    // Accepted: the true links of 10 validation topics (new training pairs).
+    let reviewed: Vec<usize> = fold_topics(0).into_iter().take(10).collect();
+    let accepted: usize = reviewed.iter().map(|t| truth[t].len()).sum();
+    // Rejected: for 20 training topics, a content some other training topic owns.
+    let train = fold_topics(1);
+    let owned: Vec<u32> = fold_topics(2)
+        .iter()
+        .flat_map(|t| truth[t].iter().copied())
+        .collect();
+    let rejected: Vec<(usize, u32)> = train
+        .iter()
+        .take(20)
+        .enumerate()
+        .map(|(i, &t)| (t, owned[i * 7 % owned.len()]))
+        .filter(|(t, c)| !truth[t].contains(c))
+        .collect();
+    let export = root.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let mut acc = String::from("topic_id,content_ids\n");
+    for t in &reviewed {
+        let ids: Vec<&str> = truth[t]
+            .iter()
+            .map(|&c| ds.contents[c as usize].id.as_str())
+            .collect();
+        acc.push_str(&format!("{},{}\n", ds.topics[*t].id, ids.join(" ")));
+    }
+    acc.push_str("not-a-topic,also-unknown\n");
+    std::fs::write(export.join("correlations.csv"), acc).unwrap();
+    let mut rej = String::from("topic_id,content_ids\n");
+    for (t, c) in &rejected {
+        rej.push_str(&format!(
+            "{},{}\n",
+            ds.topics[*t].id, ds.contents[*c as usize].id
+        ));
+    }
+    std::fs::write(export.join("rejected.csv"), rej).unwrap();
+
+    let cfg = |out: &str, feedback: &str| TrainConfig {
+        pools: vec![],
+        feedback: feedback.into(),
+        ..config(&data, &model, &root.path().join(out), 1)
+    };
+    let plain = Trainer::new(cfg("plain", "")).unwrap();
+    let fed = Trainer::new(cfg("fed", export.to_str().unwrap())).unwrap();
+    let (p0, v0) = plain.sizes();
+    let (p1, v1) = fed.sizes();
+    assert_eq!(p1, p0 + accepted, "accepted links join the training pairs");
+    assert_eq!(v1, v0 - reviewed.len(), "reviewed topics leave validation");
+    // A rejected content shares a batch with its topic far more often with the feedback.
+    let together = |t: &Trainer| -> usize {
+        let b = t.batches(1);
+        rejected
+            .iter()
+            .filter(|(topic, c)| {
+                b.iter().any(|batch| {
+                    batch.iter().any(|p| p.0 == *topic) && batch.iter().any(|p| p.1 == *c as usize)
+                })
+            })
+            .count()
+    };
+    let (without, with) = (together(&plain), together(&fed));
+    assert!(
+        with >= rejected.len() * 3 / 4 && with > without,
+        "rejected contents in their topic's batch: {with} of {} with feedback, {without} without",
+        rejected.len()
+    );
+    let log = std::fs::read_to_string(root.path().join("fed/train.log")).unwrap();
+    assert!(log.contains("1 decisions name ids not in"), "{log}");
+}

@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod data;
+pub(crate) mod feedback;
 pub(crate) mod model;
 pub(crate) mod rerank;
 pub(crate) mod select;

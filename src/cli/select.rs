@@ -118,6 +118,10 @@ pub(crate) struct EvalArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Leave out the topics listed in this file (one id per line), e.g. the topics a curator
+    /// reviewed (`lecr feedback simulate` writes such a list).
+    #[arg(long)]
+    skip_topics: Option<PathBuf>,
     /// Score each --model / --features on its own (not as an ensemble), on the same topics,
     /// and print one table: F2, precision, recall, selected, margin and time per source.
     #[arg(long)]
@@ -172,6 +176,29 @@ pub(crate) fn eval(a: EvalArgs) -> Result<i32> {
                 .collect()
         }
         None => (0..ds.topics.len()).filter(|t| with.contains(t)).collect(),
+    };
+    let topics = match &a.skip_topics {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading --skip-topics {}", f.display()))?;
+            let skip: std::collections::HashSet<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let before = topics.len();
+            let kept: Vec<usize> = topics
+                .into_iter()
+                .filter(|&t| !skip.contains(ds.topics[t].id.as_str()))
+                .collect();
+            eprintln!(
+                "--skip-topics {}: {} of {before} topics left out",
+                f.display(),
+                before - kept.len()
+            );
+            kept
+        }
+        None => topics,
     };
     anyhow::ensure!(!topics.is_empty(), "no topics with content to evaluate");
     let margins = match &a.margins {

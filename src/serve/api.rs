@@ -7,7 +7,6 @@ use super::batcher::Batcher;
 use super::engine::{Engine, Resource};
 use super::metrics::Metrics;
 use super::schema::{FieldError, Schemas};
-use crate::select::threshold::{selected_len, MAX_SELECTED};
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -48,7 +47,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-type Shared = Arc<AppState>;
+pub(super) type Shared = Arc<AppState>;
 
 /// An error answered as `{"error": ..., "field": ...}`.
 #[derive(Debug)]
@@ -59,21 +58,25 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
             field: None,
         }
     }
-    fn field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn field(
+        status: StatusCode,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             message: message.into(),
             field: Some(field.into()),
         }
     }
-    fn internal(e: anyhow::Error) -> Self {
+    pub(super) fn internal(e: anyhow::Error) -> Self {
         tracing::error!("{e:#}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
     }
@@ -95,7 +98,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Shared) -> Router {
     let p = format!("/{}", state.opts.prefix.trim_matches('/'));
@@ -114,6 +117,7 @@ pub fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(studio)
+        .merge(super::page::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -192,7 +196,7 @@ async fn require_key(State(s): State<Shared>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-fn ready(s: &AppState) -> ApiResult<(Arc<Engine>, Batcher)> {
+pub(super) fn ready(s: &AppState) -> ApiResult<(Arc<Engine>, Batcher)> {
     match &*s.phase.read().expect("phase lock") {
         Phase::Ready { engine, batcher } => Ok((engine.clone(), batcher.clone())),
         Phase::Loading(why) => Err(ApiError::new(
@@ -228,7 +232,7 @@ async fn connect(State(s): State<Shared>) -> ApiResult<Json<Value>> {
 }
 
 /// Parses a JSON body; a syntax error names its line and column.
-fn parse_body(body: &Bytes) -> ApiResult<Value> {
+pub(super) fn parse_body(body: &Bytes) -> ApiResult<Value> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -293,45 +297,64 @@ impl TopicIn {
     }
 }
 
-/// Reranks each topic's hits with the engine's reranker: per topic, (position in its hits,
-/// probability), best first. Embeds the parents' texts for the parent-similarity features.
-fn rerank_all(
-    engine: &Engine,
-    topics: &[TopicIn],
-    ranked: &[Vec<super::index::Hit>],
-) -> anyhow::Result<Vec<Vec<(usize, f32)>>> {
-    let rr = engine.reranker.as_ref().expect("called with a reranker");
-    let parents: Vec<Option<String>> = topics.iter().map(TopicIn::parent_text).collect();
-    let texts: Vec<String> = parents.iter().flatten().cloned().collect();
-    let vectors = if texts.is_empty() {
-        Vec::new()
-    } else {
-        engine.embed(&texts)?
-    };
-    let d = engine.embedder.dim();
-    let index = engine.index.read().expect("index lock");
-    let mut next = 0;
-    Ok(topics
-        .iter()
-        .zip(ranked)
-        .zip(&parents)
-        .map(|((t, hits), p)| {
-            let pv = p.as_ref().map(|_| {
-                next += 1;
-                &vectors[(next - 1) * d..next * d]
+/// The topics of a request and their ancestors (those with ids), as the page's catalog keeps
+/// them: each ancestor's parent is the ancestor one level up.
+fn topics_as_records(topics: &[TopicIn]) -> Vec<super::catalog::TopicRec> {
+    use super::catalog::{Origin, TopicRec};
+    let mut out = Vec::new();
+    for t in topics {
+        let channel = t.channel_id.clone().unwrap_or_else(|| "studio".into());
+        let anc = t.ancestors_parent_first(); // parent first, root last
+        for (i, a) in anc.iter().enumerate() {
+            let Some(id) = &a.id else { continue };
+            let titles: Vec<&str> = anc[i..].iter().map(|x| x.title.as_str()).collect();
+            out.push(TopicRec {
+                id: id.clone(),
+                channel: channel.clone(),
+                title: a.title.clone(),
+                description: a.description.clone(),
+                language: t.language.clone(),
+                parent: anc.get(i + 1).and_then(|p| p.id.clone()),
+                level: a.level.max(0) as u32,
+                text: crate::text::breadcrumb_text(&titles, &a.description),
+                origin: Origin::Studio,
             });
-            let anc = t.ancestors_parent_first();
-            let q = super::rerank::TopicQuery {
-                id: &t.id,
-                title: &t.title,
-                description: &t.description,
-                channel: t.channel_id.as_deref(),
-                parent: anc.first().and_then(|a| a.id.as_deref()),
-                level: t.ancestors.len() as u32,
-            };
-            rr.rerank(&index, &q, hits, pv)
-        })
-        .collect())
+        }
+        out.push(TopicRec {
+            id: t.id.clone(),
+            channel,
+            title: t.title.clone(),
+            description: t.description.clone(),
+            language: t.language.clone(),
+            parent: anc.first().and_then(|a| a.id.clone()),
+            level: anc.first().map_or(0, |a| a.level.max(0) as u32 + 1),
+            text: t.text(),
+            origin: Origin::Studio,
+        });
+    }
+    // Root first, so the catalog links parents before children.
+    out.reverse();
+    out
+}
+
+impl TopicIn {
+    /// What ranking (and the reranker) needs of this topic.
+    fn rank_item(&self) -> super::recommend::RankItem {
+        let anc = self.ancestors_parent_first();
+        super::recommend::RankItem {
+            text: self.text(),
+            language: self.language.clone(),
+            query: Some(super::recommend::OwnedQuery {
+                id: self.id.clone(),
+                title: self.title.clone(),
+                description: self.description.clone(),
+                channel: self.channel_id.clone(),
+                parent: anc.first().and_then(|a| a.id.clone()),
+                level: self.ancestors.len() as u32,
+            }),
+            parent_text: self.parent_text(),
+        }
+    }
 }
 
 /// Validates a topics body (schema, then languages) and returns the topics.
@@ -446,71 +469,30 @@ async fn recommend(
     let topics = topics_body(&s, &engine, &body)?;
     let top_k = q.top_k.unwrap_or(s.opts.top_k);
     let margin = q.margin.unwrap_or(s.opts.margin);
-    let texts = topics.iter().map(TopicIn::text).collect();
-    let langs = topics.iter().map(|t| t.language.clone()).collect();
     tracing::debug!(
         topics = topics.len(),
         override_threshold = q.override_threshold,
         "recommend"
     );
-    let depth = engine.reranker.as_ref().map_or(0, |r| r.depth());
-    let ranked = batcher
-        .rank(texts, langs, top_k.max(MAX_SELECTED).max(depth))
+    engine.remember_topics(&topics_as_records(&topics));
+    let items = topics.iter().map(TopicIn::rank_item).collect();
+    let settings = super::recommend::Settings {
+        top_k,
+        margin,
+        rerank_margin: q.margin,
+        override_threshold: q.override_threshold,
+    };
+    let ranked = super::recommend::rank_select(&engine, &batcher, items, settings)
         .await
         .map_err(ApiError::internal)?;
-    // With a reranker: its order and probabilities (CPU work, off the async threads).
-    let (topics, ranked, reranked) = if engine.reranker.is_some() {
-        let eng = engine.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = rerank_all(&eng, &topics, &ranked);
-            (topics, ranked, r)
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.into()))
-        .and_then(|(t, h, r)| Ok((t, h, Some(r.map_err(ApiError::internal)?))))?
-    } else {
-        (topics, ranked, None)
-    };
     let index = engine.index.read().expect("index lock");
     let out: Vec<TopicRecommendations> = topics
         .iter()
-        .enumerate()
-        .map(|(ti, t)| {
-            let hits = &ranked[ti];
-            // (hit, reranker probability) best first, and how many are selected.
-            let (order, n): (Vec<(usize, Option<f32>)>, usize) = match &reranked {
-                Some(rr) => {
-                    let order: Vec<(usize, Option<f32>)> =
-                        rr[ti].iter().map(|&(i, p)| (i, Some(p))).collect();
-                    let n = if q.override_threshold {
-                        top_k.min(order.len())
-                    } else {
-                        let mut sel = engine
-                            .reranker
-                            .as_ref()
-                            .map(|r| r.rr.meta.selection)
-                            .expect("reranked implies a reranker");
-                        if let Some(m) = q.margin {
-                            sel.margin = m;
-                        }
-                        let probs: Vec<f32> = rr[ti].iter().map(|x| x.1).collect();
-                        sel.count(&probs, MAX_SELECTED)
-                    };
-                    (order, n)
-                }
-                None => {
-                    let n = if q.override_threshold {
-                        top_k.min(hits.len())
-                    } else {
-                        let sims: Vec<f32> = hits.iter().map(|h| h.similarity).collect();
-                        selected_len(&sims, margin, MAX_SELECTED)
-                    };
-                    ((0..hits.len()).map(|i| (i, None)).collect(), n)
-                }
-            };
-            let recommendations = order[..n]
+        .zip(&ranked)
+        .map(|(t, r)| {
+            let recommendations = r.order[..r.selected]
                 .iter()
-                .map(|&(i, p)| (&hits[i], p))
+                .map(|&(i, p)| (&r.hits[i], p))
                 // A content removed since ranking is left out.
                 .filter_map(|(h, p)| index.get(&h.content).map(|m| (h, p, m)))
                 .enumerate()

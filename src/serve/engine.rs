@@ -52,6 +52,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// The second stage, when `--reranker` is given.
     pub reranker: Option<super::rerank::ServeReranker>,
+    /// The topics the curator page can browse.
+    pub catalog: RwLock<super::catalog::Catalog>,
 }
 
 const MODEL_KEY: &str = "model";
@@ -96,12 +98,15 @@ impl Engine {
             index.upsert(c.meta, &c.vector);
         }
         metrics.set_index(&index);
+        let mut catalog = super::catalog::Catalog::default();
+        catalog.add(store.topics()?);
         Ok(Engine {
             embedder,
             index: RwLock::new(index),
             store: Mutex::new(store),
             metrics,
             reranker: None,
+            catalog: RwLock::new(catalog),
         })
     }
 
@@ -272,6 +277,56 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Keeps topics seen in requests (for the page); a store error is logged, not returned:
+    /// Studio's recommendations must not fail for the page's sake.
+    pub fn remember_topics(&self, recs: &[super::catalog::TopicRec]) {
+        let changed = self
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .add(recs.iter().cloned());
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .lock()
+            .expect("store lock")
+            .remember_topics(&changed)
+        {
+            tracing::warn!(
+                "could not keep {} topic(s) in the store: {e:#}",
+                changed.len()
+            );
+        }
+    }
+
+    /// Appends a curator's decision to the store (committed when this returns).
+    pub fn record_decision(
+        &self,
+        topic: &str,
+        content: &str,
+        decision: &str,
+        margin: Option<f32>,
+    ) -> Result<i64> {
+        let model = match &self.reranker {
+            Some(r) => format!("{} + reranker {}", self.embedder.id(), r.dir.display()),
+            None => self.embedder.id().to_string(),
+        };
+        self.store
+            .lock()
+            .expect("store lock")
+            .record_decision(topic, content, decision, &model, margin)
+    }
+
+    /// Current decisions of a topic.
+    pub fn decisions(&self, topic: &str) -> Result<Vec<super::feedback::Decision>> {
+        self.store
+            .lock()
+            .expect("store lock")
+            .decisions(Some(topic))
     }
 
     /// Topic vectors (embed-topics).

@@ -6,10 +6,14 @@
 
 pub mod api;
 pub mod batcher;
+pub mod catalog;
 pub mod embedder;
 pub mod engine;
+pub mod feedback;
 pub mod index;
 pub mod metrics;
+pub mod page;
+pub mod recommend;
 pub mod rerank;
 pub mod schema;
 pub mod store;
@@ -154,6 +158,13 @@ fn load(
             s.embedded,
             t0.elapsed().as_secs_f64()
         );
+    }
+    if let Some(ds) = &ds {
+        engine
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .add_dataset(ds);
     }
     if let Some(dir) = &o.reranker {
         let rr = rerank::ServeReranker::load(dir, &o.models, ds.as_ref())?;

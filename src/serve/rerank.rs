@@ -75,6 +75,7 @@ pub struct TopicQuery<'a> {
 
 pub struct ServeReranker {
     pub rr: Reranker,
+    pub dir: std::path::PathBuf,
     links: KnownLinks,
 }
 
@@ -110,6 +111,7 @@ impl ServeReranker {
         }
         Ok(ServeReranker {
             links: data.map(KnownLinks::from_dataset).unwrap_or_default(),
+            dir: dir.to_path_buf(),
             rr,
         })
     }

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
 pub struct Store {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// A stored content: metadata, encoder text and vector.
@@ -46,6 +46,7 @@ impl Store {
                  vector BLOB NOT NULL
              );",
         )?;
+        conn.execute_batch(super::feedback::SCHEMA)?;
         Ok(Store { conn })
     }
 

@@ -64,6 +64,10 @@ pub struct TrainConfig {
     pub student_layers: Vec<usize>,
     /// Distillation loss weights: topic embeddings, content embeddings, masked hidden states.
     pub distill_weights: [f64; 3],
+    /// Curators' decisions: a service store folder or a `lecr feedback export` folder. Accepted
+    /// links join the training pairs; rejected contents are hard negatives of their topic from
+    /// the first epoch; topics with decisions leave the validation set. Empty: none.
+    pub feedback: String,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +106,7 @@ impl Default for TrainConfig {
             teacher: String::new(),
             student_layers: Vec::new(),
             distill_weights: [0.25, 0.25, 0.5],
+            feedback: String::new(),
         }
     }
 }

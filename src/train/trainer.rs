@@ -65,6 +65,8 @@ pub struct Trainer {
     content_texts: Vec<Vec<String>>,
     pools: Vec<usize>,
     pub state: TrainState,
+    /// Curators' rejections (`feedback`): hard negatives of their topic in every epoch.
+    curated_wrong: HashMap<usize, Vec<usize>>,
 }
 
 fn log_line(run: &Path, line: &str) {
@@ -189,12 +191,38 @@ impl Trainer {
                 .collect()
         };
         let train_set: HashSet<usize> = train_topics.iter().copied().collect();
-        let pairs = PairSet::new(
-            ds.pairs()
-                .into_iter()
-                .filter(|(t, _)| train_set.contains(t))
-                .collect(),
-        );
+        let mut pair_list: Vec<(usize, usize)> = ds
+            .pairs()
+            .into_iter()
+            .filter(|(t, _)| train_set.contains(t))
+            .collect();
+        let mut val_topics = val_topics;
+        let mut curated_wrong = HashMap::new();
+        if !cfg.feedback.is_empty() {
+            let c = super::curated::load(Path::new(&cfg.feedback), &ds)
+                .with_context(|| format!("feedback = {}", cfg.feedback))?;
+            let known: HashSet<(usize, usize)> = pair_list.iter().copied().collect();
+            let added = c.accepted.iter().filter(|p| !known.contains(p)).count();
+            pair_list.extend(c.accepted.iter().filter(|p| !known.contains(p)));
+            let before = val_topics.len();
+            val_topics.retain(|t| !c.topics.contains(t));
+            log_line(
+                &run,
+                &format!(
+                    "feedback {}: {} accepted pairs ({added} new), rejections for {} topics; \
+                     {} topics with decisions left out of validation; {} decisions name ids \
+                     not in {}",
+                    cfg.feedback,
+                    c.accepted.len(),
+                    c.rejected.len(),
+                    before - val_topics.len(),
+                    c.unknown,
+                    cfg.data
+                ),
+            );
+            curated_wrong = c.rejected;
+        }
+        let pairs = PairSet::new(pair_list);
         anyhow::ensure!(pairs.pairs.len() >= 2, "fewer than two training pairs");
 
         let mut topic_texts = vec![crate::text::topic_texts(&ds.topics)];
@@ -288,6 +316,7 @@ impl Trainer {
             content_texts,
             pools,
             state,
+            curated_wrong,
         })
     }
 
@@ -299,6 +328,37 @@ impl Trainer {
             hard_negatives: self.cfg.hard_negatives,
             missing_pairs: self.cfg.missing_pairs,
         }
+    }
+
+    /// The batches of `epoch` (1-based): the sampler with the last training-set feedback
+    /// (from epoch 2) and the curators' rejections (every epoch) as hard negatives.
+    pub fn batches(&self, epoch: usize) -> Vec<Vec<(usize, usize)>> {
+        let mut fb = if epoch >= 2 {
+            self.state.feedback.clone()
+        } else {
+            None
+        };
+        // Curators' rejections come first among a topic's hard negatives.
+        if !self.curated_wrong.is_empty() {
+            let f = fb.get_or_insert_with(Default::default);
+            for (t, cs) in &self.curated_wrong {
+                let w = f.wrong.entry(*t).or_default();
+                let rest: Vec<usize> = w.drain(..).filter(|c| !cs.contains(c)).collect();
+                w.extend(cs.iter().copied());
+                w.extend(rest);
+            }
+        }
+        epoch_batches(
+            &self.pairs,
+            fb.as_ref(),
+            &self.sampler_settings(),
+            &mut self.epoch_rng(epoch),
+        )
+    }
+
+    /// Training pairs (with curators' accepted links) and validation topics.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.pairs.pairs.len(), self.val_topics.len())
     }
 
     fn epoch_rng(&self, epoch: usize) -> ChaCha8Rng {
@@ -410,17 +470,11 @@ impl Trainer {
         for epoch in first..=last {
             let t0 = Instant::now();
             let pool_slot = pool_for_epoch(epoch, self.cfg.switch_until_epoch, &self.pools);
-            let mut rng = self.epoch_rng(epoch);
             self.model
                 .encoder
                 .dropout()
                 .reseed(self.cfg.seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            let fb = if epoch >= 2 {
-                self.state.feedback.as_ref()
-            } else {
-                None
-            };
-            let batches = epoch_batches(&self.pairs, fb, &settings, &mut rng);
+            let batches = self.batches(epoch);
             let bar = crate::progress::bar(batches.len() as u64, &format!("epoch {epoch}"));
             let (mut loss_sum, mut n_pairs) = (0f64, 0usize);
             let mut acc: Vec<Option<Tensor>> = Vec::new();

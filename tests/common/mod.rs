@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: tiny tokenizers and models built in the test.
 #![allow(dead_code)]
 
+pub mod server;
+
 use lecr::model::config::{Arch, EncoderConfig};
 use lecr::model::SentenceModel;
 use std::path::{Path, PathBuf};
