@@ -254,9 +254,12 @@ fn curator_reviews_a_topic_in_a_real_browser() {
     );
     // ... and they are in the SQLite store.
     let st = lecr::serve::store::Store::open(Some(&store)).unwrap();
-    let got: Vec<(String, String)> = st
-        .decisions(Some(&t.id))
-        .unwrap()
+    let decisions = st.decisions(Some(&t.id)).unwrap();
+    // Each decision records the margin the curator was looking at (the server's 0.18).
+    assert!(decisions
+        .iter()
+        .all(|d| d.margin.is_some_and(|m| (m - 0.18).abs() < 1e-6)));
+    let got: Vec<(String, String)> = decisions
         .into_iter()
         .map(|d| (d.content_id, d.decision))
         .collect();

@@ -277,7 +277,7 @@ pub(crate) fn eval(a: EvalArgs) -> Result<i32> {
             .iter()
             .find(|r| r.0 == best)
             .expect("best is one of them");
-        println!("\nat the best margin {best}:");
+        println!("\nat the best margin {}:", round6(best));
         print!("{}", r.render(by));
     }
     Ok(0)

@@ -7,7 +7,7 @@
 use crate::data::Dataset;
 use crate::select::similarity::Similarity;
 use crate::select::threshold::top_r;
-use crate::select::{contents_by_language, BLOCK_ELEMENTS};
+use crate::select::{contents_by_language, positions_by_language, BLOCK_ELEMENTS};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -68,13 +68,7 @@ pub fn generate(
     );
     anyhow::ensure!(k >= 1, "K must be at least 1");
     let by_lang = contents_by_language(ds);
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (pos, &t) in topics.iter().enumerate() {
-        groups
-            .entry(ds.topics[t].language.as_str())
-            .or_default()
-            .push(pos);
-    }
+    let groups = positions_by_language(ds, topics);
     let n_ret = retrievers.len();
     let cols = if n_ret > 1 { n_ret + 1 } else { n_ret };
     let depth = k * RANK_DEPTH_FACTOR;

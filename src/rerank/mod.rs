@@ -240,32 +240,38 @@ impl Sweep {
     }
 }
 
+/// The setting of `settings` with the best mean F2 when each list is cut by `count`.
+fn sweep_best<S: Copy>(
+    ranked: &[Ranked],
+    topics: &[usize],
+    truth: &HashMap<usize, HashSet<u32>>,
+    settings: impl IntoIterator<Item = S>,
+    count: impl Fn(&S, &[f32]) -> usize,
+) -> Option<(S, f64)> {
+    let sweep = Sweep::new(ranked, topics, truth);
+    let scores: Vec<Vec<f32>> = ranked
+        .iter()
+        .map(|r| r.iter().map(|x| x.1).collect())
+        .collect();
+    settings
+        .into_iter()
+        .map(|s| (s, sweep.f2(scores.iter().map(|v| count(&s, v)))))
+        .fold(None, |best: Option<(S, f64)>, x| match best {
+            Some(b) if b.1 >= x.1 => Some(b),
+            _ => Some(x),
+        })
+}
+
 /// The best reranker selection of the grid on `ranked` (probabilities), with its F2.
 pub fn best_selection(
     ranked: &[Ranked],
     topics: &[usize],
     truth: &HashMap<usize, HashSet<u32>>,
 ) -> (Selection, f64) {
-    let sweep = Sweep::new(ranked, topics, truth);
-    let sims: Vec<Vec<f32>> = ranked
-        .iter()
-        .map(|r| r.iter().map(|x| x.1).collect())
-        .collect();
-    Selection::grid()
-        .into_iter()
-        .map(|s| {
-            let f = sweep.f2(sims
-                .iter()
-                .map(|v| s.count(v, crate::select::threshold::MAX_SELECTED)));
-            (s, f)
-        })
-        .fold((Selection::default_setting(), f64::MIN), |a, b| {
-            if b.1 > a.1 {
-                b
-            } else {
-                a
-            }
-        })
+    sweep_best(ranked, topics, truth, Selection::grid(), |s, v| {
+        s.count(v, crate::select::threshold::MAX_SELECTED)
+    })
+    .expect("a non-empty grid")
 }
 
 /// The best margin (method §8) in 0.00..0.60 for similarity lists, with its F2.
@@ -274,20 +280,11 @@ pub fn best_margin(
     topics: &[usize],
     truth: &HashMap<usize, HashSet<u32>>,
 ) -> (f32, f64) {
-    let sweep = Sweep::new(ranked, topics, truth);
-    let sims: Vec<Vec<f32>> = ranked
-        .iter()
-        .map(|r| r.iter().map(|x| x.1).collect())
-        .collect();
-    (0..=60)
-        .map(|i| {
-            let m = i as f32 * 0.01;
-            let f = sweep.f2(sims.iter().map(|v| {
-                crate::select::threshold::selected_len(v, m, crate::select::threshold::MAX_SELECTED)
-            }));
-            (m, f)
-        })
-        .fold((0.16, f64::MIN), |a, b| if b.1 > a.1 { b } else { a })
+    let margins = (0..=60).map(|i| i as f32 / 100.0);
+    sweep_best(ranked, topics, truth, margins, |&m, v| {
+        crate::select::threshold::selected_len(v, m, crate::select::threshold::MAX_SELECTED)
+    })
+    .expect("a non-empty sweep")
 }
 
 /// Options of `lecr rerank train`.

@@ -42,14 +42,6 @@ impl Selection {
         scores.partition_point(|&s| s >= cut).clamp(1, cap.max(1))
     }
 
-    /// Where a sweep starts (replaced by any better setting).
-    pub fn default_setting() -> Selection {
-        Selection {
-            threshold: 0.3,
-            margin: 0.0,
-        }
-    }
-
     /// The settings `lecr rerank train` and `lecr eval --reranker` sweep.
     pub fn grid() -> Vec<Selection> {
         // Hundredths as integer ratios, so sweeps elsewhere meet the same f32 values.

@@ -27,6 +27,21 @@ pub fn contents_by_language(ds: &Dataset) -> HashMap<&str, Vec<usize>> {
     m
 }
 
+/// Positions in `topics` (dataset indices) grouped by the topic's language, languages sorted.
+pub fn positions_by_language<'a>(
+    ds: &'a Dataset,
+    topics: &[usize],
+) -> BTreeMap<&'a str, Vec<usize>> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (pos, &t) in topics.iter().enumerate() {
+        groups
+            .entry(ds.topics[t].language.as_str())
+            .or_default()
+            .push(pos);
+    }
+    groups
+}
+
 /// Ranks the contents of each topic's language for `topics` (dataset indices), keeping the
 /// best `r`. Topics whose language has no content get an empty list.
 pub fn rank(ds: &Dataset, topics: &[usize], sim: &dyn Similarity, r: usize) -> Result<Vec<Ranked>> {
@@ -42,13 +57,7 @@ pub fn rank_blocked(
     block_elements: usize,
 ) -> Result<Vec<Ranked>> {
     let by_lang = contents_by_language(ds);
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (pos, &t) in topics.iter().enumerate() {
-        groups
-            .entry(ds.topics[t].language.as_str())
-            .or_default()
-            .push(pos);
-    }
+    let groups = positions_by_language(ds, topics);
     let mut out: Vec<Ranked> = vec![Vec::new(); topics.len()];
     let bar = crate::progress::bar(topics.len() as u64, "ranking");
     for (lang, positions) in groups {

@@ -49,6 +49,20 @@ pub(super) const SCHEMA: &str = "
         text TEXT NOT NULL
     );";
 
+const DECISION_COLUMNS: &str = "seq, topic_id, content_id, decision, model, margin, time";
+
+fn decision_row(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
+    Ok(Decision {
+        seq: r.get(0)?,
+        topic_id: r.get(1)?,
+        content_id: r.get(2)?,
+        decision: r.get(3)?,
+        model: r.get(4)?,
+        margin: r.get(5)?,
+        time: r.get(6)?,
+    })
+}
+
 impl Store {
     /// Appends a decision; returns its sequence number.
     pub fn record_decision(
@@ -77,44 +91,23 @@ impl Store {
     /// The current decision of every judged pair (of one topic, or all), oldest first;
     /// undone pairs are left out.
     pub fn decisions(&self, topic_id: Option<&str>) -> Result<Vec<Decision>> {
-        let mut st = self.conn.prepare(
-            "SELECT seq, topic_id, content_id, decision, model, margin, time FROM feedback
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DECISION_COLUMNS} FROM feedback
              WHERE seq IN (SELECT MAX(seq) FROM feedback
                            WHERE ?1 IS NULL OR topic_id = ?1 GROUP BY topic_id, content_id)
                AND decision != 'undo'
-             ORDER BY seq",
-        )?;
-        let rows = st.query_map([topic_id], |r| {
-            Ok(Decision {
-                seq: r.get(0)?,
-                topic_id: r.get(1)?,
-                content_id: r.get(2)?,
-                decision: r.get(3)?,
-                model: r.get(4)?,
-                margin: r.get(5)?,
-                time: r.get(6)?,
-            })
-        })?;
+             ORDER BY seq"
+        ))?;
+        let rows = st.query_map([topic_id], decision_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every logged decision, undos included, oldest first.
     pub fn decision_log(&self) -> Result<Vec<Decision>> {
-        let mut st = self.conn.prepare(
-            "SELECT seq, topic_id, content_id, decision, model, margin, time FROM feedback
-             ORDER BY seq",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(Decision {
-                seq: r.get(0)?,
-                topic_id: r.get(1)?,
-                content_id: r.get(2)?,
-                decision: r.get(3)?,
-                model: r.get(4)?,
-                margin: r.get(5)?,
-                time: r.get(6)?,
-            })
-        })?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DECISION_COLUMNS} FROM feedback ORDER BY seq"
+        ))?;
+        let rows = st.query_map([], decision_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -261,6 +261,12 @@ function renderRecs() {
   $("undo").disabled = state.undo.length === 0;
 }
 
+// The margin the curator is looking at (recorded with each decision).
+function marginShown() {
+  const m = parseFloat($("margin").value);
+  return Number.isFinite(m) ? m : null;
+}
+
 async function decide(contentId, decision) {
   clearError();
   const t = state.topic;
@@ -268,7 +274,7 @@ async function decide(contentId, decision) {
     await api("/api/feedback", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ topic_id: t.id, content_id: contentId, decision }),
+      body: JSON.stringify({ topic_id: t.id, content_id: contentId, decision, margin: marginShown() }),
     });
   } catch (e) {
     showError(`Could not save the decision: ${e.message}`);
