@@ -14,6 +14,7 @@ pub mod index;
 pub mod metrics;
 pub mod page;
 pub mod recommend;
+pub mod request;
 pub mod rerank;
 pub mod schema;
 pub mod store;
