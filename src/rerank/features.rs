@@ -62,6 +62,45 @@ impl LinkContext {
     }
 }
 
+impl LinkContext {
+    /// The known links around (topic, content), both dataset indices.
+    pub fn counts(&self, topic: usize, content: u32) -> LinkCounts {
+        let parent = self.forest.parent[topic];
+        let siblings: Vec<usize> = parent
+            .map(|p| {
+                self.forest.children[p]
+                    .iter()
+                    .copied()
+                    .filter(|&s| s != topic)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.counts_with(content, parent, &siblings, self.channel_of[topic])
+    }
+
+    fn counts_with(
+        &self,
+        content: u32,
+        parent: Option<usize>,
+        siblings: &[usize],
+        channel: u32,
+    ) -> LinkCounts {
+        LinkCounts {
+            content_topics: self.content_topics[content as usize],
+            parent_linked: parent.map(|p| self.links[p].contains(&content)),
+            sibling_links: siblings
+                .iter()
+                .filter(|&&s| self.links[s].contains(&content))
+                .count() as u32,
+            channel_links: self
+                .channel_links
+                .get(&(channel, content))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// A column-major feature matrix (the layout the booster reads), one row per candidate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureMatrix {
@@ -333,15 +372,7 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
             let mut rows = Vec::with_capacity(tc.candidates.len() * names.len());
             for cand in &tc.candidates {
                 let ci = cand.content;
-                let links = LinkCounts {
-                    content_topics: ctx.content_topics[ci as usize],
-                    parent_linked: parent.map(|p| ctx.links[p].contains(&ci)),
-                    sibling_links: siblings
-                        .iter()
-                        .filter(|&&s| ctx.links[s].contains(&ci))
-                        .count() as u32,
-                    channel_links: ctx.channel_links.get(&(channel, ci)).copied().unwrap_or(0),
-                };
+                let links = ctx.counts_with(ci, parent, &siblings, channel);
                 push_row(
                     &mut rows,
                     tc,

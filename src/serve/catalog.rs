@@ -125,6 +125,11 @@ impl Catalog {
         self.topics.get(id)
     }
 
+    /// Child topic ids of a topic.
+    pub fn children(&self, id: &str) -> &[String] {
+        self.children.get(id).map_or(&[], Vec::as_slice)
+    }
+
     /// Content ids linked to a topic in the data folder.
     pub fn links(&self, id: &str) -> &[String] {
         self.links.get(id).map_or(&[], Vec::as_slice)

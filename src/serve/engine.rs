@@ -315,10 +315,43 @@ impl Engine {
             Some(r) => format!("{} + reranker {}", self.embedder.id(), r.dir.display()),
             None => self.embedder.id().to_string(),
         };
-        self.store
+        let seq = self
+            .store
             .lock()
             .expect("store lock")
-            .record_decision(topic, content, decision, &model, margin)
+            .record_decision(topic, content, decision, &model, margin)?;
+        if let Some(r) = &self.reranker {
+            let channel = self
+                .catalog
+                .read()
+                .expect("catalog lock")
+                .get(topic)
+                .map(|t| t.channel.clone())
+                .unwrap_or_default();
+            let mut links = r.links.write().expect("links lock");
+            match decision {
+                "accept" => links.accept(topic, &channel, content),
+                _ => links.clear(topic, content),
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Gives the reranker's tree context the links curators accepted so far (at start-up).
+    pub fn load_accepted_links(&self) -> Result<usize> {
+        let Some(r) = &self.reranker else {
+            return Ok(0);
+        };
+        let decisions = self.store.lock().expect("store lock").decisions(None)?;
+        let catalog = self.catalog.read().expect("catalog lock");
+        let mut links = r.links.write().expect("links lock");
+        let mut n = 0;
+        for d in decisions.iter().filter(|d| d.decision == "accept") {
+            let channel = catalog.get(&d.topic_id).map_or("", |t| t.channel.as_str());
+            links.accept(&d.topic_id, channel, &d.content_id);
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Current decisions of a topic.

@@ -177,6 +177,10 @@ fn load(
             (1.0 - rr.rr.meta.selection.margin) * 100.0
         );
         engine.reranker = Some(rr);
+        let n = engine.load_accepted_links()?;
+        if n > 0 {
+            println!("the reranker's tree context includes {n} link(s) accepted by curators");
+        }
     }
     let engine = Arc::new(engine);
     let batcher = batcher::Batcher::start(engine.clone(), o.max_batch);

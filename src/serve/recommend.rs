@@ -100,6 +100,7 @@ fn rerank_all(
     };
     let d = engine.embedder.dim();
     let index = engine.index.read().expect("index lock");
+    let catalog = engine.catalog.read().expect("catalog lock");
     let mut next = 0;
     let mut sel = rr.rr.meta.selection;
     if let Some(m) = s.rerank_margin {
@@ -114,13 +115,18 @@ fn rerank_all(
                 &vectors[(next - 1) * d..next * d]
             });
             let q = item.query.as_ref();
+            let id = q.map_or("", |q| q.id.as_str());
             let query = TopicQuery {
-                id: q.map_or("", |q| q.id.as_str()),
+                id,
                 title: q.map_or(item.text.as_str(), |q| q.title.as_str()),
                 description: q.map_or("", |q| q.description.as_str()),
                 channel: q.and_then(|q| q.channel.as_deref()),
                 parent: q.and_then(|q| q.parent.as_deref()),
                 level: q.map_or(0, |q| q.level),
+                siblings: q
+                    .and_then(|q| q.parent.as_deref())
+                    .map_or(&[], |p| catalog.children(p)),
+                children: catalog.children(id).len(),
             };
             let scored = rr.rerank(&index, &query, &hits, pv);
             let selected = if s.override_threshold {

@@ -1,7 +1,8 @@
 //! `lecr serve --reranker DIR`: the second stage inside the service. The served model is the
 //! one retriever (a reranker trained with exactly one `--model`); candidates are its top K
-//! from the index; tree context comes from the links of the `--data` folder, with the
-//! requested topic's own links left out, as `predict` leaves them out.
+//! from the index; tree context comes from the links of the `--data` folder and the links
+//! curators accepted on the page, with the requested topic's own links left out, as `predict`
+//! leaves them out; siblings come from every topic the service knows.
 
 use super::index::{Hit, Index};
 use crate::data::Dataset;
@@ -12,52 +13,101 @@ use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-/// Links and tree facts of a data folder, by id.
+/// The links the reranker's tree context reads, by id: the `--data` folder's, plus the links
+/// curators accepted on the page (live; a rejection or undo takes an accepted link back).
 #[derive(Default)]
 pub struct KnownLinks {
-    topic_links: HashMap<String, HashSet<String>>,
-    content_topics: HashMap<String, u32>,
-    channel_links: HashMap<(String, String), u32>,
-    children: HashMap<String, Vec<String>>,
-    /// Level, category, channel and child count of each data topic.
-    topics: HashMap<String, (Option<u32>, String, String, usize)>,
+    of_topic: HashMap<String, HashSet<String>>,
+    of_content: HashMap<String, HashSet<String>>,
+    /// The data folder's own pairs (never taken back by a decision).
+    from_data: HashSet<(String, String)>,
+    channel_of: HashMap<String, String>,
+    /// Level and category of each data topic.
+    facts: HashMap<String, (Option<u32>, String)>,
 }
 
 impl KnownLinks {
     pub fn from_dataset(ds: &Dataset) -> KnownLinks {
         let mut k = KnownLinks::default();
         for t in &ds.topics {
-            if let Some(p) = &t.parent {
-                k.children.entry(p.clone()).or_default().push(t.id.clone());
-            }
-        }
-        for t in &ds.topics {
-            let n = k.children.get(&t.id).map_or(0, Vec::len);
-            k.topics.insert(
-                t.id.clone(),
-                (t.level, t.category.clone(), t.channel.clone(), n),
-            );
+            k.facts.insert(t.id.clone(), (t.level, t.category.clone()));
+            k.channel_of.insert(t.id.clone(), t.channel.clone());
         }
         for (t, c) in ds.pairs() {
             let (tid, cid) = (&ds.topics[t].id, &ds.contents[c].id);
-            if k.topic_links
-                .entry(tid.clone())
-                .or_default()
-                .insert(cid.clone())
-            {
-                *k.content_topics.entry(cid.clone()).or_insert(0) += 1;
-                *k.channel_links
-                    .entry((ds.topics[t].channel.clone(), cid.clone()))
-                    .or_insert(0) += 1;
-            }
+            k.from_data.insert((tid.clone(), cid.clone()));
+            k.link(tid, cid);
         }
         k
     }
 
+    fn link(&mut self, topic: &str, content: &str) {
+        self.of_topic
+            .entry(topic.to_string())
+            .or_default()
+            .insert(content.to_string());
+        self.of_content
+            .entry(content.to_string())
+            .or_default()
+            .insert(topic.to_string());
+    }
+
+    /// A curator accepted `content` for `topic` (of `channel`).
+    pub fn accept(&mut self, topic: &str, channel: &str, content: &str) {
+        self.channel_of
+            .entry(topic.to_string())
+            .or_insert_with(|| channel.to_string());
+        self.link(topic, content);
+    }
+
+    /// A curator rejected or undid: an accepted link goes (a data link stays).
+    pub fn clear(&mut self, topic: &str, content: &str) {
+        if self
+            .from_data
+            .contains(&(topic.to_string(), content.to_string()))
+        {
+            return;
+        }
+        if let Some(s) = self.of_topic.get_mut(topic) {
+            s.remove(content);
+        }
+        if let Some(s) = self.of_content.get_mut(content) {
+            s.remove(topic);
+        }
+    }
+
     fn linked(&self, topic: &str, content: &str) -> bool {
-        self.topic_links
+        self.of_topic
             .get(topic)
             .is_some_and(|s| s.contains(content))
+    }
+
+    /// The counts of [`LinkCounts`] for `q` and `content`, leaving out `q`'s own links.
+    pub fn counts(&self, q: &TopicQuery, channel: Option<&str>, content: &str) -> LinkCounts {
+        let empty = HashSet::new();
+        let others: Vec<&String> = self
+            .of_content
+            .get(content)
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|t| t.as_str() != q.id)
+            .collect();
+        let in_channel = others
+            .iter()
+            .filter(|t| {
+                channel.is_some() && self.channel_of.get(t.as_str()).map(String::as_str) == channel
+            })
+            .count() as u32;
+        LinkCounts {
+            content_topics: others.len() as u32,
+            parent_linked: q.parent.map(|p| self.linked(p, content)),
+            sibling_links: q
+                .siblings
+                .iter()
+                .filter(|s| s.as_str() != q.id && self.linked(s, content))
+                .count() as u32,
+            channel_links: in_channel,
+        }
     }
 }
 
@@ -71,12 +121,16 @@ pub struct TopicQuery<'a> {
     pub parent: Option<&'a str>,
     /// Number of ancestors (its level), when the data folder does not know the topic.
     pub level: u32,
+    /// The parent's other children the service knows (data folder and Studio topics).
+    pub siblings: &'a [String],
+    /// Its own children the service knows.
+    pub children: usize,
 }
 
 pub struct ServeReranker {
     pub rr: Reranker,
     pub dir: std::path::PathBuf,
-    links: KnownLinks,
+    pub links: std::sync::RwLock<KnownLinks>,
 }
 
 impl ServeReranker {
@@ -110,7 +164,7 @@ impl ServeReranker {
             );
         }
         Ok(ServeReranker {
-            links: data.map(KnownLinks::from_dataset).unwrap_or_default(),
+            links: std::sync::RwLock::new(data.map(KnownLinks::from_dataset).unwrap_or_default()),
             dir: dir.to_path_buf(),
             rr,
         })
@@ -152,63 +206,142 @@ impl ServeReranker {
             best: vec![hits[0].similarity],
             kth: vec![hits[(KTH - 1).min(hits.len() - 1)].similarity],
         };
-        let known = self.links.topics.get(q.id);
+        let links = self.links.read().expect("links lock");
+        let known = links.facts.get(q.id);
         let topic = TopicView {
             title: q.title,
             description: q.description,
             level: Some(known.and_then(|t| t.0).unwrap_or(q.level)),
             category: known.map(|t| t.1.as_str()),
-            children: known.map_or(0, |t| t.3),
+            children: q.children,
         };
-        let channel = q.channel.or(known.map(|t| t.2.as_str()));
-        let siblings: Vec<&String> = q
-            .parent
-            .and_then(|p| self.links.children.get(p))
-            .map(|c| c.iter().filter(|s| s.as_str() != q.id).collect())
-            .unwrap_or_default();
+        let channel = q.channel.or(links.channel_of.get(q.id).map(String::as_str));
         let mut rows = Vec::new();
         for (cand, h) in tc.candidates.iter().zip(hits) {
             let cid = h.content.as_str();
-            // The topic's own links never count (as in `predict`).
-            let own = self.links.linked(q.id, cid) as u32;
-            let in_channel = channel
-                .and_then(|c| {
-                    self.links
-                        .channel_links
-                        .get(&(c.to_string(), cid.to_string()))
-                })
-                .copied()
-                .unwrap_or(0);
-            let own_in_channel = if channel.is_some() && known.map(|t| t.2.as_str()) == channel {
-                own
-            } else {
-                0
-            };
-            let links = LinkCounts {
-                content_topics: self
-                    .links
-                    .content_topics
-                    .get(cid)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(own),
-                parent_linked: q.parent.map(|p| self.links.linked(p, cid)),
-                sibling_links: siblings
-                    .iter()
-                    .filter(|s| self.links.linked(s, cid))
-                    .count() as u32,
-                channel_links: in_channel.saturating_sub(own_in_channel),
-            };
+            let counts = links.counts(q, channel, cid);
             let view = index
                 .get(cid)
                 .map(|m| ContentView::new(&m.title, &m.description, &m.short_text, &m.kind))
                 .unwrap_or_default();
-            features::push_row(&mut rows, &tc, cand, &topic, &view, &links);
+            features::push_row(&mut rows, &tc, cand, &topic, &view, &counts);
         }
         let x = features::from_rows(features::names(1), &rows);
         let p = model::predict(&self.rr.full, &x);
         let mut out: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::schema::{Content, Correlation, Topic};
+
+    /// Root R with children T1 and T2 (channel A), U alone in channel B; links R→c2, T2→c1,
+    /// U→c1 and T1→c3.
+    fn tiny() -> Dataset {
+        let mut ds = Dataset::default();
+        for (id, parent, ch) in [
+            ("R", None, "A"),
+            ("T1", Some("R"), "A"),
+            ("T2", Some("R"), "A"),
+            ("U", None, "B"),
+        ] {
+            ds.topic_index.insert(id.into(), ds.topics.len());
+            ds.topics.push(Topic {
+                id: id.into(),
+                title: id.into(),
+                description: String::new(),
+                channel: ch.into(),
+                category: "aligned".into(),
+                level: Some(parent.is_some() as u32),
+                language: "en".into(),
+                parent: parent.map(Into::into),
+                has_content: true,
+                fold: None,
+                line: 0,
+            });
+        }
+        for id in ["c1", "c2", "c3"] {
+            ds.content_index.insert(id.into(), ds.contents.len());
+            ds.contents.push(Content {
+                id: id.into(),
+                title: id.into(),
+                description: String::new(),
+                kind: "video".into(),
+                text: String::new(),
+                language: "en".into(),
+                copyright_holder: String::new(),
+                license: String::new(),
+                line: 0,
+            });
+        }
+        for (t, c) in [("R", "c2"), ("T2", "c1"), ("U", "c1"), ("T1", "c3")] {
+            ds.correlations.push(Correlation {
+                topic_id: t.into(),
+                content_ids: vec![c.into()],
+                fold: None,
+                line: 0,
+            });
+        }
+        ds
+    }
+
+    #[test]
+    fn link_counts_match_the_batch_context_and_follow_decisions() {
+        let ds = tiny();
+        let mut k = KnownLinks::from_dataset(&ds);
+        let siblings = vec!["T1".to_string(), "T2".to_string()];
+        let q = TopicQuery {
+            id: "T1",
+            title: "T1",
+            description: "",
+            channel: Some("A"),
+            parent: Some("R"),
+            level: 1,
+            siblings: &siblings,
+            children: 0,
+        };
+        // The batch path's context for T1 (its own links hidden) gives the same counts.
+        let ctx = crate::rerank::features::LinkContext::new(&ds, &[1]);
+        let batch = |c: usize| ctx.counts(1, c as u32);
+        for (ci, cid) in ["c1", "c2", "c3"].iter().enumerate() {
+            let got = k.counts(&q, Some("A"), cid);
+            let want = batch(ci);
+            assert_eq!(
+                (
+                    got.content_topics,
+                    got.parent_linked,
+                    got.sibling_links,
+                    got.channel_links
+                ),
+                (
+                    want.content_topics,
+                    want.parent_linked,
+                    want.sibling_links,
+                    want.channel_links
+                ),
+                "{cid}"
+            );
+        }
+        let c2 = |k: &KnownLinks| k.counts(&q, Some("A"), "c2");
+        assert_eq!((c2(&k).content_topics, c2(&k).sibling_links), (1, 0));
+        // A curator accepts c2 for the sibling T2: it counts at once; a rejection takes it back.
+        k.accept("T2", "A", "c2");
+        assert_eq!(
+            (
+                c2(&k).content_topics,
+                c2(&k).sibling_links,
+                c2(&k).channel_links
+            ),
+            (2, 1, 2)
+        );
+        k.clear("T2", "c2");
+        assert_eq!((c2(&k).content_topics, c2(&k).sibling_links), (1, 0));
+        // A data link is not taken back by a decision.
+        k.clear("T2", "c1");
+        assert_eq!(k.counts(&q, Some("A"), "c1").sibling_links, 1);
     }
 }
