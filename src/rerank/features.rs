@@ -204,7 +204,7 @@ fn index_of(list: &[&str], v: &str) -> f64 {
         .map_or(list.len() as f64, |i| i as f64)
 }
 
-/// What the features read of a topic.
+/// What the features read of a topic (its word sets made once, for all its candidates).
 pub struct TopicView<'a> {
     pub title: &'a str,
     pub description: &'a str,
@@ -212,6 +212,33 @@ pub struct TopicView<'a> {
     /// `None` where unknown (a topic the service has not seen in its data folder).
     pub category: Option<&'a str>,
     pub children: usize,
+    title_words: HashSet<String>,
+    desc_words: HashSet<String>,
+    all_words: HashSet<String>,
+}
+
+impl<'a> TopicView<'a> {
+    pub fn new(
+        title: &'a str,
+        description: &'a str,
+        level: Option<u32>,
+        category: Option<&'a str>,
+        children: usize,
+    ) -> TopicView<'a> {
+        let title_words = words(title);
+        let desc_words = words(description);
+        let all_words = title_words.union(&desc_words).cloned().collect();
+        TopicView {
+            title,
+            description,
+            level,
+            category,
+            children,
+            title_words,
+            desc_words,
+            all_words,
+        }
+    }
 }
 
 /// What the features read of a content: its words (title, description, and all of title,
@@ -268,9 +295,7 @@ pub fn push_row(
     content: &ContentView,
     links: &LinkCounts,
 ) {
-    let title = words(topic.title);
-    let desc = words(topic.description);
-    let text: HashSet<String> = title.union(&desc).cloned().collect();
+    let (title, desc, text) = (&topic.title_words, &topic.desc_words, &topic.all_words);
     for c in 0..tc.best.len() {
         let s = cand.sims[c] as f64;
         let best = tc.best[c] as f64;
@@ -285,9 +310,9 @@ pub fn push_row(
         cand.proposed_by as f64,
         tc.candidates.len() as f64,
         title.intersection(&content.title).count() as f64,
-        jaccard(&title, &content.title),
-        jaccard(&desc, &content.desc),
-        jaccard(&text, &content.all),
+        jaccard(title, &content.title),
+        jaccard(desc, &content.desc),
+        jaccard(text, &content.all),
         chars(topic.title),
         chars(topic.description),
         topic.level.map_or(f64::NAN, |l| l as f64),
@@ -351,13 +376,13 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
         .par_iter()
         .map(|tc| {
             let t = &ds.topics[tc.topic];
-            let view = TopicView {
-                title: &t.title,
-                description: &t.description,
-                level: t.level,
-                category: Some(&t.category),
-                children: ctx.forest.children[tc.topic].len(),
-            };
+            let view = TopicView::new(
+                &t.title,
+                &t.description,
+                t.level,
+                Some(&t.category),
+                ctx.forest.children[tc.topic].len(),
+            );
             let parent = ctx.forest.parent[tc.topic];
             let siblings: Vec<usize> = parent
                 .map(|p| {

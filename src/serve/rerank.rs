@@ -208,13 +208,13 @@ impl ServeReranker {
         };
         let links = self.links.read().expect("links lock");
         let known = links.facts.get(q.id);
-        let topic = TopicView {
-            title: q.title,
-            description: q.description,
-            level: Some(known.and_then(|t| t.0).unwrap_or(q.level)),
-            category: known.map(|t| t.1.as_str()),
-            children: q.children,
-        };
+        let topic = TopicView::new(
+            q.title,
+            q.description,
+            Some(known.and_then(|t| t.0).unwrap_or(q.level)),
+            known.map(|t| t.1.as_str()),
+            q.children,
+        );
         let channel = q.channel.or(links.channel_of.get(q.id).map(String::as_str));
         let mut rows = Vec::new();
         for (cand, h) in tc.candidates.iter().zip(hits) {
