@@ -214,10 +214,13 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
     let accepted: usize = reviewed.iter().map(|t| truth[t].len()).sum();
     // Rejected: for 20 training topics, a content some other training topic owns.
     let train = fold_topics(1);
-    let owned: Vec<u32> = fold_topics(2)
+    // Sorted: the truth sets iterate in a random order.
+    let mut owned: Vec<u32> = fold_topics(2)
         .iter()
         .flat_map(|t| truth[t].iter().copied())
         .collect();
+    owned.sort();
+    owned.dedup();
     let rejected: Vec<(usize, u32)> = train
         .iter()
         .take(20)
@@ -270,9 +273,23 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
             .count()
     };
     let (without, with) = (together(&plain), together(&fed));
+    // A rejection can join its topic's batch only through an owner whose own links do not
+    // clash with the topic's (that would be an in-batch false negative).
+    let placeable = rejected
+        .iter()
+        .filter(|(t, c)| {
+            (0..ds.topics.len()).any(|o| {
+                ds.topics[o].fold.is_some_and(|f| f > 0)
+                    && truth
+                        .get(&o)
+                        .is_some_and(|g| g.contains(c) && g.is_disjoint(&truth[t]))
+            })
+        })
+        .count();
     assert!(
-        with >= rejected.len() * 3 / 4 && with > without,
-        "rejected contents in their topic's batch: {with} of {} with feedback, {without} without",
+        with == placeable && placeable >= rejected.len() * 3 / 4 && with > 2 * without,
+        "rejected contents in their topic's batch: {with} of {} ({placeable} placeable) with \
+         feedback, {without} without",
         rejected.len()
     );
     let log = std::fs::read_to_string(root.path().join("fed/train.log")).unwrap();

@@ -333,24 +333,15 @@ impl Trainer {
     /// The batches of `epoch` (1-based): the sampler with the last training-set feedback
     /// (from epoch 2) and the curators' rejections (every epoch) as hard negatives.
     pub fn batches(&self, epoch: usize) -> Vec<Vec<(usize, usize)>> {
-        let mut fb = if epoch >= 2 {
-            self.state.feedback.clone()
+        let fb = if epoch >= 2 {
+            self.state.feedback.as_ref()
         } else {
             None
         };
-        // Curators' rejections come first among a topic's hard negatives.
-        if !self.curated_wrong.is_empty() {
-            let f = fb.get_or_insert_with(Default::default);
-            for (t, cs) in &self.curated_wrong {
-                let w = f.wrong.entry(*t).or_default();
-                let rest: Vec<usize> = w.drain(..).filter(|c| !cs.contains(c)).collect();
-                w.extend(cs.iter().copied());
-                w.extend(rest);
-            }
-        }
         epoch_batches(
             &self.pairs,
-            fb.as_ref(),
+            fb,
+            &self.curated_wrong,
             &self.sampler_settings(),
             &mut self.epoch_rng(epoch),
         )
@@ -434,9 +425,8 @@ impl Trainer {
 
     /// Trains until `epochs` (or the per-run limit), returning the metrics of this run's epochs.
     pub fn fit(&mut self, opts: &RunOptions) -> Result<Vec<EpochMetrics>> {
-        let settings = self.sampler_settings();
         if self.state.steps_per_epoch == 0 {
-            let n = epoch_batches(&self.pairs, None, &settings, &mut self.epoch_rng(1)).len();
+            let n = self.batches(1).len();
             self.state.steps_per_epoch = n.div_ceil(self.cfg.grad_accumulation).max(1);
         }
         let spe = self.state.steps_per_epoch;
