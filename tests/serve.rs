@@ -580,6 +580,12 @@ fn page_api_remembers_studio_topics_keeps_decisions_and_exports_them() {
     assert_eq!(ids, [root_id.as_str(), topic_id.as_str()]);
     let (_, topic) = s.try_get(&format!("/api/topics/{}", t.id)).unwrap();
     assert_eq!(topic["decisions"][&c1], "accept");
+    // A decision on the Studio topic.
+    let (code, v) = s.post(
+        "/api/feedback",
+        &json!({"topic_id": topic_id, "content_id": c1, "decision": "accept"}),
+    );
+    assert_eq!(code, 200, "{v}");
     drop(s);
 
     // The export: accepted links in the Kaggle layout, rejected ones apart, the whole log.
@@ -593,13 +599,43 @@ fn page_api_remembers_studio_topics_keeps_decisions_and_exports_them() {
         out.to_str().unwrap(),
     ]);
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    let mut accepted = [format!("{},{c1}", t.id), format!("{topic_id},{c1}")];
+    accepted.sort();
     assert_eq!(
         read("correlations.csv"),
-        format!("topic_id,content_ids\n{},{c1}\n", t.id)
+        format!("topic_id,content_ids\n{}\n{}\n", accepted[0], accepted[1])
     );
     assert_eq!(
         read("rejected.csv"),
         format!("topic_id,content_ids\n{},{c2}\n", t.id)
     );
-    assert_eq!(read("decisions.csv").lines().count(), 3);
+    assert_eq!(read("decisions.csv").lines().count(), 4);
+    // The Studio topic with its ancestor, and the decided contents, in the data layout (the
+    // data folder's own topic is not repeated).
+    let topics = lecr::data::load::read_topics_file(&out.join("topics.csv")).unwrap();
+    let mut got: Vec<_> = topics
+        .iter()
+        .map(|x| (x.id.as_str(), x.parent.as_deref(), x.level, x.has_content))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (root_id.as_str(), None, Some(0), false),
+        (topic_id.as_str(), Some(root_id.as_str()), Some(1), true),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(topics
+        .iter()
+        .all(|x| x.channel == channel && x.language == t.language));
+    let contents = lecr::data::load::read_contents_file(&out.join("content.csv")).unwrap();
+    let titles: Vec<(&str, &str)> = contents
+        .iter()
+        .map(|c| (c.id.as_str(), c.title.as_str()))
+        .collect();
+    let mut want: Vec<(&str, &str)> = [&c1, &c2]
+        .iter()
+        .map(|id| (id.as_str(), ds.content(id).unwrap().title.as_str()))
+        .collect();
+    want.sort();
+    assert_eq!(titles, want);
 }

@@ -239,6 +239,31 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
         acc.push_str(&format!("{},{}\n", ds.topics[*t].id, ids.join(" ")));
     }
     acc.push_str("not-a-topic,also-unknown\n");
+    // A Studio topic (not in the data folder) and a Studio content, both in the export.
+    let known = &ds.contents[owned[0] as usize];
+    acc.push_str(&format!("studio-topic,studio-content {}\n", known.id));
+    let studio_topic = lecr::data::Topic {
+        id: "studio-topic".into(),
+        title: "A topic made in Studio".into(),
+        description: String::new(),
+        channel: "studio-channel".into(),
+        category: String::new(),
+        level: Some(0),
+        language: ds.topics[reviewed[0]].language.clone(),
+        parent: None,
+        has_content: true,
+        fold: None,
+        line: 0,
+    };
+    let studio_content = lecr::data::Content {
+        id: "studio-content".into(),
+        title: "A video uploaded to Studio".into(),
+        kind: "video".into(),
+        language: studio_topic.language.clone(),
+        ..known.clone()
+    };
+    lecr::data::write::write_topics(&export.join("topics.csv"), &[studio_topic]).unwrap();
+    lecr::data::write::write_contents(&export.join("content.csv"), &[studio_content]).unwrap();
     std::fs::write(export.join("correlations.csv"), acc).unwrap();
     let mut rej = String::from("topic_id,content_ids\n");
     for (t, c) in &rejected {
@@ -258,7 +283,19 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
     let fed = Trainer::new(cfg("fed", export.to_str().unwrap())).unwrap();
     let (p0, v0) = plain.sizes();
     let (p1, v1) = fed.sizes();
-    assert_eq!(p1, p0 + accepted, "accepted links join the training pairs");
+    assert_eq!(
+        p1,
+        p0 + accepted + 2,
+        "accepted links (the Studio topic's two included) join the training pairs"
+    );
+    // The Studio topic trains: its pairs are in the epoch's batches, under the index it got.
+    let studio = ds.topics.len();
+    let pairs: Vec<(usize, usize)> = fed.batches(1).into_iter().flatten().collect();
+    assert!(
+        pairs.contains(&(studio, ds.contents.len()))
+            && pairs.contains(&(studio, owned[0] as usize)),
+        "the Studio topic's pairs are trained"
+    );
     assert_eq!(v1, v0 - reviewed.len(), "reviewed topics leave validation");
     // A rejected content shares a batch with its topic far more often with the feedback.
     let together = |t: &Trainer| -> usize {
@@ -293,5 +330,6 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
         rejected.len()
     );
     let log = std::fs::read_to_string(root.path().join("fed/train.log")).unwrap();
+    assert!(log.contains("1 topics and 1 contents added"), "{log}");
     assert!(log.contains("1 decisions name ids not in"), "{log}");
 }

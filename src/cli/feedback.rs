@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use lecr::serve::feedback::split_decisions;
+use lecr::serve::feedback::{decided_items, split_decisions};
 use lecr::serve::store::Store;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -13,8 +13,9 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub(crate) enum FeedbackCmd {
     /// Write a service store's current decisions as CSV: accepted links as `correlations.csv`
-    /// (Kaggle layout, merge-ready), rejected ones as `rejected.csv` (same columns), and the
-    /// whole log (undos included) as `decisions.csv`.
+    /// (Kaggle layout, merge-ready), rejected ones as `rejected.csv` (same columns), the whole
+    /// log (undos included) as `decisions.csv`, and the Studio topics (with their ancestors)
+    /// and stored contents the decisions name as `topics.csv` and `content.csv`.
     Export(ExportArgs),
     /// Play a curator from the truth of a data folder (for experiments): for a share of the
     /// topics of --fold, review a model's top --review recommendations, accepting the true ones
@@ -109,6 +110,11 @@ fn export(a: ExportArgs) -> Result<i32> {
         w.flush()?;
         Ok(())
     })?;
+    // The Studio topics and contents they name, so training can use decisions on topics that
+    // are not in its data folder.
+    let (topics, contents) = decided_items(&store)?;
+    lecr::data::write::write_topics(&a.out.join("topics.csv"), &topics)?;
+    lecr::data::write::write_contents(&a.out.join("content.csv"), &contents)?;
     let n = |m: &std::collections::BTreeMap<String, Vec<String>>| -> usize {
         m.values().map(Vec::len).sum()
     };
@@ -121,7 +127,12 @@ fn export(a: ExportArgs) -> Result<i32> {
         log.len()
     );
     println!(
-        "wrote {} (correlations.csv, rejected.csv, decisions.csv)",
+        "{} Studio topics (with ancestors) and {} stored contents named by decisions",
+        topics.len(),
+        contents.len()
+    );
+    println!(
+        "wrote {} (correlations.csv, rejected.csv, decisions.csv, topics.csv, content.csv)",
         a.out.display()
     );
     Ok(0)

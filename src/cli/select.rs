@@ -6,6 +6,9 @@ use lecr::data;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Token limit of `eval` and `predict` when neither --max-len nor a reranker sets one.
+const DEFAULT_MAX_LEN: usize = 96;
+
 #[derive(Args)]
 pub(crate) struct SourceArgs {
     /// Model folder or hub name; `lexical` for the TF-IDF baseline. Repeat to ensemble.
@@ -14,9 +17,10 @@ pub(crate) struct SourceArgs {
     /// Folder written by `lecr embed --data` (topics/content features). Repeat to ensemble.
     #[arg(long = "features")]
     features: Vec<PathBuf>,
-    /// Token limit when embedding with a model.
-    #[arg(long, default_value_t = 96)]
-    max_len: usize,
+    /// Token limit when embedding with a model [default: 96, or the one the --reranker was
+    /// trained at].
+    #[arg(long)]
+    max_len: Option<usize>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Quantize float models to int8 as they load (see `lecr quantize`).
@@ -79,15 +83,27 @@ impl SourceArgs {
             .iter()
             .map(|m| lecr::pipeline::Source::from_model_arg(m))
             .collect();
+        let max_len = match self.max_len {
+            Some(n) if n != rr.meta.max_len => {
+                eprintln!(
+                    "warning: --max-len {n}: {} was trained on similarities at max_len {}; \
+                     its features will be off",
+                    dir.display(),
+                    rr.meta.max_len
+                );
+                n
+            }
+            _ => rr.meta.max_len,
+        };
         let settings = lecr::pipeline::EmbedSettings {
-            max_len: rr.meta.max_len,
+            max_len,
             ..self.settings()
         };
         Ok((rr, sources, settings))
     }
     fn settings(&self) -> lecr::pipeline::EmbedSettings {
         lecr::pipeline::EmbedSettings {
-            max_len: self.max_len,
+            max_len: self.max_len.unwrap_or(DEFAULT_MAX_LEN),
             batch_size: self.batch_size,
             int8: self.int8,
         }

@@ -88,6 +88,48 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// Appends the topics and contents whose ids are new (curators' Studio items, say), keeping
+    /// the indices in step. Returns how many of each were added.
+    pub fn append(&mut self, topics: Vec<Topic>, contents: Vec<Content>) -> (usize, usize) {
+        let (t0, c0) = (self.topics.len(), self.contents.len());
+        for t in topics {
+            if !self.topic_index.contains_key(&t.id) {
+                self.topic_index.insert(t.id.clone(), self.topics.len());
+                self.topics.push(t);
+            }
+        }
+        for c in contents {
+            if !self.content_index.contains_key(&c.id) {
+                self.content_index.insert(c.id.clone(), self.contents.len());
+                self.contents.push(c);
+            }
+        }
+        (self.topics.len() - t0, self.contents.len() - c0)
+    }
+}
+
+/// Reads one file in the layout of `topics.csv`; a value problem (a bad level, say) is an
+/// error naming the file, line and field.
+pub fn read_topics_file(path: &Path) -> Result<Vec<Topic>, DataError> {
+    let mut problems = Vec::new();
+    let topics = read_topics(path, &mut problems, &mut Vec::new())?;
+    match problems.into_iter().next() {
+        Some(p) => Err(DataError::Csv {
+            path: path.to_path_buf(),
+            line: p.line,
+            field: Some(p.field),
+            message: p.message,
+        }),
+        None => Ok(topics),
+    }
+}
+
+/// Reads one file in the layout of `content.csv`.
+pub fn read_contents_file(path: &Path) -> Result<Vec<Content>, DataError> {
+    read_contents(path, &mut Vec::new())
+}
+
 /// A translated pool: the same ids, texts in `language_t`.
 #[derive(Debug, Clone, Default)]
 pub struct Pool {

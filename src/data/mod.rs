@@ -8,6 +8,7 @@ pub mod summary;
 pub mod synth;
 pub mod tree;
 pub mod validate;
+pub mod write;
 
 pub use load::{load_dataset, DataError, Dataset};
 pub use schema::{Content, Correlation, Topic};

@@ -5,9 +5,11 @@
 
 use super::catalog::{Origin, TopicRec};
 use super::store::Store;
+use crate::data::{Content, Topic};
 use anyhow::Result;
 use rusqlite::params;
 use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub const DECISIONS: &[&str] = &["accept", "reject", "undo"];
 
@@ -187,6 +189,70 @@ pub fn split_decisions(
         v.dedup();
     }
     (accepted, rejected)
+}
+
+/// The Studio topics (with their ancestors) and the stored contents that current decisions
+/// name, as data-folder rows: what training needs to use decisions made outside the data
+/// folder. Decided topics count as having content when one of their links was accepted.
+pub fn decided_items(store: &Store) -> Result<(Vec<Topic>, Vec<Content>)> {
+    let current = store.decisions(None)?;
+    let studio: HashMap<String, TopicRec> = store
+        .topics()?
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
+    let accepted: HashSet<&str> = current
+        .iter()
+        .filter(|d| d.decision == "accept")
+        .map(|d| d.topic_id.as_str())
+        .collect();
+    let mut topic_ids: BTreeSet<&str> = BTreeSet::new();
+    for d in &current {
+        let mut id = Some(d.topic_id.as_str());
+        while let Some(t) = id.and_then(|i| studio.get(i)) {
+            if !topic_ids.insert(t.id.as_str()) {
+                break;
+            }
+            id = t.parent.as_deref();
+        }
+    }
+    let topics = topic_ids
+        .into_iter()
+        .map(|id| {
+            let t = &studio[id];
+            Topic {
+                id: t.id.clone(),
+                title: t.title.clone(),
+                description: t.description.clone(),
+                channel: t.channel.clone(),
+                category: String::new(),
+                level: Some(t.level),
+                language: t.language.clone(),
+                parent: t.parent.clone(),
+                has_content: accepted.contains(id),
+                fold: None,
+                line: 0,
+            }
+        })
+        .collect();
+    let content_ids: BTreeSet<&str> = current.iter().map(|d| d.content_id.as_str()).collect();
+    let mut contents = Vec::new();
+    for id in content_ids {
+        if let Some(m) = store.content_meta(id)? {
+            contents.push(Content {
+                id: m.id,
+                title: m.title,
+                description: m.description,
+                kind: m.kind,
+                text: m.short_text,
+                language: m.language.unwrap_or_default(),
+                copyright_holder: String::new(),
+                license: String::new(),
+                line: 0,
+            });
+        }
+    }
+    Ok((topics, contents))
 }
 
 #[cfg(test)]

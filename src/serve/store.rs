@@ -100,6 +100,31 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// One content's metadata, without its vector.
+    pub fn content_meta(&self, id: &str) -> Result<Option<ContentMeta>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, channel_id, title, description, kind, language, text
+                 FROM contents WHERE id = ?1",
+                [id],
+                |r| {
+                    let (title, description, text): (String, String, String) =
+                        (r.get(2)?, r.get(3)?, r.get(6)?);
+                    Ok(ContentMeta {
+                        id: r.get(0)?,
+                        channel_id: r.get(1)?,
+                        short_text: crate::text::short_text_of(&text, &title, &description),
+                        title,
+                        description,
+                        kind: r.get(4)?,
+                        language: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// The stored encoder text of each id that exists (to skip re-embedding unchanged texts).
     pub fn text_and_vector(&self, id: &str) -> Result<Option<(String, Vec<f32>)>> {
         Ok(self

@@ -1,7 +1,8 @@
 //! Curators' decisions as training signal (`lecr train --set feedback=DIR`): accepted links
 //! become training pairs, rejected contents become hard negatives of their topic. DIR is a
 //! service store (`lecr.sqlite`) or a `lecr feedback export` folder (`correlations.csv`,
-//! `rejected.csv`).
+//! `rejected.csv`, and `topics.csv`/`content.csv` for the Studio topics and contents that are
+//! not in the data folder).
 
 use crate::data::schema::CorrelationRow;
 use crate::data::Dataset;
@@ -61,6 +62,33 @@ pub fn read_decisions(dir: &Path) -> Result<Sides> {
             BTreeMap::new()
         },
     ))
+}
+
+/// Appends to `ds` the topics and contents that the decisions in `dir` name and `ds` lacks
+/// (the Studio topics curators worked on, with their ancestors, and their contents): from the
+/// store's tables, or from an export's `topics.csv` and `content.csv` when present. Returns
+/// how many topics and contents were added.
+pub fn add_decided_items(dir: &Path, ds: &mut Dataset) -> Result<(usize, usize)> {
+    let store = dir.join("lecr.sqlite");
+    let (topics, contents) = if store.exists() {
+        let s = crate::serve::store::Store::open(Some(dir))?;
+        crate::serve::feedback::decided_items(&s)?
+    } else {
+        let read_if = |name: &str| {
+            let p = dir.join(name);
+            p.exists().then_some(p)
+        };
+        let topics = match read_if("topics.csv") {
+            Some(p) => crate::data::load::read_topics_file(&p)?,
+            None => Vec::new(),
+        };
+        let contents = match read_if("content.csv") {
+            Some(p) => crate::data::load::read_contents_file(&p)?,
+            None => Vec::new(),
+        };
+        (topics, contents)
+    };
+    Ok(ds.append(topics, contents))
 }
 
 /// Resolves the decisions in `dir` against `ds`.

@@ -166,7 +166,18 @@ impl Trainer {
             );
             Some(t)
         };
-        let ds = load_dataset(Path::new(&cfg.data))?;
+        let mut ds = load_dataset(Path::new(&cfg.data))?;
+        // Curators' decisions, with the Studio topics and contents they name added to the data.
+        let curated = if cfg.feedback.is_empty() {
+            None
+        } else {
+            let dir = Path::new(&cfg.feedback);
+            let load = |ds: &mut crate::data::Dataset| -> Result<_> {
+                let added = super::curated::add_decided_items(dir, ds)?;
+                Ok((super::curated::load(dir, ds)?, added))
+            };
+            Some(load(&mut ds).with_context(|| format!("feedback = {}", cfg.feedback))?)
+        };
         let langs: HashSet<&str> = cfg.languages.iter().map(String::as_str).collect();
         let keep = |t: usize| langs.is_empty() || langs.contains(ds.topics[t].language.as_str());
         let with: HashSet<usize> = ds.pairs().iter().map(|p| p.0).collect();
@@ -198,9 +209,7 @@ impl Trainer {
             .collect();
         let mut val_topics = val_topics;
         let mut curated_wrong = HashMap::new();
-        if !cfg.feedback.is_empty() {
-            let c = super::curated::load(Path::new(&cfg.feedback), &ds)
-                .with_context(|| format!("feedback = {}", cfg.feedback))?;
+        if let Some((c, (new_topics, new_contents))) = curated {
             let known: HashSet<(usize, usize)> = pair_list.iter().copied().collect();
             let added = c.accepted.iter().filter(|p| !known.contains(p)).count();
             pair_list.extend(c.accepted.iter().filter(|p| !known.contains(p)));
@@ -210,8 +219,9 @@ impl Trainer {
                 &run,
                 &format!(
                     "feedback {}: {} accepted pairs ({added} new), rejections for {} topics; \
-                     {} topics with decisions left out of validation; {} decisions name ids \
-                     not in {}",
+                     {} topics with decisions left out of validation; {new_topics} topics and \
+                     {new_contents} contents added from it; {} decisions name ids not in {} \
+                     or in it",
                     cfg.feedback,
                     c.accepted.len(),
                     c.rejected.len(),
