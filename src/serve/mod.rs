@@ -168,7 +168,7 @@ fn load(
             .add_dataset(ds);
     }
     if let Some(dir) = &o.reranker {
-        let rr = rerank::ServeReranker::load(dir, &o.models, ds.as_ref())?;
+        let rr = rerank::ServeReranker::load(dir, &o.models, o.max_len, ds.as_ref())?;
         println!(
             "reranking the top {} with {} (selection: probability >= {} or >= {:.0}% of the best)",
             rr.rr.meta.k,

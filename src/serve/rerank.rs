@@ -135,7 +135,12 @@ pub struct ServeReranker {
 
 impl ServeReranker {
     /// Loads a reranker for serving `models` (the served model arguments).
-    pub fn load(dir: &Path, models: &[String], data: Option<&Dataset>) -> Result<ServeReranker> {
+    pub fn load(
+        dir: &Path,
+        models: &[String],
+        max_len: usize,
+        data: Option<&Dataset>,
+    ) -> Result<ServeReranker> {
         let rr = Reranker::load(dir)?;
         anyhow::ensure!(
             rr.meta.retrievers.len() == 1 && rr.meta.retrievers[0] != "lexical",
@@ -155,6 +160,13 @@ impl ServeReranker {
                 "the reranker was trained on the candidates of {}; serving {}",
                 rr.meta.retrievers[0],
                 models.join(", ")
+            );
+        }
+        if max_len != rr.meta.max_len {
+            tracing::warn!(
+                "--max-len {max_len}: the reranker was trained on similarities at max_len {}; \
+                 its similarity features will be off",
+                rr.meta.max_len
             );
         }
         if data.is_none() {
