@@ -261,6 +261,8 @@ fn reranker_beats_its_retriever_on_held_back_topics_and_reloads_identically() {
             trees: 120,
             ..Default::default()
         },
+        // Some topics also trained without tree context (the path `--cold-share` takes).
+        cold_share: 0.3,
     };
     let (rr, report) = rerank::train(
         &ds,
@@ -287,6 +289,13 @@ fn reranker_beats_its_retriever_on_held_back_topics_and_reloads_identically() {
         "{}",
         report.render(30)
     );
+    // Without tree context (a new channel), it still beats the retriever.
+    assert!(
+        f2("reranker (out of fold), new-channel") > f2("lexical") + 0.02,
+        "{}",
+        report.render(30)
+    );
+    assert_eq!(rr.meta.cold_share, 0.3);
     // Topics it never saw (fold 1): the main booster's selection against the lexical
     // retriever at its own best margin on those same topics.
     let topics = fold_topics(&ds, 1);

@@ -49,6 +49,10 @@ pub(crate) struct TrainArgs {
     depth: usize,
     #[arg(long, default_value_t = BoostSettings::default().seed)]
     seed: u64,
+    /// Share of the fold's topics also trained without tree context (as a topic of a channel
+    /// nobody has linked yet sees it), so the service ranks new Studio channels well.
+    #[arg(long, default_value_t = lecr::rerank::DEFAULT_COLD_SHARE)]
+    cold_share: f64,
 }
 
 pub(crate) fn rerank(c: RerankCmd) -> Result<i32> {
@@ -84,7 +88,12 @@ fn train(a: TrainArgs) -> Result<i32> {
             seed: a.seed,
             ..Default::default()
         },
+        cold_share: a.cold_share,
     };
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.cold_share),
+        "--cold-share must be in [0, 1]"
+    );
     let (rr, report) = lecr::rerank::train(&ds, &sources, &a.models, &settings, a.fold, &opts)?;
     let text = report.render(a.k);
     rr.save(&a.out)?;

@@ -130,6 +130,56 @@ impl FeatureMatrix {
     }
 }
 
+impl FeatureMatrix {
+    /// The same rows as a topic of a channel nobody has linked yet sees them (a new Studio
+    /// channel): no category, no linked parent, siblings or channel topics, so every known link
+    /// of the content is in another channel. Text and similarity features are unchanged.
+    pub fn cold(&self) -> FeatureMatrix {
+        let mut m = self.clone();
+        let col = |name: &str| self.names.iter().position(|n| n == name);
+        let rows = self.rows;
+        let mut set = |name: &str, f: &dyn Fn(usize, f64) -> f64| {
+            if let Some(c) = col(name) {
+                for r in 0..rows {
+                    m.data[c * rows + r] = f(r, self.data[c * rows + r]);
+                }
+            }
+        };
+        set("topic.category", &|_, _| f64::NAN);
+        set("ctx.parent_linked", &|_, v| {
+            if v.is_nan() {
+                v
+            } else {
+                0.0
+            }
+        });
+        set("ctx.sibling_links", &|_, _| 0.0);
+        set("ctx.channel_links", &|_, _| 0.0);
+        if let Some(all) = col("ctx.content_topics") {
+            set("ctx.other_channel_links", &|r, _| self.data[all * rows + r]);
+        }
+        m
+    }
+
+    /// These rows followed by `other`'s (same columns).
+    pub fn stacked(&self, other: &FeatureMatrix) -> FeatureMatrix {
+        assert_eq!(
+            self.names, other.names,
+            "stacking matrices of other columns"
+        );
+        let mut data = Vec::with_capacity(self.data.len() + other.data.len());
+        for c in 0..self.names.len() {
+            data.extend_from_slice(&self.data[c * self.rows..(c + 1) * self.rows]);
+            data.extend_from_slice(&other.data[c * other.rows..(c + 1) * other.rows]);
+        }
+        FeatureMatrix {
+            names: self.names.clone(),
+            rows: self.rows + other.rows,
+            data,
+        }
+    }
+}
+
 /// Per-column features, prefixed `r1.`, `r2.`, ... for the retrievers and `mean.` for their
 /// mean.
 const PER_COLUMN: &[&str] = &["sim", "rank", "rel_best", "gap_best", "gap_k", "parent_sim"];
@@ -411,4 +461,49 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
         })
         .collect();
     from_rows(names, &per_topic.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(rows: &[Vec<f64>]) -> FeatureMatrix {
+        from_rows(names(1), &rows.concat())
+    }
+
+    #[test]
+    fn cold_rows_lose_tree_context_and_keep_the_rest() {
+        let width = names(1).len();
+        let row = |seed: f64| (0..width).map(|c| seed + c as f64).collect::<Vec<f64>>();
+        let mut second = row(100.0);
+        let parent = names(1)
+            .iter()
+            .position(|n| n == "ctx.parent_linked")
+            .unwrap();
+        second[parent] = f64::NAN; // a root topic: no parent
+        let m = matrix(&[row(0.0), second]);
+        let cold = m.cold();
+        for r in 0..2 {
+            for n in names(1) {
+                let (was, now) = (m.get(r, &n).unwrap(), cold.get(r, &n).unwrap());
+                match n.as_str() {
+                    "topic.category" => assert!(now.is_nan()),
+                    "ctx.parent_linked" if was.is_nan() => assert!(now.is_nan()),
+                    "ctx.parent_linked" | "ctx.sibling_links" | "ctx.channel_links" => {
+                        assert_eq!(now, 0.0, "{n}")
+                    }
+                    "ctx.other_channel_links" => {
+                        assert_eq!(now, m.get(r, "ctx.content_topics").unwrap())
+                    }
+                    _ => assert_eq!(now.to_bits(), was.to_bits(), "{n}"),
+                }
+            }
+        }
+        // Stacking keeps each column's rows in order.
+        let s = m.stacked(&cold);
+        assert_eq!(s.rows, 4);
+        assert_eq!(s.get(1, "r1.sim"), m.get(1, "r1.sim"));
+        assert_eq!(s.get(2, "ctx.sibling_links"), Some(0.0));
+        assert_eq!(s.get(3, "cand.count"), m.get(1, "cand.count"));
+    }
 }

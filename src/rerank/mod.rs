@@ -292,6 +292,48 @@ pub fn best_margin(
 pub struct TrainOptions {
     pub k: usize,
     pub boost: model::BoostSettings,
+    /// Share of the training topics whose rows are also given in their cold form (the tree
+    /// context of a channel nobody has linked yet), so the trees learn to rank without it.
+    pub cold_share: f64,
+}
+
+/// Default of [`TrainOptions::cold_share`].
+pub const DEFAULT_COLD_SHARE: f64 = 0.0;
+
+/// A booster's training rows: the topics at `positions`, plus the cold form of those whose
+/// id hashes below `share` (a fixed choice per topic, so runs repeat).
+fn training_rows(
+    ds: &Dataset,
+    prep: &Prepared,
+    cold: &FeatureMatrix,
+    y: &[f64],
+    positions: &[usize],
+    share: f64,
+) -> (FeatureMatrix, Vec<f64>) {
+    let rows = prep.rows_of(positions);
+    let mut yy: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+    let x = prep.features.select_rows(&rows);
+    if share <= 0.0 {
+        return (x, yy);
+    }
+    let chosen: Vec<usize> = positions
+        .iter()
+        .copied()
+        .filter(|&p| unit_hash(&ds.topics[prep.topics[p]].id) < share)
+        .collect();
+    let cold_rows = prep.rows_of(&chosen);
+    yy.extend(cold_rows.iter().map(|&r| y[r]));
+    (x.stacked(&cold.select_rows(&cold_rows)), yy)
+}
+
+/// A topic id hashed to [0, 1) (FNV-1a), the same on every run and machine.
+fn unit_hash(id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// One row of the training comparison: a method scored on the same topics.
@@ -343,32 +385,36 @@ pub fn train(
     let prep = prepare(ds, &rets, &topics, &parents, opts.k)?;
     let y = prep.labels(ds);
     let halves = channel_halves(ds, &topics);
+    let cold = prep.features.cold();
     let mut oof = vec![0f32; prep.features.rows];
+    let mut oof_cold = vec![0f32; prep.features.rows];
     let mut half_boosters = Vec::new();
     for (h, train_half) in halves.iter().enumerate() {
-        let rows = prep.rows_of(train_half);
-        let x = prep.features.select_rows(&rows);
-        let yy: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+        let (x, yy) = training_rows(ds, &prep, &cold, &y, train_half, opts.cold_share);
         eprintln!(
             "training the booster of half {} ({} topics, {} rows)",
             h + 1,
             train_half.len(),
-            rows.len()
+            x.rows
         );
         let b = model::fit(&x, &yy, &opts.boost)?;
         let other = prep.rows_of(&halves[1 - h]);
         let s = model::predict(&b, &prep.features.select_rows(&other));
-        for (r, v) in other.into_iter().zip(s) {
+        let sc = model::predict(&b, &cold.select_rows(&other));
+        for ((r, v), vc) in other.into_iter().zip(s).zip(sc) {
             oof[r] = v;
+            oof_cold[r] = vc;
         }
         half_boosters.push(b);
     }
+    let all: Vec<usize> = (0..topics.len()).collect();
+    let (x, yy) = training_rows(ds, &prep, &cold, &y, &all, opts.cold_share);
     eprintln!(
         "training the main booster ({} topics, {} rows)",
         topics.len(),
-        prep.features.rows
+        x.rows
     );
-    let full = model::fit(&prep.features, &y, &opts.boost)?;
+    let full = model::fit(&x, &yy, &opts.boost)?;
     let ranked = prep.ranked_by(&oof);
     let (selection, _) = best_selection(&ranked, &topics, &truth);
 
@@ -403,6 +449,14 @@ pub fn train(
             selection.count(s, crate::select::threshold::MAX_SELECTED)
         }),
     });
+    // What a topic of a channel with no links yet gets (Studio's new channels).
+    methods.push(MethodScore {
+        method: "reranker (out of fold), new-channel context".into(),
+        setting: "the same selection".into(),
+        report: report_at(&prep.ranked_by(&oof_cold), &|s| {
+            selection.count(s, crate::select::threshold::MAX_SELECTED)
+        }),
+    });
     let feature_names = prep.features.names.clone();
     let importances = model::importances(&full, &feature_names);
     let id = |p: &usize| ds.topics[topics[*p]].id.clone();
@@ -419,6 +473,7 @@ pub fn train(
             halves[1].iter().map(id).collect(),
         ],
         boost: opts.boost,
+        cold_share: opts.cold_share,
     };
     let mut hb = half_boosters.into_iter();
     let (a, b) = (

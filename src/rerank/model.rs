@@ -77,6 +77,9 @@ pub struct Meta {
     /// Topic ids of each channel half (the topics `booster-a` / `booster-b` were trained on).
     pub halves: [Vec<String>; 2],
     pub boost: BoostSettings,
+    /// Share of topics also trained in their cold (no tree context) form.
+    #[serde(default)]
+    pub cold_share: f64,
 }
 
 /// The booster's settings (`lecr rerank train --trees --learning-rate --depth`).
