@@ -80,21 +80,10 @@ impl Store {
              FROM contents ORDER BY rowid",
         )?;
         let rows = st.query_map([], |r| {
-            let blob: Vec<u8> = r.get(7)?;
-            let (title, description, text): (String, String, String) =
-                (r.get(2)?, r.get(3)?, r.get(6)?);
             Ok(StoredContent {
-                meta: ContentMeta {
-                    id: r.get(0)?,
-                    channel_id: r.get(1)?,
-                    short_text: crate::text::short_text_of(&text, &title, &description),
-                    title,
-                    description,
-                    kind: r.get(4)?,
-                    language: r.get(5)?,
-                },
-                text,
-                vector: from_blob(&blob),
+                meta: meta_row(r)?,
+                text: r.get(6)?,
+                vector: from_blob(&r.get::<_, Vec<u8>>(7)?),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -108,19 +97,7 @@ impl Store {
                 "SELECT id, channel_id, title, description, kind, language, text
                  FROM contents WHERE id = ?1",
                 [id],
-                |r| {
-                    let (title, description, text): (String, String, String) =
-                        (r.get(2)?, r.get(3)?, r.get(6)?);
-                    Ok(ContentMeta {
-                        id: r.get(0)?,
-                        channel_id: r.get(1)?,
-                        short_text: crate::text::short_text_of(&text, &title, &description),
-                        title,
-                        description,
-                        kind: r.get(4)?,
-                        language: r.get(5)?,
-                    })
-                },
+                meta_row,
             )
             .optional()?)
     }
@@ -170,6 +147,21 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A content's metadata from a row whose first seven columns are `id, channel_id, title,
+/// description, kind, language, text`.
+fn meta_row(r: &rusqlite::Row) -> rusqlite::Result<ContentMeta> {
+    let (title, description, text): (String, String, String) = (r.get(2)?, r.get(3)?, r.get(6)?);
+    Ok(ContentMeta {
+        id: r.get(0)?,
+        channel_id: r.get(1)?,
+        short_text: crate::text::short_text_of(&text, &title, &description),
+        title,
+        description,
+        kind: r.get(4)?,
+        language: r.get(5)?,
+    })
 }
 
 fn to_blob(v: &[f32]) -> Vec<u8> {
