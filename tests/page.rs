@@ -1,6 +1,7 @@
 //! The curator page in a real browser: headless Chromium (Debian's `chromium`, which `.ci/run`
 //! installs) driven over the DevTools protocol against `lecr serve` on a loopback port, seeded
-//! with a small generated corpus. Opens the page, picks a channel, finds and opens a topic,
+//! with a small generated corpus and started with `--api-key`. Opens the page, gives the key
+//! (a wrong one first), picks a channel, finds and opens a topic,
 //! sees ranked recommendations, accepts one and rejects one (by keyboard), undoes a third,
 //! reloads and sees the decisions again (and in the SQLite store), asks for a free text, and
 //! sees an invalid setting's error on the page. Screenshots (desktop and phone width) go to
@@ -118,6 +119,8 @@ fn curator_reviews_a_topic_in_a_real_browser() {
         &data,
         "--store",
         store.to_str().unwrap(),
+        "--api-key",
+        "curators-key",
     ]);
     // A topic below the root (so the search must open its ancestors), with a unique title.
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
@@ -144,6 +147,32 @@ fn curator_reviews_a_topic_in_a_real_browser() {
     set_viewport(&tab, 1280, 900, false);
     tab.navigate_to(&format!("{}/", s.base)).unwrap();
     tab.wait_until_navigated().unwrap();
+
+    // The server has --api-key: the page asks for it, refuses a wrong one, takes the right one.
+    let enter_key = |key: &str| {
+        wait_for(
+            &tab,
+            "!document.getElementById('key-form').hidden",
+            "the API key form",
+        );
+        tab.wait_for_element("#key").unwrap().click().unwrap();
+        eval(&tab, "document.getElementById('key').value = ''; true");
+        tab.type_str(key).unwrap();
+        tab.press_key("Enter").unwrap();
+        tab.wait_until_navigated().unwrap();
+    };
+    wait_for(
+        &tab,
+        "document.getElementById('error').textContent.includes('needs its API key')",
+        "the request for the key",
+    );
+    enter_key("not-the-key");
+    wait_for(
+        &tab,
+        "document.getElementById('error').textContent.includes('refused')",
+        "the wrong key refused",
+    );
+    enter_key("curators-key");
 
     // Pick the channel.
     wait_for(

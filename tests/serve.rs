@@ -277,7 +277,7 @@ fn studio_contract_store_and_lifecycle() {
 }
 
 #[test]
-fn api_key_guards_studio_endpoints() {
+fn api_key_guards_studio_endpoints_and_the_page_data() {
     let root = tempfile::tempdir().unwrap();
     let (data, model) = corpus(root.path());
     let s = Server::spawn(&[
@@ -300,6 +300,13 @@ fn api_key_guards_studio_endpoints() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(s.try_get("/stable/connect").unwrap().0, 401);
+    let connect: Value = ureq::get(&format!("{}/stable/connect", s.base))
+        .set("authorization", "Bearer sekrit")
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(connect, json!({"status": "OK"}));
     let body = json!({"topics": [topic("a", "en")]}).to_string();
     assert_eq!(s.post_raw("/stable/recommend", &body, None).0, 401);
     assert_eq!(s.post_raw("/stable/recommend", &body, Some("wrong")).0, 401);
@@ -307,6 +314,17 @@ fn api_key_guards_studio_endpoints() {
         s.post_raw("/stable/recommend", &body, Some("sekrit")).0,
         200
     );
+    // The page's data is guarded too; its files are not (they hold no data).
+    assert_eq!(s.try_get("/api/channels").unwrap().0, 401);
+    let fb = json!({"topic_id": "a", "content_id": "b", "decision": "accept"}).to_string();
+    assert_eq!(s.post_raw("/api/feedback", &fb, Some("wrong")).0, 401);
+    let r = ureq::get(&format!("{}/api/channels", s.base))
+        .set("authorization", "Bearer sekrit")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(s.text("/").contains("key-form"));
+    assert!(s.text("/page/app.js").contains("Bearer"));
     // Errors from below the handlers are JSON too: too large, unknown route, wrong method.
     let big = "x".repeat((1 << 20) + 1024);
     let (code, v) = s.post_raw("/stable/recommend", &big, Some("sekrit"));

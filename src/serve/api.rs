@@ -103,6 +103,7 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Shared) -> Router {
     let p = format!("/{}", state.opts.prefix.trim_matches('/'));
+    // Studio's endpoints and the page's data, both behind --api-key.
     let studio = Router::new()
         .route(&format!("{p}/connect"), get(connect))
         .route(&format!("{p}/recommend"), post(recommend))
@@ -110,6 +111,7 @@ pub fn router(state: Shared) -> Router {
         .route(&format!("{p}/embed-content"), post(embed_content))
         .route(&format!("{p}/remove-content"), post(remove_content))
         .route(&format!("{p}/content/{{id}}"), delete(delete_content))
+        .merge(super::page::api_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_key,
@@ -118,7 +120,7 @@ pub fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(studio)
-        .merge(super::page::routes())
+        .merge(super::page::assets())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -178,7 +180,8 @@ async fn json_errors(resp: Response) -> Response {
     ApiError::new(status, message).into_response()
 }
 
-/// With `--api-key`, Studio's routes need `Authorization: Bearer <key>`.
+/// With `--api-key`, Studio's routes and the page's `/api` need `Authorization: Bearer <key>`
+/// (the page asks the curator for the key and keeps it for the browser tab).
 async fn require_key(State(s): State<Shared>, req: Request, next: Next) -> Response {
     if let Some(key) = &s.opts.api_key {
         let given = req

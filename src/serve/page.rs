@@ -18,8 +18,8 @@ const INDEX_HTML: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
 const APP_CSS: &str = include_str!("page/app.css");
 
-/// The page's routes (merged into the service's router).
-pub fn routes() -> Router<Shared> {
+/// The page's files: public, they hold no data.
+pub fn assets() -> Router<Shared> {
     Router::new()
         .route(
             "/",
@@ -33,6 +33,11 @@ pub fn routes() -> Router<Shared> {
             "/page/app.css",
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
         )
+}
+
+/// The page's JSON endpoints (behind `--api-key` with Studio's).
+pub fn api_routes() -> Router<Shared> {
+    Router::new()
         .route("/api/channels", get(channels))
         .route("/api/channels/{id}/tree", get(tree))
         .route("/api/topics/{id}", get(topic))

@@ -11,14 +11,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `lecr serve ARGS --addr 127.0.0.1:0` and waits until `/stable/connect` says OK.
+    /// Starts `lecr serve ARGS --addr 127.0.0.1:0` and waits until `/health` says ready (it
+    /// needs no key when the server has `--api-key`).
     pub fn start(args: &[&str]) -> Server {
         let mut s = Self::spawn(args);
         let t0 = Instant::now();
         loop {
-            if let Ok((200, v)) = s.try_get("/stable/connect") {
-                assert_eq!(v, json!({"status": "OK"}));
-                return s;
+            if let Ok((200, v)) = s.try_get("/health") {
+                if v["phase"] == json!("ready") {
+                    if !args.contains(&"--api-key") {
+                        let connect = s.try_get("/stable/connect");
+                        assert_eq!(connect, Ok((200, json!({"status": "OK"}))));
+                    }
+                    return s;
+                }
             }
             if let Ok(Some(st)) = s.child.try_wait() {
                 panic!("lecr serve exited with {st}");

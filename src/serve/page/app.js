@@ -31,9 +31,21 @@ function status(text) {
   $("status").textContent = text;
 }
 
-// fetch + JSON; a non-2xx answer becomes an error carrying the service's message.
+// The server's --api-key, as the curator typed it; kept for this browser tab only.
+const KEY = "lecr-api-key";
+
+// fetch + JSON; a non-2xx answer becomes an error carrying the service's message. A 401 asks
+// for the API key.
 async function api(path, options) {
-  const res = await fetch(path, options);
+  const opts = { ...(options || {}) };
+  const key = sessionStorage.getItem(KEY);
+  if (key) opts.headers = { ...(opts.headers || {}), Authorization: `Bearer ${key}` };
+  const res = await fetch(path, opts);
+  if (res.status === 401) {
+    $("key-form").hidden = false;
+    $("key").focus();
+    throw new Error(key ? "the service refused this API key" : "the service needs its API key");
+  }
   let body = null;
   try {
     body = await res.json();
@@ -358,5 +370,10 @@ $("more").addEventListener("click", guard(() => {
 }));
 $("undo").addEventListener("click", guard(undo));
 $("free").addEventListener("submit", guard(recommendText));
+$("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(KEY, $("key").value);
+  location.reload(); // the same channel and topic, now with the key
+});
 document.addEventListener("keydown", onKey);
 guard(loadChannels)();
