@@ -275,12 +275,18 @@ impl Builder<'_> {
         }
     }
     /// Closes the batch when full, or when `force` and it has the two pairs InfoNCE needs.
-    fn close_batch(&mut self, force: bool, rng: &mut ChaCha8Rng) {
-        let n = self.batch.pairs.len();
-        if n >= self.s.batch_size || (force && n >= 2) {
+    /// The next batch starts with waiting pairs, which may fill it too: close until one has
+    /// room.
+    fn close_batch(&mut self, mut force: bool, rng: &mut ChaCha8Rng) {
+        loop {
+            let n = self.batch.pairs.len();
+            if n < self.s.batch_size && !(force && n >= 2) {
+                return;
+            }
             self.batches.push(std::mem::take(&mut self.batch.pairs));
             self.batch = Batch::new(self.set);
             self.start_batch(rng);
+            force = false;
         }
     }
 }
@@ -551,5 +557,30 @@ mod tests {
             without += met(&epoch_batches(&set, None, &none(), &settings(32), &mut rng));
         }
         assert!(without < 100, "{without} of 200 by chance");
+    }
+
+    #[test]
+    fn small_batches_with_many_rejections_stay_within_size() {
+        // Every third topic rejects three contents: waiting topics and their negatives crowd
+        // the start of each batch, which must still close at the batch size.
+        let set = random_set(9, 600);
+        let mut contents: Vec<usize> = set.owners.keys().copied().collect();
+        contents.sort();
+        let curated: HashMap<usize, Vec<usize>> = (0..300)
+            .step_by(3)
+            .map(|t| {
+                let gt = &set.truth[&t];
+                let cs = contents.iter().copied().filter(|c| !gt.contains(c));
+                (t, cs.skip(t).take(3).collect())
+            })
+            .collect();
+        for b in [3, 4, 6] {
+            for seed in 0..5 {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let batches = epoch_batches(&set, None, &curated, &settings(b), &mut rng);
+                check_invariants(&set, &batches, b);
+                assert!(!batches.is_empty());
+            }
+        }
     }
 }
