@@ -50,7 +50,7 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = BoostSettings::default().seed)]
     seed: u64,
     /// Share of the fold's topics also trained without tree context (as a topic of a channel
-    /// nobody has linked yet sees it), so the service ranks new Studio channels well.
+    /// nobody has linked yet sees it); compare the report's "new-channel context" row.
     #[arg(long, default_value_t = lecr::rerank::DEFAULT_COLD_SHARE)]
     cold_share: f64,
 }
