@@ -2,7 +2,8 @@
 //!
 //! The crate reads as the pipeline it runs:
 //! [`data`] (Kaggle files, validation, trees, folds, synthetic corpora) → [`text`] (what the
-//! encoder sees) → encoder → training → selection and score → index → service.
+//! encoder sees) → encoder → training → selection and score → reranker → [`store`] (durable state) →
+//! [`serve`] (the service).
 
 pub mod bench;
 pub mod data;
@@ -15,5 +16,6 @@ pub mod progress;
 pub mod rerank;
 pub mod select;
 pub mod serve;
+pub mod store;
 pub mod text;
 pub mod train;

@@ -40,6 +40,14 @@ pub fn breadcrumb_text(titles_self_to_root: &[&str], description: &str) -> Strin
     s
 }
 
+/// `s` cut to its first `max_chars` characters (whole characters; no copy when shorter).
+pub fn cap_chars(mut s: String, max_chars: usize) -> String {
+    if let Some((at, _)) = s.char_indices().nth(max_chars) {
+        s.truncate(at);
+    }
+    s
+}
+
 /// Topic texts for every topic of a file, in file order.
 pub fn topic_texts(topics: &[Topic]) -> Vec<String> {
     let index = topics
@@ -105,6 +113,14 @@ mod tests {
         let enc = content_text_parts("A # title", "desc\n", text);
         assert_eq!(short_text_of(&enc, "A # title", "desc\n"), short_text(text));
         assert_eq!(short_text_of(&enc, "other", "desc"), "");
+    }
+
+    #[test]
+    fn cap_chars_keeps_whole_characters() {
+        assert_eq!(cap_chars("héllo wörld".into(), 4), "héll");
+        assert_eq!(cap_chars("ab".into(), 4), "ab");
+        assert_eq!(cap_chars("日本語".into(), 2), "日本");
+        assert_eq!(cap_chars(String::new(), 0), "");
     }
 
     use super::*;

@@ -282,7 +282,7 @@ fn curator_reviews_a_topic_in_a_real_browser() {
         "the undone decision stays undone"
     );
     // ... and they are in the SQLite store.
-    let st = lecr::serve::store::Store::open(Some(&store)).unwrap();
+    let st = lecr::store::Store::open(Some(&store)).unwrap();
     let decisions = st.decisions(Some(&t.id)).unwrap();
     // Each decision records the margin the curator was looking at (the server's 0.18).
     assert!(decisions
@@ -290,7 +290,7 @@ fn curator_reviews_a_topic_in_a_real_browser() {
         .all(|d| d.margin.is_some_and(|m| (m - 0.18).abs() < 1e-6)));
     let got: Vec<(String, String)> = decisions
         .into_iter()
-        .map(|d| (d.content_id, d.decision))
+        .map(|d| (d.content_id, d.kind.to_string()))
         .collect();
     assert_eq!(
         got,

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use lecr::serve::feedback::{decided_items, split_decisions};
-use lecr::serve::store::Store;
+use lecr::store::decisions::{decided_items, split_decisions};
+use lecr::store::{DecisionKind, DecisionOrigin, NewDecision, Store};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashSet;
@@ -65,12 +65,7 @@ pub(crate) fn feedback(c: FeedbackCmd) -> Result<i32> {
 }
 
 fn export(a: ExportArgs) -> Result<i32> {
-    anyhow::ensure!(
-        a.store.join("lecr.sqlite").exists(),
-        "{}: no lecr.sqlite here (give the folder `lecr serve --store` used)",
-        a.store.display()
-    );
-    let store = Store::open(Some(&a.store))?;
+    let store = Store::open_existing(&a.store)?;
     let current = store.decisions(None)?;
     let log = store.decision_log()?;
     let (accepted, rejected) = split_decisions(&current);
@@ -94,6 +89,7 @@ fn export(a: ExportArgs) -> Result<i32> {
             "decision",
             "model",
             "margin",
+            "origin",
             "time",
         ])?;
         for d in &log {
@@ -101,9 +97,10 @@ fn export(a: ExportArgs) -> Result<i32> {
                 d.seq.to_string(),
                 d.topic_id.clone(),
                 d.content_id.clone(),
-                d.decision.clone(),
+                d.kind.to_string(),
                 d.model.clone(),
                 d.margin.map(|m| m.to_string()).unwrap_or_default(),
+                d.origin.as_str().to_string(),
                 d.time.clone(),
             ])?;
         }
@@ -174,13 +171,18 @@ fn simulate(a: SimulateArgs) -> Result<i32> {
         let tr = truth.get(&t).unwrap_or(&empty);
         for &(c, _) in r {
             let yes = tr.contains(&c);
-            store.record_decision(
-                &ds.topics[t].id,
-                &ds.contents[c as usize].id,
-                if yes { "accept" } else { "reject" },
-                &model,
-                None,
-            )?;
+            store.record_decision(&NewDecision {
+                topic_id: &ds.topics[t].id,
+                content_id: &ds.contents[c as usize].id,
+                kind: if yes {
+                    DecisionKind::Accept
+                } else {
+                    DecisionKind::Reject
+                },
+                model: &model,
+                margin: None,
+                origin: DecisionOrigin::Page,
+            })?;
             if yes {
                 acc += 1;
             } else {

@@ -374,11 +374,9 @@ pub(crate) fn predict(a: PredictArgs) -> Result<i32> {
             (
                 selected,
                 format!(
-                    "the reranker {} over {} (probability >= {} or >= {}% of the best)",
+                    "the reranker {} over {} ({sel})",
                     dir.display(),
                     rr.meta.retrievers.join(", "),
-                    round6(sel.threshold),
-                    ((1.0 - sel.margin) * 100.0).round()
                 ),
             )
         }
@@ -536,11 +534,7 @@ fn eval_reranked(
         lecr::select::GroupBy::Language => "language",
         lecr::select::GroupBy::Channel => "channel",
     };
-    println!(
-        "\nat the saved setting (probability >= {} or >= {}% of the best):",
-        round6(saved.threshold),
-        ((1.0 - saved.margin) * 100.0).round()
-    );
+    println!("\nat the saved setting ({saved}):");
     print!("{}", report.render(by));
     Ok(0)
 }

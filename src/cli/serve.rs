@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use lecr::serve::limits::Limits;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -38,26 +39,62 @@ pub(crate) struct ServeArgs {
     /// Recommendations per topic with `override_threshold=True`.
     #[arg(long, default_value_t = 20)]
     top_k: usize,
-    /// Require `Authorization: Bearer <key>` on Studio's endpoints.
+    /// Require `Authorization: Bearer <key>` on Studio's endpoints and the page's `/api`
+    /// (compared in constant time; an empty key is an error).
     #[arg(long, env = "LECR_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// A Host name this server answers (repeat; `*`: any). Default: the bound address,
+    /// localhost, 127.0.0.1 and [::1]. Others get 403 (DNS rebinding); /health and /metrics
+    /// answer any.
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
     #[arg(long, default_value_t = 96)]
     max_len: usize,
-    /// Encoder batch size (seeding, embed-content).
+    /// Encoder batch size (seeding).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Most topic texts the dynamic batcher embeds together.
+    /// Most topic texts the model worker embeds together.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Topics per recommend / embed-topics request (more: 413).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_topics)]
+    max_topics: usize,
+    /// Ancestors per topic (more: 413).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_ancestors)]
+    max_ancestors: usize,
+    /// Resources per embed-content, ids per remove-content (more: 413).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_resources)]
+    max_resources: usize,
+    /// Characters of a title, description or text (a topic over it: 422; a resource over it
+    /// is skipped with the reason).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_text_chars)]
+    max_text_chars: usize,
     /// Largest request body, in MiB.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = Limits::DEFAULT.max_body_bytes >> 20)]
     max_body_mib: usize,
-    /// Requests running longer are answered 408.
-    #[arg(long, default_value_t = 60)]
+    /// Texts waiting for the model before new work is refused (503 with Retry-After).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_queue)]
+    max_queue: usize,
+    /// Requests handled at once before new ones are refused (503 with Retry-After).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_inflight)]
+    max_inflight: usize,
+    /// Content texts per model job of an embed-content (recommends run between slices).
+    #[arg(long, default_value_t = Limits::DEFAULT.embed_slice)]
+    embed_slice: usize,
+    /// Requests running longer are answered 408, and a write that has not begun to commit is
+    /// cancelled (nothing changes).
+    #[arg(long, default_value_t = Limits::DEFAULT.timeout.as_secs())]
     timeout_s: u64,
+    /// A connection must send its request headers within this many seconds.
+    #[arg(long, default_value_t = Limits::DEFAULT.header_timeout.as_secs())]
+    header_timeout_s: u64,
+    /// After SIGTERM, in-flight requests get this many seconds to finish.
+    #[arg(long, default_value_t = Limits::DEFAULT.shutdown_timeout.as_secs())]
+    shutdown_timeout_s: u64,
 }
 
 pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
+    use std::time::Duration;
     lecr::serve::run(lecr::serve::ServeOptions {
         models: a.models,
         int8: a.int8,
@@ -69,13 +106,24 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         reembed: a.reembed,
         reranker: a.reranker,
         addr: a.addr,
-        api: lecr::serve::api::ApiOptions {
-            prefix: a.prefix,
-            margin: a.margin,
-            top_k: a.top_k,
-            api_key: a.api_key.filter(|k| !k.is_empty()),
+        prefix: a.prefix,
+        margin: a.margin,
+        top_k: a.top_k,
+        api_key: a.api_key,
+        allow_hosts: a.allow_hosts,
+        limits: Limits {
+            max_topics: a.max_topics,
+            max_ancestors: a.max_ancestors,
+            max_resources: a.max_resources,
+            max_text_chars: a.max_text_chars,
             max_body_bytes: a.max_body_mib << 20,
-            timeout: std::time::Duration::from_secs(a.timeout_s),
+            max_queue: a.max_queue,
+            max_inflight: a.max_inflight,
+            embed_slice: a.embed_slice,
+            timeout: Duration::from_secs(a.timeout_s),
+            header_timeout: Duration::from_secs(a.header_timeout_s),
+            shutdown_timeout: Duration::from_secs(a.shutdown_timeout_s),
+            ..Limits::DEFAULT
         },
     })?;
     Ok(0)

@@ -440,11 +440,7 @@ pub fn train(
     }
     methods.push(MethodScore {
         method: "reranker (out of fold)".into(),
-        setting: format!(
-            "probability ≥ {:.2} or ≥ {:.0}% of the best",
-            selection.threshold,
-            (1.0 - selection.margin) * 100.0
-        ),
+        setting: selection.to_string(),
         report: report_at(&ranked, &|s| {
             selection.count(s, crate::select::threshold::MAX_SELECTED)
         }),

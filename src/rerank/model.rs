@@ -62,6 +62,20 @@ impl Selection {
     }
 }
 
+/// The rule in words, as every command and the page print it: `probability ≥ 0.04 or ≥ 70% of
+/// the best`.
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As typed (0.04), not as f32 widens it (0.03999999910).
+        let t = (self.threshold as f64 * 1e6).round() / 1e6;
+        write!(
+            f,
+            "probability ≥ {t} or ≥ {:.0}% of the best",
+            (1.0 - self.margin as f64) * 100.0
+        )
+    }
+}
+
 /// What a reranker folder records besides its boosters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {

@@ -5,6 +5,12 @@
 pub const MAX_SELECTED: usize = 128;
 
 /// How many of a ranked list (similarities sorted high to low) are selected.
+/// The dynamic threshold's rule in words (the page and the commands print it).
+pub fn describe(margin: f32) -> String {
+    let m = (margin as f64 * 1e6).round() / 1e6;
+    format!("similarity ≥ (1 − {m}) × the best")
+}
+
 pub fn selected_len(ranked_sims: &[f32], margin: f32, cap: usize) -> usize {
     let Some(&max) = ranked_sims.first() else {
         return 0;

@@ -6,27 +6,7 @@ use crate::data::Dataset;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-/// Where a topic came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    Data,
-    Studio,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicRec {
-    pub id: String,
-    pub channel: String,
-    pub title: String,
-    pub description: String,
-    pub language: String,
-    pub parent: Option<String>,
-    pub level: u32,
-    /// The encoder's topic text (method §2: title, ancestors, description).
-    pub text: String,
-    pub origin: Origin,
-}
+pub use crate::store::{TopicOrigin, TopicRecord};
 
 /// One channel of the picker.
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +32,7 @@ pub struct TreeNode<'a> {
 
 #[derive(Default)]
 pub struct Catalog {
-    topics: HashMap<String, TopicRec>,
+    topics: HashMap<String, TopicRecord>,
     /// Topic ids per channel, in the order first seen.
     channels: BTreeMap<String, Vec<String>>,
     children: HashMap<String, Vec<String>>,
@@ -65,7 +45,7 @@ impl Catalog {
     pub fn add_dataset(&mut self, ds: &Dataset) {
         let texts = crate::text::topic_texts(&ds.topics);
         let forest = crate::data::tree::Forest::build(&ds.topics, &ds.topic_index);
-        let recs = ds.topics.iter().enumerate().map(|(i, t)| TopicRec {
+        let recs = ds.topics.iter().enumerate().map(|(i, t)| TopicRecord {
             id: t.id.clone(),
             channel: t.channel.clone(),
             title: t.title.clone(),
@@ -74,7 +54,7 @@ impl Catalog {
             parent: forest.parent[i].map(|p| ds.topics[p].id.clone()),
             level: t.level.or(forest.depth[i]).unwrap_or(0),
             text: texts[i].clone(),
-            origin: Origin::Data,
+            origin: TopicOrigin::Data,
         });
         self.add(recs);
         for (t, c) in ds.pairs() {
@@ -87,7 +67,7 @@ impl Catalog {
     }
 
     /// Adds or replaces topics; returns those that are new or changed.
-    pub fn add(&mut self, recs: impl IntoIterator<Item = TopicRec>) -> Vec<TopicRec> {
+    pub fn add(&mut self, recs: impl IntoIterator<Item = TopicRecord>) -> Vec<TopicRecord> {
         let mut changed = Vec::new();
         for r in recs {
             if self.topics.get(&r.id) == Some(&r) {
@@ -121,7 +101,7 @@ impl Catalog {
         changed
     }
 
-    pub fn get(&self, id: &str) -> Option<&TopicRec> {
+    pub fn get(&self, id: &str) -> Option<&TopicRecord> {
         self.topics.get(id)
     }
 
@@ -200,11 +180,11 @@ impl Catalog {
     }
 
     /// The topic's ancestors and itself, root first.
-    pub fn breadcrumb(&self, id: &str) -> Vec<&TopicRec> {
+    pub fn breadcrumb(&self, id: &str) -> Vec<&TopicRecord> {
         let mut out = Vec::new();
         let mut cur = self.topics.get(id);
         while let Some(t) = cur {
-            if out.iter().any(|x: &&TopicRec| x.id == t.id) {
+            if out.iter().any(|x: &&TopicRecord| x.id == t.id) {
                 break; // a cycle in the data
             }
             out.push(t);
@@ -232,8 +212,8 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, parent: Option<&str>, level: u32) -> TopicRec {
-        TopicRec {
+    fn rec(id: &str, parent: Option<&str>, level: u32) -> TopicRecord {
+        TopicRecord {
             id: id.into(),
             channel: "ch".into(),
             title: format!("T {id}"),
@@ -242,7 +222,7 @@ mod tests {
             parent: parent.map(Into::into),
             level,
             text: id.into(),
-            origin: Origin::Studio,
+            origin: TopicOrigin::Studio,
         }
     }
 

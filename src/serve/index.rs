@@ -4,21 +4,8 @@
 
 use crate::kernels::scores::PackedRows;
 use crate::select::threshold;
+pub use crate::store::ContentMeta;
 use std::collections::{BTreeMap, HashMap};
-
-/// What the service knows of a content resource besides its vector.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContentMeta {
-    pub id: String,
-    pub channel_id: String,
-    pub title: String,
-    pub description: String,
-    pub kind: String,
-    /// None: stored, but not recommendable until a request gives it a language.
-    pub language: Option<String>,
-    /// The text field as the encoder sees it (the reranker's text features read it).
-    pub short_text: String,
-}
 
 /// One language's contents: ids in row order and their vectors, packed for scoring.
 struct LangMatrix {

@@ -1,26 +1,29 @@
 //! `lecr serve`: a recommendations backend that Kolibri Studio's curriculum-automation client
-//! can call, as layers that only talk down: [`api`] (HTTP, validation) → [`batcher`] (dynamic
-//! batching) → [`engine`] (store + index in step, ranking) → [`index`] / [`store`], with the
-//! model behind the [`embedder::Embedder`] trait. Selection uses the same threshold code as
-//! `eval` and `predict`.
+//! can call, as layers that only talk down: [`http`] (routes, guards, the one error mapping) →
+//! [`engine`] (the façade: validation against the [`limits`], store and index in step,
+//! ranking) → [`queue`] (the one bounded queue of model work) → [`index`] and
+//! [`crate::store`], with the model behind the [`embedder::Embedder`] trait. Selection uses the
+//! same threshold code as `eval` and `predict`.
 
-pub mod api;
-pub mod batcher;
+pub mod cancel;
 pub mod catalog;
 pub mod embedder;
 pub mod engine;
-pub mod feedback;
+pub mod error;
+pub mod http;
 pub mod index;
+pub mod limits;
 pub mod metrics;
-pub mod page;
-pub mod recommend;
+pub mod queue;
 pub mod request;
 pub mod rerank;
 pub mod schema;
-pub mod store;
 
 use anyhow::{Context, Result};
-use api::{ApiOptions, AppState, Phase};
+use engine::{Engine, EngineSettings};
+use http::guard::{AllowedHosts, ApiKey};
+use http::{AppState, HttpOptions, Phase};
+use limits::Limits;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +35,7 @@ pub struct ServeOptions {
     pub int8: bool,
     pub max_len: usize,
     pub batch_size: usize,
-    /// Most topic texts the batcher embeds together.
+    /// Most topic texts the model worker embeds together.
     pub max_batch: usize,
     pub store: Option<PathBuf>,
     pub data: Option<PathBuf>,
@@ -40,12 +43,21 @@ pub struct ServeOptions {
     /// A `lecr rerank train` folder: rerank the model's candidates (one model only).
     pub reranker: Option<PathBuf>,
     pub addr: String,
-    pub api: ApiOptions,
+    /// Path prefix of Studio's routes.
+    pub prefix: String,
+    pub margin: f32,
+    pub top_k: usize,
+    pub api_key: Option<String>,
+    /// `--allow-host` names (empty: the bound address and the loopback names).
+    pub allow_hosts: Vec<String>,
+    pub limits: Limits,
 }
 
 /// Binds, loads the model and index in the background (503 until ready), serves until SIGTERM
-/// or Ctrl-C, lets in-flight requests finish, then closes the store.
+/// or Ctrl-C, lets in-flight requests finish (for at most the shutdown deadline), then closes
+/// the store.
 pub fn run(o: ServeOptions) -> Result<()> {
+    let api_key = o.api_key.as_deref().map(ApiKey::new).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -54,46 +66,54 @@ pub fn run(o: ServeOptions) -> Result<()> {
             .await
             .with_context(|| format!("binding {}", o.addr))?;
         let local = listener.local_addr()?;
+        if api_key.is_none() && !local.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {local}, beyond loopback, without --api-key: anyone who reaches \
+                 the port can change the index and the curators' decisions"
+            );
+        }
         let metrics = Arc::new(metrics::Metrics::new());
-        let state = Arc::new(AppState {
-            phase: std::sync::RwLock::new(Phase::Loading("loading the model and the index".into())),
-            schemas: schema::Schemas::load()?,
-            opts: o.api.clone(),
-            metrics: metrics.clone(),
-        });
+        let hosts = AllowedHosts::new(&o.allow_hosts, local);
+        let state = Arc::new(AppState::new(
+            HttpOptions {
+                prefix: o.prefix.trim_matches('/').to_string(),
+                api_key,
+                hosts: hosts.clone(),
+                limits: o.limits.clone(),
+            },
+            metrics.clone(),
+        )?);
         println!(
-            "listening on http://{local}/{}/ (loading; /{}/connect answers 503 until ready)",
-            o.api.prefix, o.api.prefix
+            "listening on http://{local}/{}/ (loading; /{}/connect answers 503 until ready; \
+             Host names served: {hosts})",
+            state.opts.prefix, state.opts.prefix
         );
         let _ = std::io::stdout().flush();
         let failed = Arc::new(tokio::sync::Notify::new());
         let (st, fail, opts) = (state.clone(), failed.clone(), o.clone());
         tokio::task::spawn_blocking(move || match load(&opts, metrics) {
-            Ok((engine, batcher)) => {
-                let index = engine.index.read().expect("index lock");
-                let sizes: Vec<String> = index
-                    .sizes()
-                    .iter()
-                    .map(|(l, n)| format!("{l} {n}"))
-                    .collect();
-                println!(
-                    "ready: {} contents ({}; {} without a language), model {}",
-                    index.len(),
-                    sizes.join(", "),
-                    index.without_language(),
-                    engine.embedder.id()
-                );
+            Ok(engine) => {
+                if let Ok(s) = engine.sizes() {
+                    let langs: Vec<String> =
+                        s.by_language.iter().map(|(l, n)| format!("{l} {n}")).collect();
+                    println!(
+                        "ready: {} contents ({}; {} without a language), model {}",
+                        s.all,
+                        langs.join(", "),
+                        s.without_language,
+                        engine.model_id()
+                    );
+                }
                 let _ = std::io::stdout().flush();
-                drop(index);
-                *st.phase.write().expect("phase lock") = Phase::Ready { engine, batcher };
+                st.set_phase(Phase::Ready(engine));
             }
             Err(e) => {
                 tracing::error!("could not start: {e:#}");
-                *st.phase.write().expect("phase lock") = Phase::Failed(format!("{e:#}"));
+                st.set_phase(Phase::Failed(format!("{e:#}")));
                 fail.notify_one();
             }
         });
-        let shutdown = {
+        let stop = {
             let failed = failed.clone();
             async move {
                 tokio::select! {
@@ -102,27 +122,29 @@ pub fn run(o: ServeOptions) -> Result<()> {
                 }
             }
         };
-        axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        // Closing: the engine (and its SQLite connection) goes with the last reference; the
-        // batcher thread holds one until it sees the queue closed.
+        http::listen::serve(
+            listener,
+            http::router(state.clone()),
+            o.limits.header_timeout,
+            o.limits.shutdown_timeout,
+            stop,
+        )
+        .await;
+        // Closing: the engine (its store connection, its model worker) goes with the last
+        // reference; a request task still holding one is given a moment.
         let phase = std::mem::replace(
-            &mut *state.phase.write().expect("phase lock"),
+            &mut *state.phase.write().unwrap_or_else(|e| e.into_inner()),
             Phase::Loading("stopped".into()),
         );
         let engine = match phase {
             Phase::Failed(why) => anyhow::bail!("{why}"),
-            Phase::Ready { engine, batcher } => {
-                drop(batcher);
-                Some(Arc::downgrade(&engine))
-            }
+            Phase::Ready(engine) => Some(Arc::downgrade(&engine)),
             Phase::Loading(_) => None,
         };
         let t0 = std::time::Instant::now();
         while engine.as_ref().is_some_and(|w| w.strong_count() > 0) {
-            if t0.elapsed() > std::time::Duration::from_secs(10) {
-                tracing::warn!("the batcher did not stop within 10 s; exiting anyway");
+            if t0.elapsed() > o.limits.shutdown_timeout {
+                tracing::warn!("the engine was still in use after the shutdown deadline; exiting");
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -132,16 +154,25 @@ pub fn run(o: ServeOptions) -> Result<()> {
     })
 }
 
-fn load(
-    o: &ServeOptions,
-    metrics: Arc<metrics::Metrics>,
-) -> Result<(Arc<engine::Engine>, batcher::Batcher)> {
+fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>> {
     if o.store.is_none() {
         tracing::warn!("no --store: the index lives in memory and is lost when the server stops");
     }
     let embedder = embedder::ModelEmbedder::load(&o.models, o.int8, o.max_len, o.batch_size)?;
-    let mut engine =
-        engine::Engine::open(Box::new(embedder), o.store.as_deref(), o.reembed, metrics)?;
+    let settings = EngineSettings {
+        limits: o.limits.clone(),
+        max_len: o.max_len,
+        margin: o.margin,
+        top_k: o.top_k,
+        max_batch: o.max_batch,
+    };
+    let mut engine = Engine::open(
+        Box::new(embedder),
+        o.store.as_deref(),
+        o.reembed,
+        metrics,
+        settings,
+    )?;
     let ds = match &o.data {
         Some(dir) => Some(crate::data::load_dataset(dir)?),
         None => None,
@@ -159,32 +190,22 @@ fn load(
             s.embedded,
             t0.elapsed().as_secs_f64()
         );
-    }
-    if let Some(ds) = &ds {
-        engine
-            .catalog
-            .write()
-            .expect("catalog lock")
-            .add_dataset(ds);
+        engine.add_dataset(ds)?;
     }
     if let Some(dir) = &o.reranker {
         let rr = rerank::ServeReranker::load(dir, &o.models, o.max_len, ds.as_ref())?;
         println!(
-            "reranking the top {} with {} (selection: probability >= {} or >= {:.0}% of the best)",
+            "reranking the top {} with {} (selection: {})",
             rr.rr.meta.k,
             dir.display(),
-            rr.rr.meta.selection.threshold,
-            (1.0 - rr.rr.meta.selection.margin) * 100.0
+            rr.rr.meta.selection
         );
-        engine.reranker = Some(rr);
-        let n = engine.load_accepted_links()?;
+        let n = engine.set_reranker(rr)?;
         if n > 0 {
             println!("the reranker's tree context includes {n} link(s) accepted by curators");
         }
     }
-    let engine = Arc::new(engine);
-    let batcher = batcher::Batcher::start(engine.clone(), o.max_batch);
-    Ok((engine, batcher))
+    Ok(Arc::new(engine))
 }
 
 /// SIGTERM or Ctrl-C.

@@ -182,6 +182,13 @@ impl ServeReranker {
         })
     }
 
+    /// The links, to change (a curator's decision).
+    pub fn links_mut(&self) -> anyhow::Result<std::sync::RwLockWriteGuard<'_, KnownLinks>> {
+        self.links
+            .write()
+            .map_err(|_| anyhow::anyhow!("the reranker's links lock is poisoned"))
+    }
+
     /// How deep the retriever's list must be: ranks are recorded to 4·K.
     pub fn depth(&self) -> usize {
         self.rr.meta.k * 4
@@ -195,10 +202,10 @@ impl ServeReranker {
         q: &TopicQuery,
         hits: &[Hit],
         parent_vector: Option<&[f32]>,
-    ) -> Vec<(usize, f32)> {
+    ) -> Result<Vec<(usize, f32)>, String> {
         let k = self.rr.meta.k.min(hits.len());
         if k == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let tc = TopicCandidates {
             topic: 0,
@@ -218,7 +225,10 @@ impl ServeReranker {
             best: vec![hits[0].similarity],
             kth: vec![hits[(KTH - 1).min(hits.len() - 1)].similarity],
         };
-        let links = self.links.read().expect("links lock");
+        let links = self
+            .links
+            .read()
+            .map_err(|_| "the reranker's links lock is poisoned".to_string())?;
         let known = links.facts.get(q.id);
         let topic = TopicView::new(
             q.title,
@@ -242,7 +252,7 @@ impl ServeReranker {
         let p = model::predict(&self.rr.full, &x);
         let mut out: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        out
+        Ok(out)
     }
 }
 

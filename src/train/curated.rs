@@ -27,10 +27,12 @@ type Sides = (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>);
 
 /// Accepted and rejected content ids per topic id, from a store or an export.
 pub fn read_decisions(dir: &Path) -> Result<Sides> {
-    let store = dir.join("lecr.sqlite");
+    let store = dir.join(crate::store::FILE_NAME);
     if store.exists() {
-        let s = crate::serve::store::Store::open(Some(dir))?;
-        return Ok(crate::serve::feedback::split_decisions(&s.decisions(None)?));
+        let s = crate::store::Store::open_existing(dir)?;
+        return Ok(crate::store::decisions::split_decisions(
+            &s.decisions(None)?,
+        ));
     }
     let acc = dir.join("correlations.csv");
     anyhow::ensure!(
@@ -69,10 +71,10 @@ pub fn read_decisions(dir: &Path) -> Result<Sides> {
 /// store's tables, or from an export's `topics.csv` and `content.csv` when present. Returns
 /// how many topics and contents were added.
 pub fn add_decided_items(dir: &Path, ds: &mut Dataset) -> Result<(usize, usize)> {
-    let store = dir.join("lecr.sqlite");
+    let store = dir.join(crate::store::FILE_NAME);
     let (topics, contents) = if store.exists() {
-        let s = crate::serve::store::Store::open(Some(dir))?;
-        crate::serve::feedback::decided_items(&s)?
+        let s = crate::store::Store::open_existing(dir)?;
+        crate::store::decisions::decided_items(&s)?
     } else {
         let read_if = |name: &str| {
             let p = dir.join(name);

@@ -1,17 +1,84 @@
-//! Curators' decisions and the Studio topics the service has seen, in the service's SQLite
-//! store. Decisions are an append-only log (accept, reject, undo); a pair's current decision is
-//! its latest entry, and an undo clears it. Each write is one transaction, committed before
-//! the `200`.
+//! Curators' decisions: an append-only log (accept, reject, undo); a pair's current decision
+//! is its latest entry, and an undo clears it. Each write is one transaction, committed before
+//! the caller returns.
 
-use super::catalog::{Origin, TopicRec};
-use super::store::Store;
+use super::topics::TopicRecord;
+use super::{Result, Store, StoreError};
 use crate::data::{Content, Topic};
-use anyhow::Result;
 use rusqlite::params;
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-pub const DECISIONS: &[&str] = &["accept", "reject", "undo"];
+/// What a curator decided about a recommended content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionKind {
+    Accept,
+    Reject,
+    /// Takes the pair's earlier decision back.
+    Undo,
+}
+
+impl DecisionKind {
+    pub const ALL: [DecisionKind; 3] = [Self::Accept, Self::Reject, Self::Undo];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Reject => "reject",
+            Self::Undo => "undo",
+        }
+    }
+
+    /// `accept`, `reject` or `undo`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a decision was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionOrigin {
+    /// lecr's curator page (or `feedback simulate`).
+    Page,
+    /// Imported from Kolibri Studio's recommendation feedback.
+    Studio,
+}
+
+impl DecisionOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Studio => "studio",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Page, Self::Studio]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A decision to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDecision<'a> {
+    pub topic_id: &'a str,
+    pub content_id: &'a str,
+    pub kind: DecisionKind,
+    /// The model (and reranker) whose recommendation was judged.
+    pub model: &'a str,
+    /// The margin the page showed (its threshold setting).
+    pub margin: Option<f32>,
+    pub origin: DecisionOrigin,
+}
 
 /// One decision as the log holds it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,71 +86,62 @@ pub struct Decision {
     pub seq: i64,
     pub topic_id: String,
     pub content_id: String,
-    /// `accept`, `reject` or `undo`.
-    pub decision: String,
-    /// The model (and reranker) whose recommendation was judged.
+    #[serde(rename = "decision")]
+    pub kind: DecisionKind,
     pub model: String,
-    /// The margin the page showed (its threshold setting).
     pub margin: Option<f32>,
+    pub origin: DecisionOrigin,
     /// UTC, ISO 8601, from SQLite's clock.
     pub time: String,
 }
 
-pub(super) const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS feedback (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        topic_id TEXT NOT NULL,
-        content_id TEXT NOT NULL,
-        decision TEXT NOT NULL CHECK (decision IN ('accept', 'reject', 'undo')),
-        model TEXT NOT NULL,
-        margin REAL,
-        time TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    );
-    CREATE INDEX IF NOT EXISTS feedback_pair ON feedback (topic_id, content_id);
-    CREATE TABLE IF NOT EXISTS topics (
-        id TEXT PRIMARY KEY,
-        channel TEXT NOT NULL,
-        title TEXT NOT NULL,
-        description TEXT NOT NULL,
-        language TEXT NOT NULL,
-        parent TEXT,
-        level INTEGER NOT NULL,
-        text TEXT NOT NULL
-    );";
-
-const DECISION_COLUMNS: &str = "seq, topic_id, content_id, decision, model, margin, time";
+const DECISION_COLUMNS: &str = "seq, topic_id, content_id, decision, model, margin, origin, time";
 
 fn decision_row(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
+    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let bad = |i: usize, v: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown value `{v}`").into(),
+        )
+    };
+    let kind = text(3)?;
+    let origin = text(6)?;
     Ok(Decision {
         seq: r.get(0)?,
         topic_id: r.get(1)?,
         content_id: r.get(2)?,
-        decision: r.get(3)?,
+        kind: DecisionKind::parse(&kind).ok_or_else(|| bad(3, kind))?,
         model: r.get(4)?,
         margin: r.get(5)?,
-        time: r.get(6)?,
+        origin: DecisionOrigin::parse(&origin).ok_or_else(|| bad(6, origin))?,
+        time: r.get(7)?,
     })
 }
 
 impl Store {
     /// Appends a decision; returns its sequence number.
-    pub fn record_decision(
-        &mut self,
-        topic_id: &str,
-        content_id: &str,
-        decision: &str,
-        model: &str,
-        margin: Option<f32>,
-    ) -> Result<i64> {
-        anyhow::ensure!(
-            DECISIONS.contains(&decision),
-            "decision `{decision}`: expected accept, reject or undo"
-        );
+    pub fn record_decision(&mut self, d: &NewDecision) -> Result<i64> {
+        if let Some(m) = d.margin {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(StoreError::Invalid(format!(
+                    "decision margin {m}: expected 0 to 1"
+                )));
+            }
+        }
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO feedback (topic_id, content_id, decision, model, margin)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![topic_id, content_id, decision, model, margin],
+            "INSERT INTO feedback (topic_id, content_id, decision, model, margin, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                d.topic_id,
+                d.content_id,
+                d.kind.as_str(),
+                d.model,
+                d.margin,
+                d.origin.as_str()
+            ],
         )?;
         let seq = tx.last_insert_rowid();
         tx.commit()?;
@@ -112,73 +170,20 @@ impl Store {
         let rows = st.query_map([], decision_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-
-    /// Keeps Studio topics (one transaction).
-    pub fn remember_topics(&mut self, topics: &[TopicRec]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut up = tx.prepare_cached(
-                "INSERT INTO topics (id, channel, title, description, language, parent, level, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(id) DO UPDATE SET channel = excluded.channel,
-                     title = excluded.title, description = excluded.description,
-                     language = excluded.language, parent = excluded.parent,
-                     level = excluded.level, text = excluded.text",
-            )?;
-            for t in topics {
-                up.execute(params![
-                    t.id,
-                    t.channel,
-                    t.title,
-                    t.description,
-                    t.language,
-                    t.parent,
-                    t.level,
-                    t.text
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The Studio topics kept so far.
-    pub fn topics(&self) -> Result<Vec<TopicRec>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, channel, title, description, language, parent, level, text
-             FROM topics ORDER BY rowid",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(TopicRec {
-                id: r.get(0)?,
-                channel: r.get(1)?,
-                title: r.get(2)?,
-                description: r.get(3)?,
-                language: r.get(4)?,
-                parent: r.get(5)?,
-                level: r.get(6)?,
-                text: r.get(7)?,
-                origin: Origin::Studio,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
 }
 
+/// Content ids per topic id, both sorted.
+pub type Sides = BTreeMap<String, Vec<String>>;
+
 /// Accepted and rejected contents per topic (current decisions), topics and contents sorted.
-pub fn split_decisions(
-    decisions: &[Decision],
-) -> (
-    std::collections::BTreeMap<String, Vec<String>>,
-    std::collections::BTreeMap<String, Vec<String>>,
-) {
-    let mut accepted: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let mut rejected: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+pub fn split_decisions(decisions: &[Decision]) -> (Sides, Sides) {
+    let mut accepted = Sides::new();
+    let mut rejected = Sides::new();
     for d in decisions {
-        let side = match d.decision.as_str() {
-            "accept" => &mut accepted,
-            "reject" => &mut rejected,
-            _ => continue,
+        let side = match d.kind {
+            DecisionKind::Accept => &mut accepted,
+            DecisionKind::Reject => &mut rejected,
+            DecisionKind::Undo => continue,
         };
         side.entry(d.topic_id.clone())
             .or_default()
@@ -196,14 +201,14 @@ pub fn split_decisions(
 /// folder. Decided topics count as having content when one of their links was accepted.
 pub fn decided_items(store: &Store) -> Result<(Vec<Topic>, Vec<Content>)> {
     let current = store.decisions(None)?;
-    let studio: HashMap<String, TopicRec> = store
+    let studio: HashMap<String, TopicRecord> = store
         .topics()?
         .into_iter()
         .map(|t| (t.id.clone(), t))
         .collect();
     let accepted: HashSet<&str> = current
         .iter()
-        .filter(|d| d.decision == "accept")
+        .filter(|d| d.kind == DecisionKind::Accept)
         .map(|d| d.topic_id.as_str())
         .collect();
     let mut topic_ids: BTreeSet<&str> = BTreeSet::new();
@@ -264,25 +269,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = Store::open(Some(dir.path())).unwrap();
-            s.record_decision("t1", "c1", "accept", "m", Some(0.18))
-                .unwrap();
-            s.record_decision("t1", "c2", "reject", "m", None).unwrap();
-            s.record_decision("t1", "c1", "reject", "m", None).unwrap();
-            s.record_decision("t2", "c1", "accept", "m", None).unwrap();
-            s.record_decision("t2", "c1", "undo", "m", None).unwrap();
-            assert!(s.record_decision("t2", "c1", "maybe", "m", None).is_err());
+            let mut put = |t: &str, c: &str, kind, margin| {
+                s.record_decision(&NewDecision {
+                    topic_id: t,
+                    content_id: c,
+                    kind,
+                    model: "m",
+                    margin,
+                    origin: DecisionOrigin::Page,
+                })
+            };
+            use DecisionKind::*;
+            put("t1", "c1", Accept, Some(0.18)).unwrap();
+            put("t1", "c2", Reject, None).unwrap();
+            put("t1", "c1", Reject, None).unwrap();
+            put("t2", "c1", Accept, None).unwrap();
+            put("t2", "c1", Undo, None).unwrap();
+            // A margin outside 0..1 is refused and nothing is written.
+            assert!(put("t2", "c1", Accept, Some(1.5)).is_err());
+            assert!(put("t2", "c1", Accept, Some(f32::NAN)).is_err());
         }
         let s = Store::open(Some(dir.path())).unwrap();
         let d = s.decisions(None).unwrap();
         let pairs: Vec<(&str, &str, &str)> = d
             .iter()
-            .map(|x| {
-                (
-                    x.topic_id.as_str(),
-                    x.content_id.as_str(),
-                    x.decision.as_str(),
-                )
-            })
+            .map(|x| (x.topic_id.as_str(), x.content_id.as_str(), x.kind.as_str()))
             .collect();
         assert_eq!(pairs, [("t1", "c2", "reject"), ("t1", "c1", "reject")]);
         assert_eq!(s.decisions(Some("t2")).unwrap(), vec![]);

@@ -1,15 +1,22 @@
-//! The service's durable store: one SQLite file (`DIR/lecr.sqlite`, bundled SQLite) holding
-//! each content's metadata, the exact text the encoder saw and its vector, plus which model
-//! made the vectors. Every change is one transaction, committed with `synchronous=FULL`
-//! before the request is answered, so a `200` survives a kill -9.
+//! Contents in the store: each one's metadata, the exact text the encoder saw and its vector
+//! (little-endian f32), plus (in `meta`) the id of the model that made the vectors.
 
-use super::index::ContentMeta;
-use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use super::{Result, Store};
+use rusqlite::{params, OptionalExtension};
+use std::collections::HashMap;
 
-pub struct Store {
-    pub(super) conn: Connection,
+/// What the service knows of a content resource besides its vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentMeta {
+    pub id: String,
+    pub channel_id: String,
+    pub title: String,
+    pub description: String,
+    pub kind: String,
+    /// None: stored, but not recommendable until a request gives it a language.
+    pub language: Option<String>,
+    /// The text field as the encoder sees it (the reranker's text features read it).
+    pub short_text: String,
 }
 
 /// A stored content: metadata, encoder text and vector.
@@ -21,51 +28,6 @@ pub struct StoredContent {
 }
 
 impl Store {
-    /// Opens (creating) `dir/lecr.sqlite`; `None` keeps everything in memory.
-    pub fn open(dir: Option<&Path>) -> Result<Self> {
-        let conn = match dir {
-            Some(d) => {
-                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-                let p = d.join("lecr.sqlite");
-                Connection::open(&p).with_context(|| format!("opening {}", p.display()))?
-            }
-            None => Connection::open_in_memory()?,
-        };
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS contents (
-                 id TEXT PRIMARY KEY,
-                 channel_id TEXT NOT NULL,
-                 title TEXT NOT NULL,
-                 description TEXT NOT NULL,
-                 kind TEXT NOT NULL,
-                 language TEXT,
-                 text TEXT NOT NULL,
-                 vector BLOB NOT NULL
-             );",
-        )?;
-        conn.execute_batch(super::feedback::SCHEMA)?;
-        Ok(Store { conn })
-    }
-
-    pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    }
-
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
-    }
-
     pub fn count(&self) -> Result<usize> {
         Ok(self
             .conn
@@ -102,7 +64,7 @@ impl Store {
             .optional()?)
     }
 
-    /// The stored encoder text of each id that exists (to skip re-embedding unchanged texts).
+    /// The stored encoder text and vector of one id.
     pub fn text_and_vector(&self, id: &str) -> Result<Option<(String, Vec<f32>)>> {
         Ok(self
             .conn
@@ -114,9 +76,30 @@ impl Store {
             .optional()?)
     }
 
-    /// Writes contents and deletes ids in one transaction.
-    pub fn apply(&mut self, upserts: &[StoredContent], deletes: &[String]) -> Result<()> {
+    /// The stored encoder text and vector of each of `ids` that exists (to skip embedding
+    /// unchanged texts again).
+    pub fn texts_and_vectors(&self, ids: &[&str]) -> Result<HashMap<String, (String, Vec<f32>)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT text, vector FROM contents WHERE id = ?1")?;
+        let mut out = HashMap::new();
+        for &id in ids {
+            if let Some(tv) = st
+                .query_row([id], |r| {
+                    Ok((r.get::<_, String>(0)?, from_blob(&r.get::<_, Vec<u8>>(1)?)))
+                })
+                .optional()?
+            {
+                out.insert(id.to_string(), tv);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes contents and deletes ids in one transaction; returns how many rows were deleted.
+    pub fn apply(&mut self, upserts: &[StoredContent], deletes: &[String]) -> Result<usize> {
         let tx = self.conn.transaction()?;
+        let mut deleted = 0;
         {
             let mut up = tx.prepare_cached(
                 "INSERT INTO contents (id, channel_id, title, description, kind, language, text, vector)
@@ -141,11 +124,11 @@ impl Store {
             }
             let mut del = tx.prepare_cached("DELETE FROM contents WHERE id = ?1")?;
             for id in deletes {
-                del.execute([id])?;
+                deleted += del.execute([id])?;
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(deleted)
     }
 }
 

@@ -1,0 +1,284 @@
+//! What the service does, without HTTP: the façade the handlers call (the habit of
+//! text-embeddings-inference's `Infer`). Its state is private; each method validates its input
+//! against the [`Limits`], does the work and returns a [`ServeError`] that the HTTP layer maps
+//! to a status in one place.
+//!
+//! - Model work (embedding topic and content texts) goes through the one bounded [`Queue`].
+//! - Store I/O runs in `spawn_blocking`; no lock is held across an embedding or an `.await`.
+//! - Locks are never nested except in this order: store, catalog, index, reranker links.
+//! - A poisoned lock (a panic while it was held) turns into [`ServeError::Failed`], and
+//!   `/health` then says `failed` with the reason.
+//!
+//! [`content`] keeps the store and the index in step (upsert, remove, seeding, re-embedding);
+//! [`recommend`] ranks and selects; [`page`] answers the curator page.
+
+pub mod content;
+pub mod page;
+pub mod recommend;
+
+use super::catalog::Catalog;
+use super::embedder::Embedder;
+use super::error::{ServeError, ServeResult};
+use super::index::Index;
+use super::limits::Limits;
+use super::metrics::Metrics;
+use super::queue::{ModelSide, Queue};
+use super::rerank::ServeReranker;
+use super::schema::Schemas;
+use crate::data::Dataset;
+use crate::store::Store;
+use anyhow::Result;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use content::{Resource, Skipped, UpsertSummary};
+pub use recommend::{Recommendation, TopicRecommendations};
+
+/// The settings the engine answers with when a request does not override them.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub limits: Limits,
+    /// Tokens the encoder keeps (the texts are cut to [`Limits::encoder_chars`] before it).
+    pub max_len: usize,
+    /// The dynamic threshold's margin (method §8).
+    pub margin: f32,
+    /// Recommendations per topic with `override_threshold`.
+    pub top_k: usize,
+    /// Most topic texts the worker embeds together.
+    pub max_batch: usize,
+}
+
+/// Contents per language (recommendable), all stored, and those without a language.
+pub struct IndexSizes {
+    pub by_language: Vec<(String, usize)>,
+    pub all: usize,
+    pub without_language: usize,
+}
+
+pub struct Engine {
+    model: Arc<ModelSide>,
+    queue: Queue,
+    store: Mutex<Store>,
+    catalog: RwLock<Catalog>,
+    reranker: Option<ServeReranker>,
+    metrics: Arc<Metrics>,
+    schemas: Schemas,
+    settings: EngineSettings,
+    /// The first reason the engine broke, if it did.
+    failure: OnceLock<String>,
+}
+
+const MODEL_KEY: &str = "model";
+
+impl Engine {
+    /// Opens the store, checks (or re-embeds for) the model, loads the index from it and
+    /// starts the model worker.
+    pub fn open(
+        embedder: Box<dyn Embedder>,
+        store_dir: Option<&Path>,
+        reembed: bool,
+        metrics: Arc<Metrics>,
+        settings: EngineSettings,
+    ) -> Result<Self> {
+        let mut store = Store::open(store_dir)?;
+        let place = store.place().to_string();
+        match store.get_meta(MODEL_KEY)? {
+            Some(id) if id != embedder.id() => {
+                let n = store.count()?;
+                anyhow::ensure!(
+                    reembed,
+                    "{place}: its {n} content vectors were made by `{id}`, not by this server's \
+                     `{}`; start with --reembed to embed them again with this model, or use \
+                     another --store",
+                    embedder.id()
+                );
+                content::reembed_all(&mut store, embedder.as_ref())?;
+                store.set_meta(MODEL_KEY, embedder.id())?;
+            }
+            Some(_) => {}
+            None => store.set_meta(MODEL_KEY, embedder.id())?,
+        }
+        let mut index = Index::new(embedder.dim());
+        for c in store.all()? {
+            anyhow::ensure!(
+                c.vector.len() == index.dim(),
+                "{place}: content {} has a vector of {} values, the model gives {}",
+                c.meta.id,
+                c.vector.len(),
+                index.dim()
+            );
+            index.upsert(c.meta, &c.vector);
+        }
+        metrics.set_index(&index);
+        let mut catalog = Catalog::default();
+        catalog.add(store.topics()?);
+        let model = Arc::new(ModelSide {
+            embedder,
+            index: RwLock::new(index),
+        });
+        let queue = Queue::start(
+            model.clone(),
+            settings.limits.max_queue,
+            settings.max_batch,
+            metrics.clone(),
+        );
+        Ok(Engine {
+            model,
+            queue,
+            store: Mutex::new(store),
+            catalog: RwLock::new(catalog),
+            reranker: None,
+            metrics,
+            schemas: Schemas::load()?,
+            settings,
+            failure: OnceLock::new(),
+        })
+    }
+
+    /// Adds a data folder's topics and links to what the page can browse.
+    pub fn add_dataset(&self, ds: &Dataset) -> Result<()> {
+        self.catalog_mut()?.add_dataset(ds);
+        Ok(())
+    }
+
+    /// Reranks recommendations with `rr`; its tree context gets the links curators accepted.
+    /// Returns how many accepted links it got.
+    pub fn set_reranker(&mut self, rr: ServeReranker) -> Result<usize> {
+        self.reranker = Some(rr);
+        self.load_accepted_links()
+    }
+
+    /// The id of the weights that made the vectors.
+    pub fn model_id(&self) -> &str {
+        self.model.embedder.id()
+    }
+
+    pub fn dim(&self) -> usize {
+        self.model.embedder.dim()
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    pub fn reranker(&self) -> Option<&ServeReranker> {
+        self.reranker.as_ref()
+    }
+
+    /// How many contents the index holds.
+    pub fn sizes(&self) -> ServeResult<IndexSizes> {
+        let index = self.index()?;
+        Ok(IndexSizes {
+            by_language: index.sizes(),
+            all: index.len(),
+            without_language: index.without_language(),
+        })
+    }
+
+    /// Why the engine cannot serve, when it cannot: a dead model worker or a poisoned lock.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned().or_else(|| self.queue.failure())
+    }
+
+    /// Texts waiting for the model.
+    pub fn queued(&self) -> usize {
+        self.queue.waiting()
+    }
+
+    fn broken(&self, what: &str) -> ServeError {
+        let why = format!("{what} is poisoned by an earlier panic; restart the server");
+        let _ = self.failure.set(why.clone());
+        tracing::error!("{why}");
+        ServeError::Failed(why)
+    }
+
+    fn index(&self) -> ServeResult<RwLockReadGuard<'_, Index>> {
+        self.model
+            .index
+            .read()
+            .map_err(|_| self.broken("the index lock"))
+    }
+
+    fn index_mut(&self) -> ServeResult<RwLockWriteGuard<'_, Index>> {
+        self.model
+            .index
+            .write()
+            .map_err(|_| self.broken("the index lock"))
+    }
+
+    fn catalog(&self) -> ServeResult<RwLockReadGuard<'_, Catalog>> {
+        self.catalog
+            .read()
+            .map_err(|_| self.broken("the catalog lock"))
+    }
+
+    fn catalog_mut(&self) -> ServeResult<RwLockWriteGuard<'_, Catalog>> {
+        self.catalog
+            .write()
+            .map_err(|_| self.broken("the catalog lock"))
+    }
+
+    fn store(&self) -> ServeResult<MutexGuard<'_, Store>> {
+        self.store.lock().map_err(|_| self.broken("the store lock"))
+    }
+
+    /// Whether `lang` may be asked for: an le-utils code, or one some content has.
+    fn known_language(&self, lang: &str) -> ServeResult<bool> {
+        Ok(self.schemas.is_known_language(lang) || self.index()?.has_language(lang))
+    }
+
+    /// A text as the tokenizer gets it: cut to [`Limits::encoder_chars`].
+    fn encoder_text(&self, s: String) -> String {
+        crate::text::cap_chars(s, Limits::encoder_chars(self.settings.max_len))
+    }
+
+    /// Gives the reranker's tree context the links curators accepted so far (at start-up).
+    fn load_accepted_links(&self) -> Result<usize> {
+        let Some(r) = &self.reranker else {
+            return Ok(0);
+        };
+        let decisions = self.store()?.decisions(None)?;
+        let catalog = self.catalog()?;
+        let mut links = r.links_mut()?;
+        let mut n = 0;
+        for d in decisions
+            .iter()
+            .filter(|d| d.kind == crate::store::DecisionKind::Accept)
+        {
+            let channel = catalog.get(&d.topic_id).map_or("", |t| t.channel.as_str());
+            links.accept(&d.topic_id, channel, &d.content_id);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Runs blocking work (store I/O, the reranker's trees) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ServeResult<T> + Send + 'static,
+) -> ServeResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// A field's length against a limit: 422 naming the field and the limit.
+fn check_len(field: impl Fn() -> String, value: &str, limit: usize, flag: &str) -> ServeResult<()> {
+    let n = value.chars().count();
+    if n > limit {
+        return Err(ServeError::validation(
+            field(),
+            format!("{n} characters, more than {flag} {limit}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A count against a limit: 413 naming the field and the limit.
+fn check_count(field: &str, n: usize, limit: usize, flag: &str) -> ServeResult<()> {
+    if n > limit {
+        return Err(ServeError::too_large(
+            field,
+            format!("{n} items, more than {flag} {limit} per request"),
+        ));
+    }
+    Ok(())
+}

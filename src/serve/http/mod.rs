@@ -1,0 +1,147 @@
+//! HTTP, and only HTTP: routes (Studio's, the page's), the guards every request passes
+//! ([`guard`]), and the one mapping from [`ServeError`] to a status ([`error`]). Handlers parse,
+//! call one engine method and serialise; they take no locks.
+
+pub mod error;
+pub mod guard;
+pub mod listen;
+pub mod page;
+pub mod studio;
+
+use crate::serve::engine::Engine;
+use crate::serve::error::ServeError;
+use crate::serve::limits::Limits;
+use crate::serve::metrics::Metrics;
+use crate::serve::schema::Schemas;
+use axum::body::Bytes;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use guard::{AllowedHosts, ApiKey};
+use serde_json::{json, Value};
+use std::sync::{Arc, RwLock};
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Path prefix of Studio's routes (`stable`).
+    pub prefix: String,
+    pub api_key: Option<ApiKey>,
+    pub hosts: AllowedHosts,
+    pub limits: Limits,
+}
+
+/// The model and index load in the background; until then Studio gets 503s.
+pub enum Phase {
+    Loading(String),
+    Ready(Arc<Engine>),
+    Failed(String),
+}
+
+pub struct AppState {
+    pub phase: RwLock<Phase>,
+    pub schemas: Schemas,
+    pub opts: HttpOptions,
+    pub metrics: Arc<Metrics>,
+    /// Requests being handled (`--max-inflight` permits).
+    pub inflight: Arc<tokio::sync::Semaphore>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(opts: HttpOptions, metrics: Arc<Metrics>) -> anyhow::Result<AppState> {
+        Ok(AppState {
+            phase: RwLock::new(Phase::Loading("loading the model and the index".into())),
+            schemas: Schemas::load()?,
+            inflight: Arc::new(tokio::sync::Semaphore::new(opts.limits.max_inflight.max(1))),
+            opts,
+            metrics,
+        })
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        *self.phase.write().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+
+    /// The engine, or why there is none (loading, failed to start, broken since).
+    pub fn engine(&self) -> Result<Arc<Engine>, ServeError> {
+        match &*self.phase.read().unwrap_or_else(|e| e.into_inner()) {
+            Phase::Ready(e) => match e.failure() {
+                None => Ok(e.clone()),
+                Some(why) => Err(ServeError::Failed(why)),
+            },
+            Phase::Loading(why) => Err(ServeError::NotReady(why.clone())),
+            Phase::Failed(why) => Err(ServeError::Failed(format!("failed to start: {why}"))),
+        }
+    }
+}
+
+/// Every route with its guards.
+pub fn router(state: Shared) -> Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    let api = studio::routes(&state.opts.prefix)
+        .merge(page::api_routes())
+        .route_layer(from_fn_with_state(state.clone(), guard::require_key));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .merge(page::assets())
+        .layer(from_fn(guard::check_write))
+        .layer(from_fn_with_state(state.clone(), guard::check_host))
+        .layer(from_fn_with_state(state.clone(), guard::deadline))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.opts.limits.max_body_bytes,
+        ))
+        .layer(from_fn_with_state(state.clone(), guard::admit))
+        .layer(from_fn(guard::security_headers))
+        .layer(from_fn_with_state(state.clone(), guard::observe))
+        .with_state(state)
+}
+
+/// `{"status", "phase", "reason"?, "queued"?}`: 200 while loading or ready, 503 once failed
+/// (a load balancer takes the replica out).
+async fn health(axum::extract::State(s): axum::extract::State<Shared>) -> impl IntoResponse {
+    let (phase, reason, queued) = match &*s.phase.read().unwrap_or_else(|e| e.into_inner()) {
+        Phase::Loading(_) => ("loading", None, None),
+        Phase::Ready(e) => match e.failure() {
+            None => ("ready", None, Some(e.queued())),
+            Some(why) => ("failed", Some(why), None),
+        },
+        Phase::Failed(why) => ("failed", Some(why.clone()), None),
+    };
+    let mut body =
+        json!({"status": if phase == "failed" { "failed" } else { "ok" }, "phase": phase});
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    if let Some(q) = queued {
+        body["queued"] = json!(q);
+    }
+    let code = if phase == "failed" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body))
+}
+
+async fn metrics(axum::extract::State(s): axum::extract::State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+/// Parses a JSON body; a syntax error names its line and column.
+pub(crate) fn parse_body(body: &Bytes) -> Result<Value, ServeError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ServeError::bad_request("/", format!("the body is not valid JSON: {e}")))
+}
+
+/// A parsed body as a typed request, or 422 naming why.
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ServeError> {
+    serde_json::from_value(v).map_err(|e| ServeError::validation("/", e.to_string()))
+}

@@ -1,0 +1,509 @@
+//! One bounded queue for all model work, and the one thread that does it (the habit of
+//! text-embeddings-inference: refuse work when full instead of queueing without limit).
+//!
+//! - **Rank** jobs (topic texts of recommend, the page, embed-topics, reranker parents) are
+//!   batched: the worker takes every waiting one, up to `max_batch` texts, embeds them in one
+//!   call and ranks each against its language with one matrix product per language.
+//! - **Embed** jobs (a slice of an embed-content's texts) run one at a time, and only when no
+//!   rank job waits: a long publish is cut into slices, so a recommend waits for at most one
+//!   slice.
+//! - The queue holds at most `max_queue` texts; a job that does not fit is refused at once
+//!   with [`ServeError::Overloaded`] and a `Retry-After` from the measured throughput.
+//! - A job whose requester has gone (timed out, disconnected) is skipped, not computed.
+//! - A panic while computing fails that batch only; if the thread itself ends, every later job
+//!   is refused and `/health` says `failed`.
+
+use super::error::{ServeError, ServeResult};
+use super::index::{Hit, Index};
+use crate::serve::embedder::Embedder;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A text to embed; with a language, also ranked against that language's contents.
+#[derive(Debug, Clone)]
+pub struct RankText {
+    pub text: String,
+    pub language: Option<String>,
+}
+
+/// What the worker gives back for a [`RankText`]: its vector, and its best hits (empty
+/// without a language).
+#[derive(Debug, Clone)]
+pub struct RankedText {
+    pub vector: Vec<f32>,
+    pub hits: Vec<Hit>,
+}
+
+type Reply<T> = oneshot::Sender<ServeResult<T>>;
+
+struct RankJob {
+    texts: Vec<RankText>,
+    r: usize,
+    reply: Reply<Vec<RankedText>>,
+}
+
+struct EmbedJob {
+    texts: Vec<String>,
+    reply: Reply<Vec<f32>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    rank: VecDeque<RankJob>,
+    embed: VecDeque<EmbedJob>,
+    texts: usize,
+    closed: bool,
+}
+
+/// What the worker needs: the model and the index it ranks against.
+pub struct ModelSide {
+    pub embedder: Box<dyn Embedder>,
+    pub index: RwLock<Index>,
+}
+
+struct Shared {
+    waiting: Mutex<Waiting>,
+    wake: Condvar,
+    capacity: usize,
+    /// False once the worker thread has ended.
+    alive: AtomicBool,
+    /// Why it ended (set before `alive` turns false).
+    death: Mutex<Option<String>>,
+    /// Texts per second the worker achieved (f64 bits), for `Retry-After`.
+    rate: AtomicU64,
+    /// Batch-size histogram.
+    metrics: Arc<super::metrics::Metrics>,
+}
+
+/// The queue's handle; cloning shares it. The worker stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
+}
+
+/// Closes the queue when the last [`Queue`] goes, so the worker thread ends.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.0.waiting.lock() {
+            w.closed = true;
+        }
+        self.0.wake.notify_all();
+    }
+}
+
+impl Queue {
+    /// Starts the worker thread over `model`.
+    pub fn start(
+        model: Arc<ModelSide>,
+        capacity: usize,
+        max_batch: usize,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> Queue {
+        let shared = Arc::new(Shared {
+            waiting: Mutex::new(Waiting::default()),
+            wake: Condvar::new(),
+            capacity: capacity.max(1),
+            alive: AtomicBool::new(true),
+            death: Mutex::new(None),
+            rate: AtomicU64::new(50f64.to_bits()),
+            metrics,
+        });
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lecr-model".into())
+            .spawn(move || {
+                let _mark = MarkDead(s.clone());
+                work(&s, &model, max_batch.max(1));
+            });
+        if let Err(e) = spawned {
+            *shared.death.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("could not start the model worker: {e}"));
+            shared.alive.store(false, Ordering::SeqCst);
+        }
+        Queue {
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
+        }
+    }
+
+    /// Why the worker is gone, if it is.
+    pub fn failure(&self) -> Option<String> {
+        if self.shared.alive.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(
+            self.shared
+                .death
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_else(|| "the model worker stopped".into()),
+        )
+    }
+
+    /// Texts waiting now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.lock().map(|w| w.texts).unwrap_or(0)
+    }
+
+    /// Embeds `texts` and ranks those with a language against the index (`r` best each).
+    pub async fn rank(&self, texts: Vec<RankText>, r: usize) -> ServeResult<Vec<RankedText>> {
+        let n = texts.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.push(n, |w| w.rank.push_back(RankJob { texts, r, reply }))?;
+        self.wait(rx).await
+    }
+
+    /// Embeds content texts (one slice of an embed-content), row-major `n × dim`.
+    pub async fn embed(&self, texts: Vec<String>) -> ServeResult<Vec<f32>> {
+        let n = texts.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.push(n, |w| w.embed.push_back(EmbedJob { texts, reply }))?;
+        self.wait(rx).await
+    }
+
+    fn push(&self, n: usize, put: impl FnOnce(&mut Waiting)) -> ServeResult<()> {
+        if let Some(why) = self.failure() {
+            return Err(ServeError::Failed(why));
+        }
+        let mut w = self
+            .shared
+            .waiting
+            .lock()
+            .map_err(|_| ServeError::Failed("the model queue's lock is poisoned".into()))?;
+        // A job larger than the whole queue still runs when the queue is empty (the request
+        // limits keep it bounded); otherwise it must fit.
+        if w.texts > 0 && w.texts + n > self.shared.capacity {
+            let rate = f64::from_bits(self.shared.rate.load(Ordering::Relaxed)).max(1.0);
+            let secs = ((w.texts + n) as f64 / rate).ceil().clamp(1.0, 60.0);
+            return Err(ServeError::Overloaded {
+                what: format!(
+                    "{} texts wait for the model (at most {})",
+                    w.texts, self.shared.capacity
+                ),
+                retry_after: Duration::from_secs(secs as u64),
+            });
+        }
+        w.texts += n;
+        put(&mut w);
+        drop(w);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<ServeResult<T>>) -> ServeResult<T> {
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => {
+                Err(ServeError::Failed(self.failure().unwrap_or_else(|| {
+                    "the model worker dropped the job".into()
+                })))
+            }
+        }
+    }
+}
+
+struct MarkDead(Arc<Shared>);
+
+impl Drop for MarkDead {
+    fn drop(&mut self) {
+        let closed = self.0.waiting.lock().map(|w| w.closed).unwrap_or(false);
+        if !closed {
+            let mut d = self.0.death.lock().unwrap_or_else(|p| p.into_inner());
+            d.get_or_insert_with(|| "the model worker thread ended".into());
+            tracing::error!("{}", d.as_deref().unwrap_or_default());
+        }
+        self.0.alive.store(false, Ordering::SeqCst);
+        // Jobs still waiting: their requesters get the failure (their receivers see the
+        // senders dropped with the queue contents).
+        if let Ok(mut w) = self.0.waiting.lock() {
+            w.rank.clear();
+            w.embed.clear();
+            w.texts = 0;
+        }
+    }
+}
+
+enum Batch {
+    Rank(Vec<RankJob>),
+    Embed(EmbedJob),
+}
+
+/// Takes the next batch: every waiting rank job (up to `max_batch` texts, the first always),
+/// else one embed job; jobs whose requester has gone are dropped. `None`: closed.
+fn next_batch(s: &Shared, max_batch: usize) -> Option<Batch> {
+    let mut w = s.waiting.lock().ok()?;
+    loop {
+        if w.closed {
+            return None;
+        }
+        if !w.rank.is_empty() {
+            let mut jobs = Vec::new();
+            let mut n = 0;
+            while let Some(j) = w.rank.front() {
+                if !jobs.is_empty() && n + j.texts.len() > max_batch {
+                    break;
+                }
+                let j = w.rank.pop_front().expect("front exists");
+                w.texts -= j.texts.len();
+                if j.reply.is_closed() {
+                    continue;
+                }
+                n += j.texts.len();
+                jobs.push(j);
+            }
+            if !jobs.is_empty() {
+                return Some(Batch::Rank(jobs));
+            }
+            continue;
+        }
+        if let Some(j) = w.embed.pop_front() {
+            w.texts -= j.texts.len();
+            if j.reply.is_closed() {
+                continue;
+            }
+            return Some(Batch::Embed(j));
+        }
+        w = s.wake.wait(w).ok()?;
+    }
+}
+
+fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
+    while let Some(batch) = next_batch(s, max_batch) {
+        let t0 = Instant::now();
+        let n = match &batch {
+            Batch::Rank(jobs) => jobs.iter().map(|j| j.texts.len()).sum(),
+            Batch::Embed(j) => j.texts.len(),
+        };
+        match batch {
+            Batch::Rank(jobs) => {
+                s.metrics.batch_topics.observe(n as f64);
+                let result = guarded(|| rank_batch(model, &jobs));
+                match result {
+                    Ok(all) => {
+                        let mut all = all.into_iter();
+                        for j in jobs {
+                            let mine: Vec<RankedText> = all
+                                .by_ref()
+                                .take(j.texts.len())
+                                .map(|mut t| {
+                                    t.hits.truncate(j.r);
+                                    t
+                                })
+                                .collect();
+                            let _ = j.reply.send(Ok(mine)); // the requester may have gone
+                        }
+                    }
+                    Err(why) => {
+                        tracing::error!("ranking a batch of {n} texts failed: {why}");
+                        for j in jobs {
+                            let _ = j.reply.send(Err(ServeError::Internal(anyhow::anyhow!(
+                                "ranking failed: {why}"
+                            ))));
+                        }
+                    }
+                }
+            }
+            Batch::Embed(j) => {
+                let result =
+                    guarded(|| model.embedder.embed(&j.texts).map_err(|e| format!("{e:#}")));
+                let _ = j.reply.send(result.map_err(|why| {
+                    tracing::error!("embedding {n} content texts failed: {why}");
+                    ServeError::Internal(anyhow::anyhow!("embedding failed: {why}"))
+                }));
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64().max(1e-6);
+        let old = f64::from_bits(s.rate.load(Ordering::Relaxed));
+        let rate = 0.8 * old + 0.2 * (n as f64 / secs);
+        s.rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Runs `f`, turning an error or a panic into a message (the worker lives on).
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(format!(
+            "panicked: {}",
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// One embedding call for every text of the batch, then one matrix product per language.
+fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, String> {
+    let texts: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.texts.iter().map(|t| t.text.clone()))
+        .collect();
+    let langs: Vec<Option<&str>> = jobs
+        .iter()
+        .flat_map(|j| j.texts.iter().map(|t| t.language.as_deref()))
+        .collect();
+    let r = jobs.iter().map(|j| j.r).max().unwrap_or(0);
+    let d = model.embedder.dim();
+    let vectors = model.embedder.embed(&texts).map_err(|e| format!("{e:#}"))?;
+    let mut by_lang: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, l) in langs.iter().enumerate() {
+        if let Some(l) = l {
+            by_lang.entry(l).or_default().push(i);
+        }
+    }
+    let mut hits = vec![Vec::new(); texts.len()];
+    if r > 0 {
+        let index = model
+            .index
+            .read()
+            .map_err(|_| "the index lock is poisoned".to_string())?;
+        for (lang, rows) in by_lang {
+            let mut block = Vec::with_capacity(rows.len() * d);
+            for &i in &rows {
+                block.extend_from_slice(&vectors[i * d..(i + 1) * d]);
+            }
+            for (&i, h) in rows.iter().zip(index.search(lang, &block, r)) {
+                hits[i] = h;
+            }
+        }
+    }
+    Ok(hits
+        .into_iter()
+        .enumerate()
+        .map(|(i, hits)| RankedText {
+            vector: vectors[i * d..(i + 1) * d].to_vec(),
+            hits,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model whose `embed` sleeps per text, panics on the text "panic", and records the
+    /// order in which it saw texts.
+    struct Slow {
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Embedder for Slow {
+        fn id(&self) -> &str {
+            "slow"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<f32>> {
+            assert!(!texts.iter().any(|t| t == "panic"), "asked to panic");
+            self.seen.lock().unwrap().extend(texts.iter().cloned());
+            std::thread::sleep(Duration::from_millis(20 * texts.len() as u64));
+            Ok(texts.iter().flat_map(|_| [1.0, 0.0]).collect())
+        }
+    }
+
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    fn queue(capacity: usize) -> (Queue, Seen) {
+        let seen = Seen::default();
+        let model = Arc::new(ModelSide {
+            embedder: Box::new(Slow { seen: seen.clone() }),
+            index: RwLock::new(Index::new(2)),
+        });
+        let q = Queue::start(
+            model,
+            capacity,
+            64,
+            Arc::new(super::super::metrics::Metrics::new()),
+        );
+        (q, seen)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn topic(t: &str) -> RankText {
+        RankText {
+            text: t.into(),
+            language: Some("en".into()),
+        }
+    }
+
+    #[test]
+    fn rank_jobs_go_before_waiting_content_slices_and_a_full_queue_refuses() {
+        let (q, seen) = queue(6);
+        rt().block_on(async {
+            // Three slices of two content texts queue up; a topic sent after them is served
+            // before the slices that were still waiting.
+            let mut slices = Vec::new();
+            for k in 0..3 {
+                let q = q.clone();
+                slices.push(tokio::spawn(async move {
+                    q.embed(vec![format!("c{k}a"), format!("c{k}b")]).await
+                }));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // The queue is full (6 texts, or 4 once the worker took the first slice): one more
+            // slice of three is refused with a retry delay.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let full = q.embed(vec!["x".into(), "y".into(), "z".into()]).await;
+            match full {
+                Err(ServeError::Overloaded { retry_after, .. }) => {
+                    assert!(retry_after >= Duration::from_secs(1))
+                }
+                other => panic!("expected Overloaded, got {other:?}"),
+            }
+            let t = q.rank(vec![topic("topic")], 5).await.unwrap();
+            assert_eq!(t.len(), 1);
+            assert_eq!(t[0].vector, vec![1.0, 0.0]);
+            for s in slices {
+                assert_eq!(s.await.unwrap().unwrap().len(), 4);
+            }
+            // After the burst the queue takes work again.
+            assert!(q.embed(vec!["after".into()]).await.is_ok());
+        });
+        let seen = seen.lock().unwrap().clone();
+        let topic_at = seen.iter().position(|t| t == "topic").unwrap();
+        let last_slice = seen.iter().position(|t| t == "c2a").unwrap();
+        assert!(topic_at < last_slice, "{seen:?}");
+    }
+
+    #[test]
+    fn a_panic_fails_its_batch_only_and_abandoned_jobs_are_skipped() {
+        let (q, seen) = queue(100);
+        rt().block_on(async {
+            let e = q.rank(vec![topic("panic")], 3).await.unwrap_err();
+            assert!(matches!(e, ServeError::Internal(_)), "{e:?}");
+            assert!(q.failure().is_none(), "the worker lives on");
+            assert_eq!(q.rank(vec![topic("fine")], 3).await.unwrap().len(), 1);
+            // A requester that gives up: its job is not computed.
+            let slow = q.embed(vec!["a".into(); 5]);
+            let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
+            let abandoned = q.embed(vec!["abandoned".into()]);
+            let _ = tokio::time::timeout(Duration::from_millis(1), abandoned).await;
+            assert!(q.embed(vec!["b".into()]).await.is_ok());
+        });
+        let seen = seen.lock().unwrap();
+        assert!(seen.contains(&"b".to_string()));
+        assert!(!seen.contains(&"abandoned".to_string()), "{seen:?}");
+    }
+}
