@@ -159,22 +159,27 @@ impl Queue {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.push(n, |w| w.rank.push_back(RankJob { texts, r, reply }))?;
+        self.push(n, false, |w| w.rank.push_back(RankJob { texts, r, reply }))?;
         self.wait(rx).await
     }
 
-    /// Embeds content texts (one slice of an embed-content), row-major `n × dim`.
-    pub async fn embed(&self, texts: Vec<String>) -> ServeResult<Vec<f32>> {
+    /// Embeds content texts (one slice of an embed-content), row-major `n × dim`. The first
+    /// slice of a request is admitted like any job; the later ones (`continued`) are never
+    /// refused, so a publish once accepted is not lost half-way to a burst of recommends (each
+    /// request has at most one slice waiting).
+    pub async fn embed(&self, texts: Vec<String>, continued: bool) -> ServeResult<Vec<f32>> {
         let n = texts.len();
         if n == 0 {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.push(n, |w| w.embed.push_back(EmbedJob { texts, reply }))?;
+        let job = |w: &mut Waiting| w.embed.push_back(EmbedJob { texts, reply });
+        self.push(n, continued, job)?;
         self.wait(rx).await
     }
 
-    fn push(&self, n: usize, put: impl FnOnce(&mut Waiting)) -> ServeResult<()> {
+    /// Queues a job of `n` texts; refused when it does not fit, unless `admitted`.
+    fn push(&self, n: usize, admitted: bool, put: impl FnOnce(&mut Waiting)) -> ServeResult<()> {
         if let Some(why) = self.failure() {
             return Err(ServeError::Failed(why));
         }
@@ -185,7 +190,7 @@ impl Queue {
             .map_err(|_| ServeError::Failed("the model queue's lock is poisoned".into()))?;
         // A job larger than the whole queue still runs when the queue is empty (the request
         // limits keep it bounded); otherwise it must fit.
-        if w.texts > 0 && w.texts + n > self.shared.capacity {
+        if !admitted && w.texts > 0 && w.texts + n > self.shared.capacity {
             let rate = f64::from_bits(self.shared.rate.load(Ordering::Relaxed)).max(1.0);
             let secs = ((w.texts + n) as f64 / rate).ceil().clamp(1.0, 60.0);
             return Err(ServeError::Overloaded {
@@ -458,14 +463,17 @@ mod tests {
             for k in 0..3 {
                 let q = q.clone();
                 slices.push(tokio::spawn(async move {
-                    q.embed(vec![format!("c{k}a"), format!("c{k}b")]).await
+                    q.embed(vec![format!("c{k}a"), format!("c{k}b")], false)
+                        .await
                 }));
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             // The queue is full (6 texts, or 4 once the worker took the first slice): one more
             // slice of three is refused with a retry delay.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let full = q.embed(vec!["x".into(), "y".into(), "z".into()]).await;
+            let full = q
+                .embed(vec!["x".into(), "y".into(), "z".into()], false)
+                .await;
             match full {
                 Err(ServeError::Overloaded { retry_after, .. }) => {
                     assert!(retry_after >= Duration::from_secs(1))
@@ -479,7 +487,7 @@ mod tests {
                 assert_eq!(s.await.unwrap().unwrap().len(), 4);
             }
             // After the burst the queue takes work again.
-            assert!(q.embed(vec!["after".into()]).await.is_ok());
+            assert!(q.embed(vec!["after".into()], false).await.is_ok());
         });
         let seen = seen.lock().unwrap().clone();
         let topic_at = seen.iter().position(|t| t == "topic").unwrap();
@@ -496,11 +504,11 @@ mod tests {
             assert!(q.failure().is_none(), "the worker lives on");
             assert_eq!(q.rank(vec![topic("fine")], 3).await.unwrap().len(), 1);
             // A requester that gives up: its job is not computed.
-            let slow = q.embed(vec!["a".into(); 5]);
+            let slow = q.embed(vec!["a".into(); 5], false);
             let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
-            let abandoned = q.embed(vec!["abandoned".into()]);
+            let abandoned = q.embed(vec!["abandoned".into()], false);
             let _ = tokio::time::timeout(Duration::from_millis(1), abandoned).await;
-            assert!(q.embed(vec!["b".into()]).await.is_ok());
+            assert!(q.embed(vec!["b".into()], false).await.is_ok());
         });
         let seen = seen.lock().unwrap();
         assert!(seen.contains(&"b".to_string()));

@@ -96,7 +96,7 @@ impl Engine {
             }
             let part = &plan.to_embed[done..(done + slice).min(plan.to_embed.len())];
             let texts = part.iter().map(|&k| plan.rows[k].text.clone()).collect();
-            let vectors = self.queue.embed(texts).await?;
+            let vectors = self.queue.embed(texts, done > 0).await?;
             for (j, &k) in part.iter().enumerate() {
                 plan.rows[k].vector = vectors[j * d..(j + 1) * d].to_vec();
             }
