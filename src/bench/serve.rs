@@ -282,6 +282,71 @@ pub fn embed_content_rate(base: &str, ds: &Dataset, batches: usize) -> Result<f6
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// Studio publishing while curators' recommends run: `clients` threads post recommend bodies
+/// for `seconds` while one more client posts embed-content batches of 20 new resources back to
+/// back. Returns the recommends' result and the resources published per second.
+pub fn load_while_publishing(
+    base: &str,
+    bodies: &[String],
+    ds: &Dataset,
+    clients: usize,
+    seconds: f64,
+) -> (LoadResult, f64) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            let url = format!("{base}/stable/embed-content");
+            let channel = uuid::Uuid::new_v4().to_string();
+            let t0 = Instant::now();
+            let mut n = 0usize;
+            for chunk in ds.contents.chunks(20).cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let resources: Vec<Value> = chunk
+                    .iter()
+                    .map(|c| {
+                        json!({"id": uuid::Uuid::new_v4().simple().to_string(),
+                               "title": c.title, "description": c.description, "text": "",
+                               "language": c.language, "files": null})
+                    })
+                    .collect();
+                let body = json!({"resources": resources, "metadata": {"channel_id": channel}});
+                if ureq::post(&url)
+                    .set("content-type", "application/json")
+                    .send_string(&body.to_string())
+                    .is_ok()
+                {
+                    n += chunk.len();
+                }
+            }
+            n as f64 / t0.elapsed().as_secs_f64()
+        });
+        let r = load(base, bodies, clients, seconds);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, publisher.join().expect("publisher thread"))
+    })
+}
+
+/// The "recommend while Studio publishes" rows: quiet and publishing p99 at 16 clients.
+fn publishing_rows(base: &str, bodies: &[String], ds: &Dataset, seconds: f64) {
+    let quiet = load(base, bodies, 16, seconds);
+    let (busy, rate) = load_while_publishing(base, bodies, ds, 16, seconds);
+    println!("| recommend, 16 clients | req/s | p50 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- |");
+    println!(
+        "| quiet | {:.1} | {:.1} | {:.1} | {} |",
+        quiet.per_second, quiet.p50_ms, quiet.p99_ms, quiet.errors
+    );
+    println!(
+        "| while Studio publishes (embed-content batches of 20 back to back: {rate:.1} resources/s) | {:.1} | {:.1} | {:.1} | {} |",
+        busy.per_second, busy.p50_ms, busy.p99_ms, busy.errors
+    );
+    println!(
+        "recommend p99 while publishing / quiet p99: {:.2}x (target: at most 1.5x)",
+        busy.p99_ms / quiet.p99_ms
+    );
+}
+
 /// The CPU's instruction sets that matter to lecr's kernels.
 pub fn cpu_features() -> String {
     #[cfg(target_arch = "x86_64")]
@@ -324,6 +389,7 @@ pub fn run(o: &ServeBenchOptions) -> Result<()> {
                 r.per_second, r.p50_ms, r.p95_ms, r.p99_ms, r.errors
             );
         }
+        publishing_rows(url, &bodies, &ds, o.seconds);
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
@@ -366,6 +432,7 @@ pub fn run(o: &ServeBenchOptions) -> Result<()> {
         ours.push(r);
     }
     let content_rate = embed_content_rate(&server.base, &ds, o.content_batches)?;
+    publishing_rows(&server.base, &bodies, &ds, o.seconds);
     let serve_rss = server.peak_rss_mib();
     server.stop()?;
     let restart = ServerProcess::start(serve_cmd(false), "lecr serve (restart)", limit)?;

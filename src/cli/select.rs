@@ -66,35 +66,15 @@ impl SourceArgs {
             self.features.is_empty(),
             "--reranker draws candidates from models: give --model, not --features"
         );
-        let args = if self.models.is_empty() {
-            rr.meta.retrievers.clone()
-        } else {
-            anyhow::ensure!(
-                self.models.len() == rr.meta.retrievers.len(),
-                "{} was trained with {} retriever(s) ({}); {} --model given",
-                dir.display(),
-                rr.meta.retrievers.len(),
-                rr.meta.retrievers.join(", "),
-                self.models.len()
-            );
-            self.models.clone()
-        };
+        let args = rr.retrievers_for(dir, &self.models)?;
         let sources = args
             .iter()
             .map(|m| lecr::pipeline::Source::from_model_arg(m))
             .collect();
-        let max_len = match self.max_len {
-            Some(n) if n != rr.meta.max_len => {
-                eprintln!(
-                    "warning: --max-len {n}: {} was trained on similarities at max_len {}; \
-                     its features will be off",
-                    dir.display(),
-                    rr.meta.max_len
-                );
-                n
-            }
-            _ => rr.meta.max_len,
-        };
+        let max_len = self.max_len.unwrap_or(rr.meta.max_len);
+        if let Some(w) = rr.max_len_warning(dir, max_len) {
+            eprintln!("warning: {w}");
+        }
         let settings = lecr::pipeline::EmbedSettings {
             max_len,
             ..self.settings()

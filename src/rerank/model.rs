@@ -226,6 +226,37 @@ impl Reranker {
         })
     }
 
+    /// The retriever arguments to draw candidates with: `given` when there are as many as it
+    /// was trained with (say an int8 copy of the same model), the recorded ones when none are
+    /// given. The rule `eval`, `predict` and `serve` share.
+    pub fn retrievers_for(&self, dir: &Path, given: &[String]) -> Result<Vec<String>> {
+        if given.is_empty() {
+            return Ok(self.meta.retrievers.clone());
+        }
+        anyhow::ensure!(
+            given.len() == self.meta.retrievers.len(),
+            "{} was trained with {} retriever(s) ({}); {} --model given",
+            dir.display(),
+            self.meta.retrievers.len(),
+            self.meta.retrievers.join(", "),
+            given.len()
+        );
+        Ok(given.to_vec())
+    }
+
+    /// A warning when the similarities will be computed at another max_len than the one it
+    /// was trained on.
+    pub fn max_len_warning(&self, dir: &Path, max_len: usize) -> Option<String> {
+        (max_len != self.meta.max_len).then(|| {
+            format!(
+                "--max-len {max_len}: {} was trained on similarities at max_len {}; its \
+                 similarity features will be off",
+                dir.display(),
+                self.meta.max_len
+            )
+        })
+    }
+
     pub fn load(dir: &Path) -> Result<Reranker> {
         let meta_path = dir.join(META_FILE);
         let meta: Meta = serde_json::from_str(

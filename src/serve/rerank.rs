@@ -155,19 +155,16 @@ impl ServeReranker {
             "{}: its feature list is not the one this lecr computes; train it again",
             dir.display()
         );
-        if models.len() != 1 || models[0] != rr.meta.retrievers[0] {
+        rr.retrievers_for(dir, models)?;
+        if models[0] != rr.meta.retrievers[0] {
             tracing::warn!(
                 "the reranker was trained on the candidates of {}; serving {}",
                 rr.meta.retrievers[0],
-                models.join(", ")
+                models[0]
             );
         }
-        if max_len != rr.meta.max_len {
-            tracing::warn!(
-                "--max-len {max_len}: the reranker was trained on similarities at max_len {}; \
-                 its similarity features will be off",
-                rr.meta.max_len
-            );
+        if let Some(w) = rr.max_len_warning(dir, max_len) {
+            tracing::warn!("{w}");
         }
         if data.is_none() {
             tracing::warn!(

@@ -282,3 +282,62 @@ fn check_count(field: &str, n: usize, limit: usize, flag: &str) -> ServeResult<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+
+    impl Embedder for Fixed {
+        fn id(&self) -> &str {
+            "fixed"
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<f32>> {
+            Ok(texts.iter().flat_map(|_| [0.6, 0.8]).collect())
+        }
+    }
+
+    fn engine() -> Engine {
+        let settings = EngineSettings {
+            limits: Limits::DEFAULT,
+            max_len: 16,
+            margin: 0.18,
+            top_k: 20,
+            max_batch: 8,
+        };
+        Engine::open(
+            Box::new(Fixed),
+            None,
+            false,
+            Arc::new(Metrics::new()),
+            settings,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_poisoned_lock_fails_requests_and_health_with_the_reason() {
+        let e = engine();
+        assert!(e.channels().is_ok());
+        assert!(e.failure().is_none());
+        // A panic while the catalog is being changed poisons its lock.
+        std::thread::scope(|s| {
+            let r = s
+                .spawn(|| {
+                    let _g = e.catalog.write().unwrap();
+                    panic!("while changing the catalog");
+                })
+                .join();
+            assert!(r.is_err());
+        });
+        match e.channels() {
+            Err(ServeError::Failed(why)) => assert!(why.contains("catalog"), "{why}"),
+            other => panic!("expected Failed, got {:?}", other.map(|_| ())),
+        }
+        assert!(e.failure().is_some_and(|w| w.contains("restart")));
+    }
+}
