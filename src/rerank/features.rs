@@ -66,37 +66,77 @@ impl LinkContext {
     /// The known links around (topic, content), both dataset indices.
     pub fn counts(&self, topic: usize, content: u32) -> LinkCounts {
         let parent = self.forest.parent[topic];
-        let siblings: Vec<usize> = parent
-            .map(|p| {
-                self.forest.children[p]
-                    .iter()
-                    .copied()
-                    .filter(|&s| s != topic)
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.counts_with(content, parent, &siblings, self.channel_of[topic])
+        let siblings = parent.map_or(&[][..], |p| self.forest.children[p].as_slice());
+        LinkCounts::around(
+            self,
+            topic,
+            parent,
+            siblings.iter().copied(),
+            Some(self.channel_of[topic]),
+            content,
+        )
     }
+}
 
-    fn counts_with(
+/// The known links that tree-context features read, whatever their keys: dataset indices in
+/// the batch path ([`LinkContext`]), ids in the service (`serve::rerank::KnownLinks`). Both
+/// count with [`LinkCounts::around`], the one rule.
+pub trait LinkView<'a> {
+    type Topic: Copy + PartialEq + 'a;
+    type Content: Copy + 'a;
+    type Channel: Copy + 'a;
+    /// Whether a known link joins them.
+    fn linked(&self, topic: Self::Topic, content: Self::Content) -> bool;
+    /// Known topics linked to the content, `except`'s own link left out.
+    fn content_topics(&self, content: Self::Content, except: Self::Topic) -> u32;
+    /// Known topics of `channel` linked to the content, `except`'s own link left out.
+    fn channel_links(
         &self,
-        content: u32,
-        parent: Option<usize>,
-        siblings: &[usize],
-        channel: u32,
+        channel: Self::Channel,
+        content: Self::Content,
+        except: Self::Topic,
+    ) -> u32;
+}
+
+impl<'a> LinkView<'a> for LinkContext {
+    type Topic = usize;
+    type Content = u32;
+    type Channel = u32;
+    fn linked(&self, topic: usize, content: u32) -> bool {
+        self.links[topic].contains(&content)
+    }
+    fn content_topics(&self, content: u32, except: usize) -> u32 {
+        self.content_topics[content as usize] - self.linked(except, content) as u32
+    }
+    fn channel_links(&self, channel: u32, content: u32, except: usize) -> u32 {
+        let n = self
+            .channel_links
+            .get(&(channel, content))
+            .copied()
+            .unwrap_or(0);
+        n - (self.channel_of[except] == channel && self.linked(except, content)) as u32
+    }
+}
+
+impl LinkCounts {
+    /// The known links around `topic` and `content`: the rule the batch path and the service
+    /// share. The topic's own links never count (a scored topic's are unknown anyway).
+    pub fn around<'a, V: LinkView<'a>>(
+        v: &V,
+        topic: V::Topic,
+        parent: Option<V::Topic>,
+        siblings: impl IntoIterator<Item = V::Topic>,
+        channel: Option<V::Channel>,
+        content: V::Content,
     ) -> LinkCounts {
         LinkCounts {
-            content_topics: self.content_topics[content as usize],
-            parent_linked: parent.map(|p| self.links[p].contains(&content)),
+            content_topics: v.content_topics(content, topic),
+            parent_linked: parent.map(|p| v.linked(p, content)),
             sibling_links: siblings
-                .iter()
-                .filter(|&&s| self.links[s].contains(&content))
+                .into_iter()
+                .filter(|&s| s != topic && v.linked(s, content))
                 .count() as u32,
-            channel_links: self
-                .channel_links
-                .get(&(channel, content))
-                .copied()
-                .unwrap_or(0),
+            channel_links: channel.map_or(0, |ch| v.channel_links(ch, content, topic)),
         }
     }
 }
@@ -433,21 +473,10 @@ pub fn compute(ds: &Dataset, ctx: &LinkContext, cands: &[TopicCandidates]) -> Fe
                 Some(&t.category),
                 ctx.forest.children[tc.topic].len(),
             );
-            let parent = ctx.forest.parent[tc.topic];
-            let siblings: Vec<usize> = parent
-                .map(|p| {
-                    ctx.forest.children[p]
-                        .iter()
-                        .copied()
-                        .filter(|&s| s != tc.topic)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let channel = ctx.channel_of[tc.topic];
             let mut rows = Vec::with_capacity(tc.candidates.len() * names.len());
             for cand in &tc.candidates {
                 let ci = cand.content;
-                let links = ctx.counts_with(ci, parent, &siblings, channel);
+                let links = ctx.counts(tc.topic, ci);
                 push_row(
                     &mut rows,
                     tc,

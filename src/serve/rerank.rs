@@ -76,38 +76,42 @@ impl KnownLinks {
         }
     }
 
+    /// The counts of [`LinkCounts`] for `q` and `content`, leaving out `q`'s own links.
+    pub fn counts(&self, q: &TopicQuery, channel: Option<&str>, content: &str) -> LinkCounts {
+        LinkCounts::around(
+            self,
+            q.id,
+            q.parent,
+            q.siblings.iter().map(String::as_str),
+            channel,
+            content,
+        )
+    }
+}
+
+impl<'a> features::LinkView<'a> for KnownLinks {
+    type Topic = &'a str;
+    type Content = &'a str;
+    type Channel = &'a str;
     fn linked(&self, topic: &str, content: &str) -> bool {
         self.of_topic
             .get(topic)
             .is_some_and(|s| s.contains(content))
     }
-
-    /// The counts of [`LinkCounts`] for `q` and `content`, leaving out `q`'s own links.
-    pub fn counts(&self, q: &TopicQuery, channel: Option<&str>, content: &str) -> LinkCounts {
-        let empty = HashSet::new();
-        let others: Vec<&String> = self
-            .of_content
-            .get(content)
-            .unwrap_or(&empty)
-            .iter()
-            .filter(|t| t.as_str() != q.id)
-            .collect();
-        let in_channel = others
-            .iter()
-            .filter(|t| {
-                channel.is_some() && self.channel_of.get(t.as_str()).map(String::as_str) == channel
-            })
-            .count() as u32;
-        LinkCounts {
-            content_topics: others.len() as u32,
-            parent_linked: q.parent.map(|p| self.linked(p, content)),
-            sibling_links: q
-                .siblings
-                .iter()
-                .filter(|s| s.as_str() != q.id && self.linked(s, content))
-                .count() as u32,
-            channel_links: in_channel,
-        }
+    fn content_topics(&self, content: &str, except: &str) -> u32 {
+        self.of_content.get(content).map_or(0, |t| {
+            t.iter().filter(|t| t.as_str() != except).count() as u32
+        })
+    }
+    fn channel_links(&self, channel: &str, content: &str, except: &str) -> u32 {
+        self.of_content.get(content).map_or(0, |t| {
+            t.iter()
+                .filter(|t| {
+                    t.as_str() != except
+                        && self.channel_of.get(t.as_str()).map(String::as_str) == Some(channel)
+                })
+                .count() as u32
+        })
     }
 }
 

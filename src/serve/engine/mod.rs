@@ -273,7 +273,7 @@ fn check_len(field: impl Fn() -> String, value: &str, limit: usize, flag: &str) 
 }
 
 /// A count against a limit: 413 naming the field and the limit.
-fn check_count(field: &str, n: usize, limit: usize, flag: &str) -> ServeResult<()> {
+pub(crate) fn check_count(field: &str, n: usize, limit: usize, flag: &str) -> ServeResult<()> {
     if n > limit {
         return Err(ServeError::too_large(
             field,

@@ -4,6 +4,7 @@
 
 use super::{parse_body, typed, Shared};
 use crate::serve::cancel::Cancel;
+use crate::serve::engine::check_count;
 use crate::serve::engine::recommend::RecommendQuery;
 use crate::serve::engine::{Resource, TopicRecommendations};
 use crate::serve::error::ServeError;
@@ -63,15 +64,7 @@ fn topics_body(s: &Shared, body: &Bytes) -> Result<TopicsRequest, ServeError> {
     let v = parse_body(body)?;
     // The count first: a schema check of 10,000 topics is work the limit refuses anyway.
     let n = v["topics"].as_array().map_or(0, Vec::len);
-    if n > s.opts.limits.max_topics {
-        return Err(ServeError::too_large(
-            "/topics",
-            format!(
-                "{n} items, more than --max-topics {} per request",
-                s.opts.limits.max_topics
-            ),
-        ));
-    }
+    check_count("/topics", n, s.opts.limits.max_topics, "--max-topics")?;
     s.schemas.check_topics(&v)?;
     typed(v)
 }
@@ -152,15 +145,12 @@ async fn embed_content(
     let engine = s.engine()?;
     let v = parse_body(&body)?;
     let n = v["resources"].as_array().map_or(0, Vec::len);
-    if n > s.opts.limits.max_resources {
-        return Err(ServeError::too_large(
-            "/resources",
-            format!(
-                "{n} items, more than --max-resources {} per request",
-                s.opts.limits.max_resources
-            ),
-        ));
-    }
+    check_count(
+        "/resources",
+        n,
+        s.opts.limits.max_resources,
+        "--max-resources",
+    )?;
     s.schemas.check_content(&v)?;
     let req: ContentRequest = typed(v)?;
     let channel = req
