@@ -4,9 +4,10 @@
 //! - **Rank** jobs (topic texts of recommend, the page, embed-topics, reranker parents) are
 //!   batched: the worker takes every waiting one, up to `max_batch` texts, embeds them in one
 //!   call and ranks each against its language with one matrix product per language.
-//! - **Embed** jobs (a slice of an embed-content's texts) run one at a time, and only when no
-//!   rank job waits: a long publish is cut into slices, so a recommend waits for at most one
-//!   slice.
+//! - **Embed** jobs (a slice of an embed-content's texts) run one at a time, when no rank job
+//!   waits or after two rank batches in a row: a long publish is cut into slices, so a
+//!   recommend waits for at most one slice, and a publish keeps a share of the model under a
+//!   steady stream of recommends.
 //! - The queue holds at most `max_queue` texts; a job that does not fit is refused at once
 //!   with [`ServeError::Overloaded`] and a `Retry-After` from the measured throughput.
 //! - A job whose requester has gone (timed out, disconnected) is skipped, not computed.
@@ -246,15 +247,23 @@ enum Batch {
     Embed(EmbedJob),
 }
 
+/// Rank batches run before a waiting content slice gets its turn: recommends go first, yet a
+/// publish keeps a share of the model under a steady stream of recommends (without it, 16
+/// busy clients starved a publish to 5 resources/s).
+const RANK_BATCHES_PER_SLICE: usize = 2;
+
 /// Takes the next batch: every waiting rank job (up to `max_batch` texts, the first always),
-/// else one embed job; jobs whose requester has gone are dropped. `None`: closed.
-fn next_batch(s: &Shared, max_batch: usize) -> Option<Batch> {
+/// or one embed job when none waits or the rank jobs have had their turns; jobs whose
+/// requester has gone are dropped. `None`: closed. `streak` counts rank batches since the
+/// last slice.
+fn next_batch(s: &Shared, max_batch: usize, streak: &mut usize) -> Option<Batch> {
     let mut w = s.waiting.lock().ok()?;
     loop {
         if w.closed {
             return None;
         }
-        if !w.rank.is_empty() {
+        let slice_turn = *streak >= RANK_BATCHES_PER_SLICE && !w.embed.is_empty();
+        if !w.rank.is_empty() && !slice_turn {
             let mut jobs = Vec::new();
             let mut n = 0;
             while let Some(j) = w.rank.front() {
@@ -270,12 +279,14 @@ fn next_batch(s: &Shared, max_batch: usize) -> Option<Batch> {
                 jobs.push(j);
             }
             if !jobs.is_empty() {
+                *streak += 1;
                 return Some(Batch::Rank(jobs));
             }
             continue;
         }
         if let Some(j) = w.embed.pop_front() {
             w.texts -= j.texts.len();
+            *streak = 0;
             if j.reply.is_closed() {
                 continue;
             }
@@ -286,7 +297,8 @@ fn next_batch(s: &Shared, max_batch: usize) -> Option<Batch> {
 }
 
 fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
-    while let Some(batch) = next_batch(s, max_batch) {
+    let mut streak = 0;
+    while let Some(batch) = next_batch(s, max_batch, &mut streak) {
         let t0 = Instant::now();
         let n = match &batch {
             Batch::Rank(jobs) => jobs.iter().map(|j| j.texts.len()).sum(),
@@ -424,6 +436,10 @@ mod tests {
     type Seen = Arc<Mutex<Vec<String>>>;
 
     fn queue(capacity: usize) -> (Queue, Seen) {
+        queue_with(capacity, 64)
+    }
+
+    fn queue_with(capacity: usize, max_batch: usize) -> (Queue, Seen) {
         let seen = Seen::default();
         let model = Arc::new(ModelSide {
             embedder: Box::new(Slow { seen: seen.clone() }),
@@ -432,7 +448,7 @@ mod tests {
         let q = Queue::start(
             model,
             capacity,
-            64,
+            max_batch,
             Arc::new(super::super::metrics::Metrics::new()),
         );
         (q, seen)
@@ -493,6 +509,30 @@ mod tests {
         let topic_at = seen.iter().position(|t| t == "topic").unwrap();
         let last_slice = seen.iter().position(|t| t == "c2a").unwrap();
         assert!(topic_at < last_slice, "{seen:?}");
+    }
+
+    #[test]
+    fn a_stream_of_rank_jobs_does_not_starve_a_content_slice() {
+        // One text per batch, so 30 waiting rank jobs are 30 batches.
+        let (q, seen) = queue_with(1000, 1);
+        rt().block_on(async {
+            let ranks: Vec<_> = (0..30)
+                .map(|i| {
+                    let q = q.clone();
+                    tokio::spawn(async move { q.rank(vec![topic(&format!("r{i}"))], 1).await })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(q.waiting() >= 25, "the rank jobs are queued");
+            q.embed(vec!["content".into()], false).await.unwrap();
+            for r in ranks {
+                r.await.unwrap().unwrap();
+            }
+        });
+        let seen = seen.lock().unwrap();
+        let at = seen.iter().position(|t| t == "content").unwrap();
+        // It waited for the batch under way and its share of rank batches (two), not for all 30.
+        assert!(at <= 3, "{seen:?}");
     }
 
     #[test]
