@@ -121,6 +121,9 @@ fn curator_reviews_a_topic_in_a_real_browser() {
         store.to_str().unwrap(),
         "--api-key",
         "curators-key",
+        // The curators' listener (Studio's routes on their own, not used here).
+        "--studio-addr",
+        "127.0.0.1:0",
     ]);
     // A topic below the root (so the search must open its ancestors), with a unique title.
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();

@@ -48,6 +48,21 @@ pub(crate) struct ServeArgs {
     /// answer any.
     #[arg(long = "allow-host")]
     allow_hosts: Vec<String>,
+    /// Serve Studio's routes on this address instead (e.g. an address only the cluster
+    /// reaches); --addr then serves the curator page and its /api only.
+    #[arg(long)]
+    studio_addr: Option<String>,
+    /// Require `Authorization: Bearer <key>` on Studio's listener (Studio's own client sends
+    /// none, so leave it unset for Studio).
+    #[arg(long, env = "LECR_STUDIO_KEY", hide_env_values = true)]
+    studio_key: Option<String>,
+    /// A Host name Studio's listener answers (repeat; `*`: any). Default: its bound address
+    /// and the loopback names.
+    #[arg(long = "studio-allow-host")]
+    studio_allow_hosts: Vec<String>,
+    /// Serve /metrics here (with --studio-addr; default: on Studio's listener).
+    #[arg(long)]
+    metrics_addr: Option<String>,
     #[arg(long, default_value_t = 96)]
     max_len: usize,
     /// Encoder batch size (seeding).
@@ -111,6 +126,10 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         top_k: a.top_k,
         api_key: a.api_key,
         allow_hosts: a.allow_hosts,
+        studio_addr: a.studio_addr,
+        studio_key: a.studio_key,
+        studio_allow_hosts: a.studio_allow_hosts,
+        metrics_addr: a.metrics_addr,
         limits: Limits {
             max_topics: a.max_topics,
             max_ancestors: a.max_ancestors,

@@ -50,7 +50,27 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// `--allow-host` names (empty: the bound address and the loopback names).
     pub allow_hosts: Vec<String>,
+    /// A separate listener for Studio's routes (then not served on `addr`).
+    pub studio_addr: Option<String>,
+    /// The key Studio's listener needs (none by default: Studio's client sends none).
+    pub studio_key: Option<String>,
+    /// `--studio-allow-host` names for Studio's listener.
+    pub studio_allow_hosts: Vec<String>,
+    /// A separate listener for `/metrics` (with `--studio-addr`; default: Studio's listener).
+    pub metrics_addr: Option<String>,
     pub limits: Limits,
+}
+
+/// A bound listener and what it serves.
+struct Bound {
+    listener: tokio::net::TcpListener,
+    site: Arc<http::Site>,
+}
+
+async fn bind(addr: &str, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} ({what})"))
 }
 
 /// Binds, loads the model and index in the background (503 until ready), serves until SIGTERM
@@ -58,37 +78,112 @@ pub struct ServeOptions {
 /// the store.
 pub fn run(o: ServeOptions) -> Result<()> {
     let api_key = o.api_key.as_deref().map(ApiKey::new).transpose()?;
+    let studio_key = o.studio_key.as_deref().map(ApiKey::new).transpose()?;
+    anyhow::ensure!(
+        o.studio_addr.is_some() || (o.studio_key.is_none() && o.metrics_addr.is_none()),
+        "--studio-key and --metrics-addr need --studio-addr (one listener uses --api-key for all)"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&o.addr)
-            .await
-            .with_context(|| format!("binding {}", o.addr))?;
-        let local = listener.local_addr()?;
-        if api_key.is_none() && !local.ip().is_loopback() {
-            tracing::warn!(
-                "listening on {local}, beyond loopback, without --api-key: anyone who reaches \
-                 the port can change the index and the curators' decisions"
-            );
-        }
         let metrics = Arc::new(metrics::Metrics::new());
-        let hosts = AllowedHosts::new(&o.allow_hosts, local);
-        let state = Arc::new(AppState::new(
+        let app = Arc::new(AppState::new(
             HttpOptions {
                 prefix: o.prefix.trim_matches('/').to_string(),
-                api_key,
-                hosts: hosts.clone(),
                 limits: o.limits.clone(),
             },
             metrics.clone(),
         )?);
-        println!(
-            "listening on http://{local}/{}/ (loading; /{}/connect answers 503 until ready; \
-             Host names served: {hosts})",
-            state.opts.prefix, state.opts.prefix
-        );
+        let prefix = app.opts.prefix.clone();
+        // Every port first: one that cannot be bound stops the process, naming the address.
+        let main = bind(&o.addr, "--addr").await?;
+        let studio = match &o.studio_addr {
+            Some(a) => Some(bind(a, "--studio-addr").await?),
+            None => None,
+        };
+        let metrics_l = match &o.metrics_addr {
+            Some(a) => Some(bind(a, "--metrics-addr").await?),
+            None => None,
+        };
+        let site = |listener: &tokio::net::TcpListener,
+                    serves: http::Serves,
+                    key: &Option<ApiKey>,
+                    hosts: &[String]|
+         -> Result<Arc<http::Site>> {
+            let local = listener.local_addr()?;
+            if key.is_none() && !local.ip().is_loopback() && (serves.studio || serves.page) {
+                tracing::warn!(
+                    "listening on {local}, beyond loopback, without a key: anyone who reaches \
+                     the port can {}",
+                    if serves.page {
+                        "read and change the curators' decisions"
+                    } else {
+                        "change the index"
+                    }
+                );
+            }
+            Ok(Arc::new(http::Site {
+                app: app.clone(),
+                serves,
+                api_key: key.clone(),
+                hosts: AllowedHosts::new(hosts, local),
+            }))
+        };
+        let main_serves = if studio.is_some() {
+            http::Serves {
+                studio: false,
+                page: true,
+                metrics: false,
+            }
+        } else {
+            http::Serves::ALL
+        };
+        let mut bound = vec![Bound {
+            site: site(&main, main_serves, &api_key, &o.allow_hosts)?,
+            listener: main,
+        }];
+        if let Some(l) = studio {
+            let serves = http::Serves {
+                studio: true,
+                page: false,
+                metrics: metrics_l.is_none(),
+            };
+            bound.push(Bound {
+                site: site(&l, serves, &studio_key, &o.studio_allow_hosts)?,
+                listener: l,
+            });
+        }
+        if let Some(l) = metrics_l {
+            let serves = http::Serves {
+                studio: false,
+                page: false,
+                metrics: true,
+            };
+            bound.push(Bound {
+                site: site(&l, serves, &None, &["*".to_string()])?,
+                listener: l,
+            });
+        }
+        for (k, b) in bound.iter().enumerate() {
+            let local = b.listener.local_addr()?;
+            let what = match (b.site.serves.studio, b.site.serves.page) {
+                (true, true) => format!(
+                    "Studio's routes at /{prefix}/, the curator page at / (loading; \
+                     /{prefix}/connect answers 503 until ready)"
+                ),
+                (false, true) => "the curator page at / and its /api".to_string(),
+                (true, false) => format!("Studio's routes at /{prefix}/"),
+                (false, false) => "/metrics".to_string(),
+            };
+            let first = if k == 0 { "listening on" } else { "also listening on" };
+            println!(
+                "{first} http://{local}/ ({what}; Host names served: {})",
+                b.site.hosts
+            );
+        }
         let _ = std::io::stdout().flush();
+        let state = app;
         let failed = Arc::new(tokio::sync::Notify::new());
         let (st, fail, opts) = (state.clone(), failed.clone(), o.clone());
         tokio::task::spawn_blocking(move || match load(&opts, metrics) {
@@ -122,14 +217,27 @@ pub fn run(o: ServeOptions) -> Result<()> {
                 }
             }
         };
-        http::listen::serve(
-            listener,
-            http::router(state.clone()),
-            o.limits.header_timeout,
-            o.limits.shutdown_timeout,
-            stop,
-        )
-        .await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let servers: Vec<_> = bound
+            .into_iter()
+            .map(|b| {
+                let mut rx = stop_rx.clone();
+                tokio::spawn(http::listen::serve(
+                    b.listener,
+                    http::router(b.site),
+                    o.limits.header_timeout,
+                    o.limits.shutdown_timeout,
+                    async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    },
+                ))
+            })
+            .collect();
+        stop.await;
+        let _ = stop_tx.send(true);
+        for s in servers {
+            let _ = s.await;
+        }
         // Closing: the engine (its store connection, its model worker) goes with the last
         // reference; a request task still holding one is given a moment.
         let phase = std::mem::replace(

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Studio's listener, when started with `--studio-addr`.
+    pub studio: Option<String>,
 }
 
 impl Server {
@@ -19,7 +21,7 @@ impl Server {
         loop {
             if let Ok((200, v)) = s.try_get("/health") {
                 if v["phase"] == json!("ready") {
-                    if !args.contains(&"--api-key") {
+                    if !args.contains(&"--api-key") && !args.contains(&"--studio-addr") {
                         let connect = s.try_get("/stable/connect");
                         assert_eq!(connect, Ok((200, json!({"status": "OK"}))));
                     }
@@ -52,11 +54,21 @@ impl Server {
             .and_then(|r| r.split('/').next())
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
+        let studio = args.contains(&"--studio-addr").then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let addr = line
+                .strip_prefix("also listening on http://")
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_else(|| panic!("unexpected second line: {line:?}"));
+            format!("http://{addr}")
+        });
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
         Server {
             child,
             base: format!("http://{addr}"),
+            studio,
         }
     }
 

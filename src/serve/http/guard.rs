@@ -167,12 +167,12 @@ pub async fn check_host(State(s): State<Shared>, req: Request, next: Next) -> Re
         return next.run(req).await;
     }
     let host = request_host(&req).unwrap_or_default();
-    if !s.opts.hosts.allows(&host) {
+    if !s.hosts.allows(&host) {
         return ServeError::Forbidden(format!(
             "Host `{}` is not served here (allowed: {}); start lecr serve with --allow-host \
              NAME to serve it",
             host_name(&host),
-            s.opts.hosts
+            s.hosts
         ))
         .into_response();
     }
@@ -262,7 +262,7 @@ fn digest(b: &[u8]) -> [u8; 32] {
 
 /// With `--api-key`, Studio's routes and the page's `/api` need `Authorization: Bearer <key>`.
 pub async fn require_key(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(key) = &s.opts.api_key {
+    if let Some(key) = &s.api_key {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -22,14 +22,47 @@ use guard::{AllowedHosts, ApiKey};
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
 
-/// Settings of the HTTP layer.
+/// Settings of the HTTP layer that every listener shares.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Path prefix of Studio's routes (`stable`).
     pub prefix: String,
+    pub limits: Limits,
+}
+
+/// What one listener serves. One listener serves everything (`lecr serve` without
+/// `--studio-addr`); with `--studio-addr` the curators' listener serves the page and `/api`,
+/// Studio's serves its routes and `/metrics` (or `--metrics-addr` does). Every listener
+/// answers `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serves {
+    pub studio: bool,
+    pub page: bool,
+    pub metrics: bool,
+}
+
+impl Serves {
+    pub const ALL: Serves = Serves {
+        studio: true,
+        page: true,
+        metrics: true,
+    };
+}
+
+/// One listener: what it serves, the key its API routes need, the Host names it answers, and
+/// the state all listeners share.
+pub struct Site {
+    pub app: Arc<AppState>,
+    pub serves: Serves,
     pub api_key: Option<ApiKey>,
     pub hosts: AllowedHosts,
-    pub limits: Limits,
+}
+
+impl std::ops::Deref for Site {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
 }
 
 /// The model and index load in the background; until then Studio gets 503s.
@@ -48,7 +81,7 @@ pub struct AppState {
     pub inflight: Arc<tokio::sync::Semaphore>,
 }
 
-pub type Shared = Arc<AppState>;
+pub type Shared = Arc<Site>;
 
 impl AppState {
     pub fn new(opts: HttpOptions, metrics: Arc<Metrics>) -> anyhow::Result<AppState> {
@@ -78,18 +111,25 @@ impl AppState {
     }
 }
 
-/// Every route with its guards.
+/// A listener's routes with their guards.
 pub fn router(state: Shared) -> Router {
     use axum::middleware::{from_fn, from_fn_with_state};
-    let api = studio::routes(&state.opts.prefix)
-        .merge(page::api_routes())
-        .route_layer(from_fn_with_state(state.clone(), guard::require_key));
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .merge(api)
-        .merge(page::assets())
-        .layer(from_fn(guard::check_write))
+    let mut api = Router::new();
+    if state.serves.studio {
+        api = api.merge(studio::routes(&state.opts.prefix));
+    }
+    if state.serves.page {
+        api = api.merge(page::api_routes());
+    }
+    let api = api.route_layer(from_fn_with_state(state.clone(), guard::require_key));
+    let mut r = Router::new().route("/health", get(health)).merge(api);
+    if state.serves.metrics {
+        r = r.route("/metrics", get(metrics));
+    }
+    if state.serves.page {
+        r = r.merge(page::assets());
+    }
+    r.layer(from_fn(guard::check_write))
         .layer(from_fn_with_state(state.clone(), guard::check_host))
         .layer(from_fn_with_state(state.clone(), guard::deadline))
         .layer(axum::extract::DefaultBodyLimit::max(
