@@ -16,21 +16,6 @@ fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn corpus(root: &Path) -> (String, String) {
-    common::split_corpus_and_tiny_model(
-        root,
-        &lecr::data::synth::SynthConfig {
-            topics: 240,
-            contents: 480,
-            languages: vec!["en".into(), "es".into()],
-            seed: 9,
-            ..Default::default()
-        },
-        2,
-        "model",
-    )
-}
-
 fn topic(title: &str, lang: &str) -> Value {
     json!({"id": uuid(), "channel_id": uuid(), "title": title, "description": "", "language": lang})
 }
@@ -57,7 +42,7 @@ fn metric(s: &Server, name: &str) -> f64 {
 #[test]
 fn studio_contract_store_and_lifecycle() {
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = corpus(root.path());
+    let (data, model) = common::serve_corpus(root.path());
     let store = root.path().join("store");
     let st = store.to_str().unwrap();
     let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
@@ -279,7 +264,7 @@ fn studio_contract_store_and_lifecycle() {
 #[test]
 fn api_key_guards_studio_endpoints_and_the_page_data() {
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = corpus(root.path());
+    let (data, model) = common::serve_corpus(root.path());
     let s = Server::spawn(&[
         "--model",
         &model,
@@ -347,7 +332,7 @@ fn api_key_guards_studio_endpoints_and_the_page_data() {
 #[test]
 fn recommend_equals_predict() {
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = corpus(root.path());
+    let (data, model) = common::serve_corpus(root.path());
     let sub = root.path().join("submission.csv");
     let sub_path = sub.to_str().unwrap();
     common::run_lecr([
@@ -418,7 +403,7 @@ fn recommend_equals_predict() {
 #[test]
 fn reranker_orders_recommendations_by_probability() {
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = corpus(root.path());
+    let (data, model) = common::serve_corpus(root.path());
     let rr = root.path().join("rr");
     let rr_path = rr.to_str().unwrap();
     common::run_lecr([
@@ -515,7 +500,7 @@ fn reranker_orders_recommendations_by_probability() {
 #[test]
 fn page_api_remembers_studio_topics_keeps_decisions_and_exports_them() {
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = corpus(root.path());
+    let (data, model) = common::serve_corpus(root.path());
     let store = root.path().join("store");
     let st = store.to_str().unwrap();
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();

@@ -43,18 +43,7 @@ fn probability_of(v: &Value, content: &str) -> Option<f64> {
 #[test]
 fn studio_and_curators_on_separate_listeners_share_one_engine() {
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = common::split_corpus_and_tiny_model(
-        root.path(),
-        &lecr::data::synth::SynthConfig {
-            topics: 240,
-            contents: 480,
-            languages: vec!["en".into(), "es".into()],
-            seed: 9,
-            ..Default::default()
-        },
-        2,
-        "model",
-    );
+    let (data, model) = common::serve_corpus(root.path());
     let rr = root.path().join("rr");
     let rr_path = rr.to_str().unwrap();
     common::run_lecr([

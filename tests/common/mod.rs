@@ -186,3 +186,20 @@ where
     );
     out.stdout
 }
+
+/// The service tests' corpus (240 topics, 480 contents, English and Spanish, 5 folds) and a
+/// 2-layer tiny model over its words.
+pub fn serve_corpus(root: &Path) -> (String, String) {
+    split_corpus_and_tiny_model(
+        root,
+        &lecr::data::synth::SynthConfig {
+            topics: 240,
+            contents: 480,
+            languages: vec!["en".into(), "es".into()],
+            seed: 9,
+            ..Default::default()
+        },
+        2,
+        "model",
+    )
+}
