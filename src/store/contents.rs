@@ -1,8 +1,8 @@
 //! Contents in the store: each one's metadata, the exact text the encoder saw and its vector
 //! (little-endian f32), plus (in `meta`) the id of the model that made the vectors.
 
-use super::{Result, Store};
-use rusqlite::{params, OptionalExtension};
+use super::{sqlite_rows, Cells, Db, Result, Store};
+use rusqlite::params;
 use std::collections::HashMap;
 
 /// What the service knows of a content resource besides its vector.
@@ -27,70 +27,84 @@ pub struct StoredContent {
     pub vector: Vec<f32>,
 }
 
+const META_COLUMNS: &str = "id, channel_id, title, description, kind, language, text";
+
 impl Store {
     pub fn count(&self) -> Result<usize> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM contents", [], |r| r.get::<_, i64>(0))?
-            as usize)
+        const SQL: &str = "SELECT COUNT(*) FROM contents";
+        let n: i64 = match &self.db {
+            Db::Sqlite(c) => c.query_row(SQL, [], |r| r.get(0))?,
+            Db::Postgres(c) => c.borrow_mut().query_one(SQL, &[])?.get(0),
+        };
+        Ok(n as usize)
     }
 
     /// Every stored content, in insertion order.
     pub fn all(&self) -> Result<Vec<StoredContent>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, channel_id, title, description, kind, language, text, vector
-             FROM contents ORDER BY rowid",
-        )?;
-        let rows = st.query_map([], |r| {
+        let sql = format!(
+            "SELECT {META_COLUMNS}, vector FROM contents ORDER BY {}",
+            self.order_column()
+        );
+        let map = |r: &dyn Cells| -> Result<StoredContent> {
             Ok(StoredContent {
                 meta: meta_row(r)?,
-                text: r.get(6)?,
-                vector: from_blob(&r.get::<_, Vec<u8>>(7)?),
+                text: r.text(6)?,
+                vector: from_blob(&r.bytes(7)?),
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        match &self.db {
+            Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
+            Db::Postgres(c) => c
+                .borrow_mut()
+                .query(&sql, &[])?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+        }
     }
 
     /// One content's metadata, without its vector.
     pub fn content_meta(&self, id: &str) -> Result<Option<ContentMeta>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, channel_id, title, description, kind, language, text
-                 FROM contents WHERE id = ?1",
-                [id],
-                meta_row,
-            )
-            .optional()?)
+        let sql = format!("SELECT {META_COLUMNS} FROM contents WHERE id = $1");
+        match &self.db {
+            Db::Sqlite(c) => Ok(sqlite_rows(c, &sql, [id], |r| meta_row(r))?.pop()),
+            Db::Postgres(c) => c
+                .borrow_mut()
+                .query_opt(&sql, &[&id])?
+                .map(|r| meta_row(&r))
+                .transpose(),
+        }
     }
 
     /// The stored encoder text and vector of one id.
     pub fn text_and_vector(&self, id: &str) -> Result<Option<(String, Vec<f32>)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT text, vector FROM contents WHERE id = ?1",
-                [id],
-                |r| Ok((r.get::<_, String>(0)?, from_blob(&r.get::<_, Vec<u8>>(1)?))),
-            )
-            .optional()?)
+        Ok(self.texts_and_vectors(&[id])?.remove(id))
     }
 
     /// The stored encoder text and vector of each of `ids` that exists (to skip embedding
     /// unchanged texts again).
     pub fn texts_and_vectors(&self, ids: &[&str]) -> Result<HashMap<String, (String, Vec<f32>)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT text, vector FROM contents WHERE id = ?1")?;
+        const SQL: &str = "SELECT text, vector FROM contents WHERE id = $1";
         let mut out = HashMap::new();
-        for &id in ids {
-            if let Some(tv) = st
-                .query_row([id], |r| {
-                    Ok((r.get::<_, String>(0)?, from_blob(&r.get::<_, Vec<u8>>(1)?)))
-                })
-                .optional()?
-            {
-                out.insert(id.to_string(), tv);
+        let map = |r: &dyn Cells| -> Result<(String, Vec<f32>)> {
+            Ok((r.text(0)?, from_blob(&r.bytes(1)?)))
+        };
+        match &self.db {
+            Db::Sqlite(c) => {
+                for &id in ids {
+                    if let Some(tv) = sqlite_rows(c, SQL, [id], |r| map(r))?.pop() {
+                        out.insert(id.to_string(), tv);
+                    }
+                }
+            }
+            Db::Postgres(c) => {
+                let mut c = c.borrow_mut();
+                let st = c.prepare(SQL)?;
+                for &id in ids {
+                    if let Some(r) = c.query_opt(&st, &[&id])? {
+                        out.insert(id.to_string(), map(&r)?);
+                    }
+                }
             }
         }
         Ok(out)
@@ -98,52 +112,82 @@ impl Store {
 
     /// Writes contents and deletes ids in one transaction; returns how many rows were deleted.
     pub fn apply(&mut self, upserts: &[StoredContent], deletes: &[String]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        const UPSERT: &str = "INSERT INTO contents
+                 (id, channel_id, title, description, kind, language, text, vector)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET channel_id = excluded.channel_id,
+                 title = excluded.title, description = excluded.description,
+                 kind = excluded.kind, language = excluded.language,
+                 text = excluded.text, vector = excluded.vector";
+        const DELETE: &str = "DELETE FROM contents WHERE id = $1";
         let mut deleted = 0;
-        {
-            let mut up = tx.prepare_cached(
-                "INSERT INTO contents (id, channel_id, title, description, kind, language, text, vector)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(id) DO UPDATE SET channel_id = excluded.channel_id,
-                     title = excluded.title, description = excluded.description,
-                     kind = excluded.kind, language = excluded.language,
-                     text = excluded.text, vector = excluded.vector",
-            )?;
-            for c in upserts {
-                let m = &c.meta;
-                up.execute(params![
-                    m.id,
-                    m.channel_id,
-                    m.title,
-                    m.description,
-                    m.kind,
-                    m.language,
-                    c.text,
-                    to_blob(&c.vector)
-                ])?;
+        match &mut self.db {
+            Db::Sqlite(c) => {
+                let tx = c.transaction()?;
+                {
+                    let mut up = tx.prepare_cached(UPSERT)?;
+                    for c in upserts {
+                        let m = &c.meta;
+                        up.execute(params![
+                            m.id,
+                            m.channel_id,
+                            m.title,
+                            m.description,
+                            m.kind,
+                            m.language,
+                            c.text,
+                            to_blob(&c.vector)
+                        ])?;
+                    }
+                    let mut del = tx.prepare_cached(DELETE)?;
+                    for id in deletes {
+                        deleted += del.execute([id])?;
+                    }
+                }
+                tx.commit()?;
             }
-            let mut del = tx.prepare_cached("DELETE FROM contents WHERE id = ?1")?;
-            for id in deletes {
-                deleted += del.execute([id])?;
+            Db::Postgres(c) => {
+                let mut c = c.borrow_mut();
+                let mut tx = c.transaction()?;
+                let up = tx.prepare(UPSERT)?;
+                for c in upserts {
+                    let m = &c.meta;
+                    tx.execute(
+                        &up,
+                        &[
+                            &m.id,
+                            &m.channel_id,
+                            &m.title,
+                            &m.description,
+                            &m.kind,
+                            &m.language,
+                            &c.text,
+                            &to_blob(&c.vector),
+                        ],
+                    )?;
+                }
+                let del = tx.prepare(DELETE)?;
+                for id in deletes {
+                    deleted += tx.execute(&del, &[id])? as usize;
+                }
+                tx.commit()?;
             }
         }
-        tx.commit()?;
         Ok(deleted)
     }
 }
 
-/// A content's metadata from a row whose first seven columns are `id, channel_id, title,
-/// description, kind, language, text`.
-fn meta_row(r: &rusqlite::Row) -> rusqlite::Result<ContentMeta> {
-    let (title, description, text): (String, String, String) = (r.get(2)?, r.get(3)?, r.get(6)?);
+/// A content's metadata from a row whose first seven columns are [`META_COLUMNS`].
+fn meta_row(r: &dyn Cells) -> Result<ContentMeta> {
+    let (title, description, text) = (r.text(2)?, r.text(3)?, r.text(6)?);
     Ok(ContentMeta {
-        id: r.get(0)?,
-        channel_id: r.get(1)?,
+        id: r.text(0)?,
+        channel_id: r.text(1)?,
         short_text: crate::text::short_text_of(&text, &title, &description),
         title,
         description,
-        kind: r.get(4)?,
-        language: r.get(5)?,
+        kind: r.text(4)?,
+        language: r.opt_text(5)?,
     })
 }
 
@@ -163,38 +207,50 @@ mod tests {
 
     #[test]
     fn contents_round_trip_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = |id: &str, lang: Option<&str>| StoredContent {
-            meta: ContentMeta {
-                id: id.into(),
-                channel_id: "ch".into(),
-                title: format!("title {id}"),
-                description: "d".into(),
-                kind: "video".into(),
-                language: lang.map(str::to_string),
-                short_text: "s".into(),
-            },
-            text: format!("title {id} # d # s"),
-            vector: vec![0.5, -0.25, 1e-7],
-        };
-        {
-            let mut s = Store::open(Some(dir.path())).unwrap();
-            s.set_meta("model", "m1").unwrap();
-            s.apply(&[c("a", Some("en")), c("b", None), c("x", None)], &[])
-                .unwrap();
-            s.apply(&[c("b", Some("es"))], &["x".to_string()]).unwrap();
-        }
-        let s = Store::open(Some(dir.path())).unwrap();
-        assert_eq!(s.get_meta("model").unwrap().as_deref(), Some("m1"));
-        let all = s.all().unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].meta, c("a", Some("en")).meta);
-        assert_eq!(all[1].meta.language.as_deref(), Some("es"));
-        assert_eq!(all[0].vector, vec![0.5, -0.25, 1e-7]);
-        assert_eq!(
-            s.text_and_vector("a").unwrap().unwrap().0,
-            "title a # d # s"
-        );
-        assert!(s.text_and_vector("x").unwrap().is_none());
+        super::super::on_both_backends(|loc| {
+            let c = |id: &str, lang: Option<&str>| StoredContent {
+                meta: ContentMeta {
+                    id: id.into(),
+                    channel_id: "ch".into(),
+                    title: format!("title {id}"),
+                    description: "d".into(),
+                    kind: "video".into(),
+                    language: lang.map(str::to_string),
+                    short_text: "s".into(),
+                },
+                text: format!("title {id} # d # s"),
+                vector: vec![0.5, -0.25, 1e-7],
+            };
+            {
+                let mut s = Store::open_at(loc).unwrap();
+                s.set_meta("model", "m1").unwrap();
+                s.set_meta("model", "m2").unwrap();
+                s.apply(&[c("a", Some("en")), c("b", None), c("x", None)], &[])
+                    .unwrap();
+                let deleted = s.apply(&[c("b", Some("es"))], &["x".to_string()]).unwrap();
+                assert_eq!(deleted, 1, "{loc}");
+            }
+            let s = Store::open_at(loc).unwrap();
+            assert_eq!(s.get_meta("model").unwrap().as_deref(), Some("m2"));
+            assert_eq!(s.get_meta("nothing").unwrap(), None);
+            assert_eq!(s.count().unwrap(), 2);
+            let all = s.all().unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(
+                all[0].meta,
+                c("a", Some("en")).meta,
+                "{loc}: insertion order"
+            );
+            assert_eq!(all[1].meta.language.as_deref(), Some("es"));
+            assert_eq!(all[0].vector, vec![0.5, -0.25, 1e-7]);
+            assert_eq!(
+                s.text_and_vector("a").unwrap().unwrap().0,
+                "title a # d # s"
+            );
+            assert!(s.text_and_vector("x").unwrap().is_none());
+            assert_eq!(s.texts_and_vectors(&["a", "x", "b"]).unwrap().len(), 2);
+            assert_eq!(s.content_meta("b").unwrap().unwrap().title, "title b");
+            assert!(s.content_meta("x").unwrap().is_none());
+        });
     }
 }

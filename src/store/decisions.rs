@@ -3,7 +3,7 @@
 //! the caller returns.
 
 use super::topics::TopicRecord;
-use super::{Result, Store, StoreError};
+use super::{sqlite_rows, Cells, Db, Result, Store, StoreError};
 use crate::data::{Content, Topic};
 use rusqlite::params;
 use serde::Serialize;
@@ -97,26 +97,20 @@ pub struct Decision {
 
 const DECISION_COLUMNS: &str = "seq, topic_id, content_id, decision, model, margin, origin, time";
 
-fn decision_row(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
-    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
-    let bad = |i: usize, v: String| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("unknown value `{v}`").into(),
-        )
-    };
-    let kind = text(3)?;
-    let origin = text(6)?;
+fn decision_row(r: &dyn Cells) -> Result<Decision> {
+    let bad =
+        |what: &str, v: String| StoreError::Invalid(format!("unknown {what} `{v}` in the log"));
+    let kind = r.text(3)?;
+    let origin = r.text(6)?;
     Ok(Decision {
-        seq: r.get(0)?,
-        topic_id: r.get(1)?,
-        content_id: r.get(2)?,
-        kind: DecisionKind::parse(&kind).ok_or_else(|| bad(3, kind))?,
-        model: r.get(4)?,
-        margin: r.get(5)?,
-        origin: DecisionOrigin::parse(&origin).ok_or_else(|| bad(6, origin))?,
-        time: r.get(7)?,
+        seq: r.int(0)?,
+        topic_id: r.text(1)?,
+        content_id: r.text(2)?,
+        kind: DecisionKind::parse(&kind).ok_or_else(|| bad("decision", kind))?,
+        model: r.text(4)?,
+        margin: r.opt_real(5)?,
+        origin: DecisionOrigin::parse(&origin).ok_or_else(|| bad("origin", origin))?,
+        time: r.text(7)?,
     })
 }
 
@@ -130,45 +124,65 @@ impl Store {
                 )));
             }
         }
-        let tx = self.conn.transaction()?;
-        tx.execute(
+        const SQL: &str =
             "INSERT INTO feedback (topic_id, content_id, decision, model, margin, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                d.topic_id,
-                d.content_id,
-                d.kind.as_str(),
-                d.model,
-                d.margin,
-                d.origin.as_str()
-            ],
-        )?;
-        let seq = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(seq)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq";
+        let (kind, origin) = (d.kind.as_str(), d.origin.as_str());
+        match &mut self.db {
+            Db::Sqlite(c) => Ok(c.query_row(
+                SQL,
+                params![d.topic_id, d.content_id, kind, d.model, d.margin, origin],
+                |r| r.get(0),
+            )?),
+            Db::Postgres(c) => Ok(c
+                .borrow_mut()
+                .query_one(
+                    SQL,
+                    &[
+                        &d.topic_id,
+                        &d.content_id,
+                        &kind,
+                        &d.model,
+                        &d.margin,
+                        &origin,
+                    ],
+                )?
+                .get(0)),
+        }
     }
 
     /// The current decision of every judged pair (of one topic, or all), oldest first;
     /// undone pairs are left out.
     pub fn decisions(&self, topic_id: Option<&str>) -> Result<Vec<Decision>> {
-        let mut st = self.conn.prepare(&format!(
+        let sql = format!(
             "SELECT {DECISION_COLUMNS} FROM feedback
              WHERE seq IN (SELECT MAX(seq) FROM feedback
-                           WHERE ?1 IS NULL OR topic_id = ?1 GROUP BY topic_id, content_id)
+                           WHERE CAST($1 AS TEXT) IS NULL OR topic_id = $1
+                           GROUP BY topic_id, content_id)
                AND decision != 'undo'
              ORDER BY seq"
-        ))?;
-        let rows = st.query_map([topic_id], decision_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        );
+        self.decision_query(&sql, topic_id)
     }
 
     /// Every logged decision, undos included, oldest first.
     pub fn decision_log(&self) -> Result<Vec<Decision>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {DECISION_COLUMNS} FROM feedback ORDER BY seq"
-        ))?;
-        let rows = st.query_map([], decision_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM feedback WHERE CAST($1 AS TEXT) IS NULL ORDER BY seq"
+        );
+        self.decision_query(&sql, None)
+    }
+
+    fn decision_query(&self, sql: &str, topic_id: Option<&str>) -> Result<Vec<Decision>> {
+        match &self.db {
+            Db::Sqlite(c) => sqlite_rows(c, sql, [topic_id], |r| decision_row(r)),
+            Db::Postgres(c) => c
+                .borrow_mut()
+                .query(sql, &[&topic_id])?
+                .iter()
+                .map(|r| decision_row(r))
+                .collect(),
+        }
     }
 }
 
@@ -266,45 +280,46 @@ mod tests {
 
     #[test]
     fn latest_decision_wins_and_undo_clears_it_durably() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Store::open(Some(dir.path())).unwrap();
-            let mut put = |t: &str, c: &str, kind, margin| {
-                s.record_decision(&NewDecision {
-                    topic_id: t,
-                    content_id: c,
-                    kind,
-                    model: "m",
-                    margin,
-                    origin: DecisionOrigin::Page,
-                })
-            };
-            use DecisionKind::*;
-            put("t1", "c1", Accept, Some(0.18)).unwrap();
-            put("t1", "c2", Reject, None).unwrap();
-            put("t1", "c1", Reject, None).unwrap();
-            put("t2", "c1", Accept, None).unwrap();
-            put("t2", "c1", Undo, None).unwrap();
-            // A margin outside 0..1 is refused and nothing is written.
-            assert!(put("t2", "c1", Accept, Some(1.5)).is_err());
-            assert!(put("t2", "c1", Accept, Some(f32::NAN)).is_err());
-        }
-        let s = Store::open(Some(dir.path())).unwrap();
-        let d = s.decisions(None).unwrap();
-        let pairs: Vec<(&str, &str, &str)> = d
-            .iter()
-            .map(|x| (x.topic_id.as_str(), x.content_id.as_str(), x.kind.as_str()))
-            .collect();
-        assert_eq!(pairs, [("t1", "c2", "reject"), ("t1", "c1", "reject")]);
-        assert_eq!(s.decisions(Some("t2")).unwrap(), vec![]);
-        assert_eq!(s.decision_log().unwrap().len(), 5);
-        assert!(
-            d[0].time.ends_with('Z') && d[0].time.len() >= 20,
-            "{}",
-            d[0].time
-        );
-        let (acc, rej) = split_decisions(&d);
-        assert!(acc.is_empty());
-        assert_eq!(rej["t1"], ["c1", "c2"]);
+        crate::store::on_both_backends(|loc| {
+            {
+                let mut s = Store::open_at(loc).unwrap();
+                let mut put = |t: &str, c: &str, kind, margin| {
+                    s.record_decision(&NewDecision {
+                        topic_id: t,
+                        content_id: c,
+                        kind,
+                        model: "m",
+                        margin,
+                        origin: DecisionOrigin::Page,
+                    })
+                };
+                use DecisionKind::*;
+                put("t1", "c1", Accept, Some(0.18)).unwrap();
+                put("t1", "c2", Reject, None).unwrap();
+                put("t1", "c1", Reject, None).unwrap();
+                put("t2", "c1", Accept, None).unwrap();
+                put("t2", "c1", Undo, None).unwrap();
+                // A margin outside 0..1 is refused and nothing is written.
+                assert!(put("t2", "c1", Accept, Some(1.5)).is_err());
+                assert!(put("t2", "c1", Accept, Some(f32::NAN)).is_err());
+            }
+            let s = Store::open_at(loc).unwrap();
+            let d = s.decisions(None).unwrap();
+            let pairs: Vec<(&str, &str, &str)> = d
+                .iter()
+                .map(|x| (x.topic_id.as_str(), x.content_id.as_str(), x.kind.as_str()))
+                .collect();
+            assert_eq!(pairs, [("t1", "c2", "reject"), ("t1", "c1", "reject")]);
+            assert_eq!(s.decisions(Some("t2")).unwrap(), vec![]);
+            assert_eq!(s.decision_log().unwrap().len(), 5);
+            assert!(
+                d[0].time.ends_with('Z') && d[0].time.len() >= 20,
+                "{}",
+                d[0].time
+            );
+            let (acc, rej) = split_decisions(&d);
+            assert!(acc.is_empty());
+            assert_eq!(rej["t1"], ["c1", "c2"]);
+        });
     }
 }

@@ -2,7 +2,7 @@
 //! service's recommend endpoint, so the curator page still lists them after a restart and
 //! training can use decisions made on them.
 
-use super::{Result, Store};
+use super::{sqlite_rows, Cells, Db, Result, Store};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -34,52 +34,123 @@ pub struct TopicRecord {
 impl Store {
     /// Keeps Studio topics (one transaction; a topic sent again replaces the old record).
     pub fn remember_topics(&mut self, topics: &[TopicRecord]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut up = tx.prepare_cached(
-                "INSERT INTO topics (id, channel, title, description, language, parent, level, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(id) DO UPDATE SET channel = excluded.channel,
-                     title = excluded.title, description = excluded.description,
-                     language = excluded.language, parent = excluded.parent,
-                     level = excluded.level, text = excluded.text",
-            )?;
-            for t in topics {
-                up.execute(params![
-                    t.id,
-                    t.channel,
-                    t.title,
-                    t.description,
-                    t.language,
-                    t.parent,
-                    t.level,
-                    t.text
-                ])?;
+        const UPSERT: &str = "INSERT INTO topics
+                 (id, channel, title, description, language, parent, level, text)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET channel = excluded.channel,
+                 title = excluded.title, description = excluded.description,
+                 language = excluded.language, parent = excluded.parent,
+                 level = excluded.level, text = excluded.text";
+        match &mut self.db {
+            Db::Sqlite(c) => {
+                let tx = c.transaction()?;
+                {
+                    let mut up = tx.prepare_cached(UPSERT)?;
+                    for t in topics {
+                        up.execute(params![
+                            t.id,
+                            t.channel,
+                            t.title,
+                            t.description,
+                            t.language,
+                            t.parent,
+                            t.level,
+                            t.text
+                        ])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            Db::Postgres(c) => {
+                let mut c = c.borrow_mut();
+                let mut tx = c.transaction()?;
+                let up = tx.prepare(UPSERT)?;
+                for t in topics {
+                    let level = t.level as i32;
+                    tx.execute(
+                        &up,
+                        &[
+                            &t.id,
+                            &t.channel,
+                            &t.title,
+                            &t.description,
+                            &t.language,
+                            &t.parent,
+                            &level,
+                            &t.text,
+                        ],
+                    )?;
+                }
+                tx.commit()?;
             }
         }
-        tx.commit()?;
         Ok(())
     }
 
     /// The Studio topics kept so far, in the order first kept.
     pub fn topics(&self) -> Result<Vec<TopicRecord>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, channel, title, description, language, parent, level, text
-             FROM topics ORDER BY rowid",
-        )?;
-        let rows = st.query_map([], |r| {
+        let sql = format!(
+            "SELECT id, channel, title, description, language, parent, CAST(level AS BIGINT), text
+             FROM topics ORDER BY {}",
+            self.order_column()
+        );
+        let map = |r: &dyn Cells| -> Result<TopicRecord> {
             Ok(TopicRecord {
-                id: r.get(0)?,
-                channel: r.get(1)?,
-                title: r.get(2)?,
-                description: r.get(3)?,
-                language: r.get(4)?,
-                parent: r.get(5)?,
-                level: r.get(6)?,
-                text: r.get(7)?,
+                id: r.text(0)?,
+                channel: r.text(1)?,
+                title: r.text(2)?,
+                description: r.text(3)?,
+                language: r.text(4)?,
+                parent: r.opt_text(5)?,
+                level: r.int(6)?.clamp(0, u32::MAX as i64) as u32,
+                text: r.text(7)?,
                 origin: TopicOrigin::Studio,
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        match &self.db {
+            Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
+            Db::Postgres(c) => c
+                .borrow_mut()
+                .query(&sql, &[])?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_kept_in_order_and_replaced() {
+        crate::store::on_both_backends(|loc| {
+            let t = |id: &str, parent: Option<&str>, level| TopicRecord {
+                id: id.into(),
+                channel: "ch".into(),
+                title: format!("T {id}"),
+                description: String::new(),
+                language: "en".into(),
+                parent: parent.map(Into::into),
+                level,
+                text: format!("T {id} # "),
+                origin: TopicOrigin::Studio,
+            };
+            {
+                let mut s = Store::open_at(loc).unwrap();
+                s.remember_topics(&[t("r", None, 0), t("a", Some("r"), 1)])
+                    .unwrap();
+                let mut moved = t("r", None, 0);
+                moved.title = "Root, renamed".into();
+                s.remember_topics(&[t("b", Some("r"), 1), moved]).unwrap();
+            }
+            let s = Store::open_at(loc).unwrap();
+            let got = s.topics().unwrap();
+            let ids: Vec<&str> = got.iter().map(|x| x.id.as_str()).collect();
+            assert_eq!(ids, ["r", "a", "b"], "{loc}");
+            assert_eq!(got[0].title, "Root, renamed");
+            assert_eq!(got[1], t("a", Some("r"), 1));
+        });
     }
 }

@@ -1,0 +1,167 @@
+//! A throwaway PostgreSQL cluster (`initdb` + `pg_ctl` in a temporary directory, on a free
+//! loopback port) for tests and benchmarks of the shared store. Run as root, it runs the
+//! server as the `postgres` user (PostgreSQL refuses root). Stopped when dropped.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// Run the server's programs as this user (when we are root).
+    run_as: Option<String>,
+}
+
+/// The directory of `initdb` and `pg_ctl`: on PATH, else Debian's `/usr/lib/postgresql/N/bin`
+/// (the newest).
+fn server_bin() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("PATH") {
+        for d in std::env::split_paths(&path) {
+            if d.join("initdb").exists() && d.join("pg_ctl").exists() {
+                return Ok(d);
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|b| b.join("initdb").exists());
+    versions.sort();
+    versions.pop().context(
+        "PostgreSQL's server programs (initdb, pg_ctl) are not installed: install Debian's \
+         `postgresql` package (`apt-get install postgresql`; scripts/test.sh does)",
+    )
+}
+
+impl Cluster {
+    /// Initialises and starts a cluster; its superuser is `lecr`, trusted on loopback.
+    pub fn start() -> Result<Cluster> {
+        let bin = server_bin()?;
+        let dir = tempfile::Builder::new().prefix("lecr-pg-").tempdir()?;
+        let run_as = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user)?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to {user}", dir.path().display()))?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let c = Cluster {
+            dir,
+            bin,
+            port,
+            run_as,
+        };
+        let data = c.data();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "lecr",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        )?;
+        c.start_again()?;
+        Ok(c)
+    }
+
+    /// The connection URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://lecr@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (fast: open connections are cut).
+    pub fn stop(&self) -> Result<()> {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
+    /// Starts it again (same data, same port).
+    pub fn start_again(&self) -> Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        )
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<()> {
+        let exe = self.bin.join(program);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} {}: {}\n{}",
+            exe.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+/// The uid and gid of a user name.
+fn user_ids(name: &str) -> Result<(u32, u32)> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    anyhow::ensure!(
+        !pw.is_null(),
+        "no user `{name}` to run PostgreSQL as (running as root; install Debian's postgresql, \
+         which creates it)"
+    );
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
