@@ -26,9 +26,9 @@ pub(crate) enum FeedbackCmd {
 
 #[derive(Args)]
 pub(crate) struct ExportArgs {
-    /// The service's --store folder (holding lecr.sqlite).
-    #[arg(long)]
-    store: PathBuf,
+    /// The service's --store: its folder (holding lecr.sqlite) or its `postgres://` URL.
+    #[arg(long, env = "LECR_STORE", hide_env_values = true)]
+    store: String,
     #[arg(long)]
     out: PathBuf,
 }
@@ -65,7 +65,7 @@ pub(crate) fn feedback(c: FeedbackCmd) -> Result<i32> {
 }
 
 fn export(a: ExportArgs) -> Result<i32> {
-    let store = Store::open_existing(&a.store)?;
+    let store = Store::open_existing_at(&lecr::store::Location::parse(&a.store))?;
     let current = store.decisions(None)?;
     let log = store.decision_log()?;
     let (accepted, rejected) = split_decisions(&current);

@@ -13,10 +13,11 @@ pub(crate) struct ServeArgs {
     /// Quantize float models to int8 as they load.
     #[arg(long)]
     int8: bool,
-    /// Folder of the durable store (SQLite: contents, vectors, the model that made them).
-    /// Without it the index lives in memory only.
-    #[arg(long)]
-    store: Option<PathBuf>,
+    /// The durable store: a folder (SQLite) or a `postgres://` URL (shared by replicas; the
+    /// password is never printed). Contents, vectors, the model that made them, Studio's
+    /// topics, decisions. Without it the index lives in memory only.
+    #[arg(long, env = "LECR_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Seed the index from a Kaggle-layout folder's content.csv (channels from correlations);
     /// unchanged contents already in the store are not embedded again.
     #[arg(long)]
@@ -116,7 +117,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         max_len: a.max_len,
         batch_size: a.batch_size,
         max_batch: a.max_batch,
-        store: a.store,
+        store: a.store.as_deref().map(lecr::store::Location::parse),
         data: a.data,
         reembed: a.reembed,
         reranker: a.reranker,

@@ -30,6 +30,10 @@ pub enum ServeError {
     /// Too much work waiting: 503 with `Retry-After`.
     #[error("overloaded: {what}; retry in {} s", retry_after.as_secs().max(1))]
     Overloaded { what: String, retry_after: Duration },
+    /// The store cannot be reached (a PostgreSQL server down): 503 with `Retry-After`; reads
+    /// go on from memory, and the store reconnects by itself.
+    #[error("the store is unavailable ({0}); nothing was changed, retry later")]
+    StoreUnavailable(String),
     /// Still loading the model and the index: 503.
     #[error("not ready: {0}")]
     NotReady(String),

@@ -37,7 +37,7 @@ pub struct ServeOptions {
     pub batch_size: usize,
     /// Most topic texts the model worker embeds together.
     pub max_batch: usize,
-    pub store: Option<PathBuf>,
+    pub store: Option<crate::store::Location>,
     pub data: Option<PathBuf>,
     pub reembed: bool,
     /// A `lecr rerank train` folder: rerank the model's candidates (one model only).
@@ -276,7 +276,7 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
     };
     let mut engine = Engine::open(
         Box::new(embedder),
-        o.store.as_deref(),
+        o.store.as_ref(),
         o.reembed,
         metrics,
         settings,

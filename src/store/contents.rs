@@ -34,7 +34,7 @@ impl Store {
         const SQL: &str = "SELECT COUNT(*) FROM contents";
         let n: i64 = match &self.db {
             Db::Sqlite(c) => c.query_row(SQL, [], |r| r.get(0))?,
-            Db::Postgres(c) => c.borrow_mut().query_one(SQL, &[])?.get(0),
+            Db::Postgres(c) => c.borrow_mut()?.query_one(SQL, &[])?.get(0),
         };
         Ok(n as usize)
     }
@@ -55,7 +55,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
             Db::Postgres(c) => c
-                .borrow_mut()
+                .borrow_mut()?
                 .query(&sql, &[])?
                 .iter()
                 .map(|r| map(r))
@@ -69,7 +69,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(c) => Ok(sqlite_rows(c, &sql, [id], |r| meta_row(r))?.pop()),
             Db::Postgres(c) => c
-                .borrow_mut()
+                .borrow_mut()?
                 .query_opt(&sql, &[&id])?
                 .map(|r| meta_row(&r))
                 .transpose(),
@@ -98,7 +98,7 @@ impl Store {
                 }
             }
             Db::Postgres(c) => {
-                let mut c = c.borrow_mut();
+                let mut c = c.borrow_mut()?;
                 let st = c.prepare(SQL)?;
                 for &id in ids {
                     if let Some(r) = c.query_opt(&st, &[&id])? {
@@ -147,7 +147,7 @@ impl Store {
                 tx.commit()?;
             }
             Db::Postgres(c) => {
-                let mut c = c.borrow_mut();
+                let mut c = c.borrow_mut()?;
                 let mut tx = c.transaction()?;
                 let up = tx.prepare(UPSERT)?;
                 for c in upserts {

@@ -135,7 +135,7 @@ impl Store {
                 |r| r.get(0),
             )?),
             Db::Postgres(c) => Ok(c
-                .borrow_mut()
+                .borrow_mut()?
                 .query_one(
                     SQL,
                     &[
@@ -177,7 +177,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(c) => sqlite_rows(c, sql, [topic_id], |r| decision_row(r)),
             Db::Postgres(c) => c
-                .borrow_mut()
+                .borrow_mut()?
                 .query(sql, &[&topic_id])?
                 .iter()
                 .map(|r| decision_row(r))

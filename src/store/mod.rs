@@ -53,6 +53,21 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Postgres(#[from] postgres::Error),
+    /// The database cannot be reached (now); a later call reconnects.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The database is unreachable or the connection broke (as opposed to a bad query or
+    /// data): worth a retry, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Postgres(e) => e.is_closed() || e.as_db_error().is_none(),
+            _ => false,
+        }
+    }
 }
 
 /// Where a store lives: `--store` (or `LECR_STORE`) as given.
@@ -205,7 +220,35 @@ const PG_MIGRATION_LOCK: i64 = 0x6c65_6372;
 /// thread at a time: the service keeps it behind a mutex).
 pub(crate) enum Db {
     Sqlite(Connection),
-    Postgres(RefCell<postgres::Client>),
+    Postgres(Pg),
+}
+
+/// A PostgreSQL connection that reconnects by itself: a call that finds it closed connects
+/// again first (and fails with [`StoreError::Unavailable`] while the database is down).
+pub(crate) struct Pg {
+    client: RefCell<postgres::Client>,
+    url: String,
+    place: String,
+}
+
+impl Pg {
+    fn connect(url: &str, place: &str) -> Result<postgres::Client> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)
+            .map_err(|e| StoreError::Unavailable(format!("{place}: cannot connect: {e}")))?;
+        // So an operator (and `--reembed`) can see which sessions are lecr's.
+        client.batch_execute("SET application_name = 'lecr'")?;
+        Ok(client)
+    }
+
+    /// The client, connected again if the connection was lost.
+    pub(crate) fn borrow_mut(&self) -> Result<std::cell::RefMut<'_, postgres::Client>> {
+        let mut c = self.client.borrow_mut();
+        if c.is_closed() {
+            *c = Pg::connect(&self.url, &self.place)?;
+            tracing::info!("{}: reconnected", self.place);
+        }
+        Ok(c)
+    }
 }
 
 pub struct Store {
@@ -229,10 +272,13 @@ impl Store {
         let place = loc.to_string();
         let db = match loc {
             Location::Postgres(url) => {
-                let mut client = postgres::Client::connect(url, postgres::NoTls)
-                    .map_err(|e| StoreError::Invalid(format!("{place}: cannot connect: {e}")))?;
+                let mut client = Pg::connect(url, &place)?;
                 migrate_pg(&mut client, &place)?;
-                Db::Postgres(RefCell::new(client))
+                Db::Postgres(Pg {
+                    client: RefCell::new(client),
+                    url: url.clone(),
+                    place: place.clone(),
+                })
             }
             Location::Memory | Location::Dir(_) => {
                 let mut conn = match loc {
@@ -286,7 +332,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(c) => Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?),
             Db::Postgres(c) => Ok(c
-                .borrow_mut()
+                .borrow_mut()?
                 .query_one("SELECT version::bigint FROM lecr_schema", &[])?
                 .get(0)),
         }
@@ -296,7 +342,7 @@ impl Store {
         const SQL: &str = "SELECT value FROM meta WHERE key = $1";
         match &self.db {
             Db::Sqlite(c) => Ok(c.query_row(SQL, [key], |r| r.get(0)).optional()?),
-            Db::Postgres(c) => Ok(c.borrow_mut().query_opt(SQL, &[&key])?.map(|r| r.get(0))),
+            Db::Postgres(c) => Ok(c.borrow_mut()?.query_opt(SQL, &[&key])?.map(|r| r.get(0))),
         }
     }
 
@@ -308,7 +354,7 @@ impl Store {
                 c.execute(SQL, rusqlite::params![key, value])?;
             }
             Db::Postgres(c) => {
-                c.borrow_mut().execute(SQL, &[&key, &value])?;
+                c.borrow_mut()?.execute(SQL, &[&key, &value])?;
             }
         }
         Ok(())

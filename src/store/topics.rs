@@ -62,7 +62,7 @@ impl Store {
                 tx.commit()?;
             }
             Db::Postgres(c) => {
-                let mut c = c.borrow_mut();
+                let mut c = c.borrow_mut()?;
                 let mut tx = c.transaction()?;
                 let up = tx.prepare(UPSERT)?;
                 for t in topics {
@@ -110,7 +110,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
             Db::Postgres(c) => c
-                .borrow_mut()
+                .borrow_mut()?
                 .query(&sql, &[])?
                 .iter()
                 .map(|r| map(r))

@@ -25,13 +25,25 @@ pub struct Curated {
 
 type Sides = (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>);
 
-/// Accepted and rejected content ids per topic id, from a store or an export.
+/// The service store `source` names: a `postgres://` URL, or a folder holding `lecr.sqlite`;
+/// `None` for another folder (an export).
+fn store_at(source: &Path) -> Option<Result<crate::store::Store>> {
+    use crate::store::{Location, Store};
+    match Location::parse(&source.to_string_lossy()) {
+        loc @ Location::Postgres(_) => Some(Store::open_at(&loc).map_err(Into::into)),
+        _ if source.join(crate::store::FILE_NAME).exists() => {
+            Some(Store::open_existing(source).map_err(Into::into))
+        }
+        _ => None,
+    }
+}
+
+/// Accepted and rejected content ids per topic id, from a store (folder or `postgres://` URL)
+/// or an export.
 pub fn read_decisions(dir: &Path) -> Result<Sides> {
-    let store = dir.join(crate::store::FILE_NAME);
-    if store.exists() {
-        let s = crate::store::Store::open_existing(dir)?;
+    if let Some(s) = store_at(dir) {
         return Ok(crate::store::decisions::split_decisions(
-            &s.decisions(None)?,
+            &s?.decisions(None)?,
         ));
     }
     let acc = dir.join("correlations.csv");
@@ -71,10 +83,8 @@ pub fn read_decisions(dir: &Path) -> Result<Sides> {
 /// store's tables, or from an export's `topics.csv` and `content.csv` when present. Returns
 /// how many topics and contents were added.
 pub fn add_decided_items(dir: &Path, ds: &mut Dataset) -> Result<(usize, usize)> {
-    let store = dir.join(crate::store::FILE_NAME);
-    let (topics, contents) = if store.exists() {
-        let s = crate::store::Store::open_existing(dir)?;
-        crate::store::decisions::decided_items(&s)?
+    let (topics, contents) = if let Some(s) = store_at(dir) {
+        crate::store::decisions::decided_items(&s?)?
     } else {
         let read_if = |name: &str| {
             let p = dir.join(name);

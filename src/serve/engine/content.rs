@@ -213,7 +213,7 @@ impl Engine {
             kept.push((i, r));
         }
         let ids: Vec<&str> = kept.iter().map(|(_, r)| r.id.as_str()).collect();
-        let stored = self.store()?.texts_and_vectors(&ids)?;
+        let stored = self.checked(self.store()?.texts_and_vectors(&ids))?;
         let index = self.index()?;
         let mut rows = Vec::new();
         let mut to_embed = Vec::new();
@@ -267,7 +267,7 @@ impl Engine {
             c.begin_commit()?;
         }
         let mut store = self.store()?;
-        store.apply(&plan.rows, &[])?;
+        self.checked(store.apply(&plan.rows, &[]))?;
         let mut index = self.index_mut()?;
         for c in plan.rows {
             index.upsert(c.meta, &c.vector);
@@ -294,7 +294,7 @@ impl Engine {
         blocking(move || {
             cancel.begin_commit()?;
             let mut store = eng.store()?;
-            store.apply(&[], &ids)?;
+            eng.checked(store.apply(&[], &ids))?;
             let mut index = eng.index_mut()?;
             let unknown: Vec<String> = ids.into_iter().filter(|id| !index.remove(id)).collect();
             eng.metrics.set_index(&index);

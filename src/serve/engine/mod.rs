@@ -28,7 +28,6 @@ use super::schema::Schemas;
 use crate::data::Dataset;
 use crate::store::Store;
 use anyhow::Result;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use content::{Resource, Skipped, UpsertSummary};
@@ -66,6 +65,8 @@ pub struct Engine {
     settings: EngineSettings,
     /// The first reason the engine broke, if it did.
     failure: OnceLock<String>,
+    /// Why the store cannot be reached now (writes get 503, reads go on), if it cannot.
+    store_down: Mutex<Option<String>>,
 }
 
 const MODEL_KEY: &str = "model";
@@ -75,12 +76,12 @@ impl Engine {
     /// starts the model worker.
     pub fn open(
         embedder: Box<dyn Embedder>,
-        store_dir: Option<&Path>,
+        store: Option<&crate::store::Location>,
         reembed: bool,
         metrics: Arc<Metrics>,
         settings: EngineSettings,
     ) -> Result<Self> {
-        let mut store = Store::open(store_dir)?;
+        let mut store = Store::open_at(store.unwrap_or(&crate::store::Location::Memory))?;
         let place = store.place().to_string();
         match store.get_meta(MODEL_KEY)? {
             Some(id) if id != embedder.id() => {
@@ -132,6 +133,7 @@ impl Engine {
             schemas: Schemas::load()?,
             settings,
             failure: OnceLock::new(),
+            store_down: Mutex::new(None),
         })
     }
 
@@ -178,6 +180,34 @@ impl Engine {
     /// Why the engine cannot serve, when it cannot: a dead model worker or a poisoned lock.
     pub fn failure(&self) -> Option<String> {
         self.failure.get().cloned().or_else(|| self.queue.failure())
+    }
+
+    /// Why the service is degraded (serving reads only), if it is: the store is unreachable.
+    pub fn degraded(&self) -> Option<String> {
+        self.store_down.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// A store call's result: an unreachable store becomes `StoreUnavailable` (and marks the
+    /// service degraded until a store call succeeds again); other store errors are internal.
+    fn checked<T>(&self, r: crate::store::Result<T>) -> ServeResult<T> {
+        let mut down = self.store_down.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(v) => {
+                if down.take().is_some() {
+                    tracing::info!("the store is reachable again");
+                }
+                Ok(v)
+            }
+            Err(e) if e.is_unavailable() => {
+                let why = e.to_string();
+                if down.is_none() {
+                    tracing::warn!("the store is unreachable: {why}");
+                }
+                *down = Some(why.clone());
+                Err(ServeError::StoreUnavailable(why))
+            }
+            Err(e) => Err(ServeError::internal(e)),
+        }
     }
 
     /// Texts waiting for the model.
@@ -237,7 +267,7 @@ impl Engine {
         let Some(r) = &self.reranker else {
             return Ok(0);
         };
-        let decisions = self.store()?.decisions(None)?;
+        let decisions = self.checked(self.store()?.decisions(None))?;
         let catalog = self.catalog()?;
         let mut links = r.links_mut()?;
         let mut n = 0;

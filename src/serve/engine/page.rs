@@ -259,14 +259,14 @@ impl Engine {
         let eng = self.clone();
         blocking(move || {
             cancel.begin_commit()?;
-            let seq = eng.store()?.record_decision(&NewDecision {
+            let seq = eng.checked(eng.store()?.record_decision(&NewDecision {
                 topic_id: &topic,
                 content_id: &content,
                 kind,
                 model: &model,
                 margin,
                 origin: DecisionOrigin::Page,
-            })?;
+            }))?;
             if let Some(r) = &eng.reranker {
                 let mut links = r.links_mut().map_err(|e| eng.broken(&e.to_string()))?;
                 match kind {
@@ -282,6 +282,6 @@ impl Engine {
     /// A topic's current decisions, oldest first.
     pub async fn decisions(self: &Arc<Self>, topic: String) -> ServeResult<Vec<Decision>> {
         let eng = self.clone();
-        blocking(move || Ok(eng.store()?.decisions(Some(&topic))?)).await
+        blocking(move || eng.checked(eng.store()?.decisions(Some(&topic)))).await
     }
 }

@@ -241,7 +241,7 @@ impl Engine {
         }
         let eng = self.clone();
         let n = changed.len();
-        let kept = blocking(move || Ok(eng.store()?.remember_topics(&changed)?)).await;
+        let kept = blocking(move || eng.checked(eng.store()?.remember_topics(&changed))).await;
         if let Err(e) = kept {
             tracing::warn!("could not keep {n} topic(s) in the store: {e}");
         }

@@ -18,9 +18,10 @@ impl ServeError {
             ServeError::Unauthorized => StatusCode::UNAUTHORIZED,
             ServeError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServeError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ServeError::Overloaded { .. } | ServeError::NotReady(_) | ServeError::Failed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServeError::Overloaded { .. }
+            | ServeError::StoreUnavailable(_)
+            | ServeError::NotReady(_)
+            | ServeError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServeError::TimedOut => StatusCode::REQUEST_TIMEOUT,
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -30,7 +31,7 @@ impl ServeError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ServeError::Overloaded { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-            ServeError::NotReady(_) => Some(5),
+            ServeError::NotReady(_) | ServeError::StoreUnavailable(_) => Some(5),
             _ => None,
         }
     }
