@@ -220,7 +220,7 @@ const PG_MIGRATION_LOCK: i64 = 0x6c65_6372;
 /// thread at a time: the service keeps it behind a mutex).
 pub(crate) enum Db {
     Sqlite(Connection),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// A PostgreSQL connection that reconnects by itself: a call that finds it closed connects
@@ -274,11 +274,11 @@ impl Store {
             Location::Postgres(url) => {
                 let mut client = Pg::connect(url, &place)?;
                 migrate_pg(&mut client, &place)?;
-                Db::Postgres(Pg {
+                Db::Postgres(Box::new(Pg {
                     client: RefCell::new(client),
                     url: url.clone(),
                     place: place.clone(),
-                })
+                }))
             }
             Location::Memory | Location::Dir(_) => {
                 let mut conn = match loc {
