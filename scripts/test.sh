@@ -2,8 +2,8 @@
 # Runs the test suite: fetches the real all-MiniLM-L6-v2 model (once, into .cache/) for the
 # parity tests, then `cargo test`; then the kernel and MiniLM parity tests again with each
 # lower instruction set forced (LECR_ISA), so every path this CPU can run is checked.
-# The curator page's browser test drives Debian's `chromium`: installed here with apt when
-# missing (as root, or through sudo).
+# The curator page's browser test drives Debian's `chromium` and the shared store's tests
+# Debian's `postgresql`: each installed here with apt when missing (as root, or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${LECR_SKIP_BROWSER:-}" ] && [ -z "${CHROME:-}" ] && ! command -v chromium >/dev/null 2>&1; then
@@ -12,6 +12,15 @@ if [ -z "${LECR_SKIP_BROWSER:-}" ] && [ -z "${CHROME:-}" ] && ! command -v chrom
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+# The shared store's tests start a throwaway PostgreSQL cluster (initdb + pg_ctl): Debian's
+# server package, installed here when missing.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "installing postgresql (the shared store's tests)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
 fi
 LECR_MINILM="$(./scripts/fetch-minilm.sh)"
 export LECR_MINILM LECR_NO_PROGRESS=1

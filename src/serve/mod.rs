@@ -313,7 +313,11 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
             println!("the reranker's tree context includes {n} link(s) accepted by curators");
         }
     }
-    Ok(Arc::new(engine))
+    let engine = Arc::new(engine);
+    if let Some(loc) = &o.store {
+        engine.follow(loc)?;
+    }
+    Ok(engine)
 }
 
 /// SIGTERM or Ctrl-C.

@@ -63,6 +63,26 @@ impl Store {
         }
     }
 
+    /// One stored content with its vector (`None`: not stored, e.g. deleted).
+    pub fn content(&self, id: &str) -> Result<Option<StoredContent>> {
+        let sql = format!("SELECT {META_COLUMNS}, vector FROM contents WHERE id = $1");
+        let map = |r: &dyn Cells| -> Result<StoredContent> {
+            Ok(StoredContent {
+                meta: meta_row(r)?,
+                text: r.text(6)?,
+                vector: from_blob(&r.bytes(7)?),
+            })
+        };
+        match &self.db {
+            Db::Sqlite(c) => Ok(sqlite_rows(c, &sql, [id], |r| map(r))?.pop()),
+            Db::Postgres(c) => c
+                .borrow_mut()?
+                .query_opt(&sql, &[&id])?
+                .map(|r| map(&r))
+                .transpose(),
+        }
+    }
+
     /// One content's metadata, without its vector.
     pub fn content_meta(&self, id: &str) -> Result<Option<ContentMeta>> {
         let sql = format!("SELECT {META_COLUMNS} FROM contents WHERE id = $1");
@@ -170,6 +190,12 @@ impl Store {
                 for id in deletes {
                     deleted += tx.execute(&del, &[id])? as usize;
                 }
+                let keys: Vec<&str> = upserts
+                    .iter()
+                    .map(|c| c.meta.id.as_str())
+                    .chain(deletes.iter().map(String::as_str))
+                    .collect();
+                super::changes::log(&mut tx, super::changes::ChangeKind::Content, &keys)?;
                 tx.commit()?;
             }
         }

@@ -134,20 +134,27 @@ impl Store {
                 params![d.topic_id, d.content_id, kind, d.model, d.margin, origin],
                 |r| r.get(0),
             )?),
-            Db::Postgres(c) => Ok(c
-                .borrow_mut()?
-                .query_one(
-                    SQL,
-                    &[
-                        &d.topic_id,
-                        &d.content_id,
-                        &kind,
-                        &d.model,
-                        &d.margin,
-                        &origin,
-                    ],
-                )?
-                .get(0)),
+            Db::Postgres(c) => {
+                let mut c = c.borrow_mut()?;
+                let mut tx = c.transaction()?;
+                let seq: i64 = tx
+                    .query_one(
+                        SQL,
+                        &[
+                            &d.topic_id,
+                            &d.content_id,
+                            &kind,
+                            &d.model,
+                            &d.margin,
+                            &origin,
+                        ],
+                    )?
+                    .get(0);
+                let key = seq.to_string();
+                super::changes::log(&mut tx, super::changes::ChangeKind::Decision, &[&key])?;
+                tx.commit()?;
+                Ok(seq)
+            }
         }
     }
 
@@ -163,6 +170,19 @@ impl Store {
              ORDER BY seq"
         );
         self.decision_query(&sql, topic_id)
+    }
+
+    /// One logged decision by its sequence number.
+    pub fn decision(&self, seq: i64) -> Result<Option<Decision>> {
+        let sql = format!("SELECT {DECISION_COLUMNS} FROM feedback WHERE seq = $1");
+        match &self.db {
+            Db::Sqlite(c) => Ok(sqlite_rows(c, &sql, [seq], |r| decision_row(r))?.pop()),
+            Db::Postgres(c) => c
+                .borrow_mut()?
+                .query_opt(&sql, &[&seq])?
+                .map(|r| decision_row(&r))
+                .transpose(),
+        }
     }
 
     /// Every logged decision, undos included, oldest first.

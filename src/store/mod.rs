@@ -17,6 +17,7 @@
 //!
 //! This layer knows nothing of HTTP or models: it is below `serve` and `train`.
 
+pub mod changes;
 pub mod cluster;
 pub mod contents;
 pub mod decisions;
@@ -164,6 +165,14 @@ const MIGRATIONS: &[&str] = &[
     // 1 → 2: where a decision was made (the curator page, or imported from Studio).
     "ALTER TABLE feedback ADD COLUMN origin TEXT NOT NULL DEFAULT 'page'
          CHECK (origin IN ('page', 'studio'));",
+    // 2 → 3: the change log replicas follow (written by the PostgreSQL back end only; kept
+    // in both so the versions stay one list).
+    "CREATE TABLE IF NOT EXISTS changes (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind TEXT NOT NULL,
+         key TEXT NOT NULL,
+         at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+     );",
 ];
 
 /// The same steps for PostgreSQL (insertion order from an `added` sequence, since there is no
@@ -207,6 +216,13 @@ const PG_MIGRATIONS: &[&str] = &[
     // 1 → 2
     "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS origin TEXT NOT NULL DEFAULT 'page'
          CHECK (origin IN ('page', 'studio'));",
+    // 2 → 3: every committed change, in commit order, for the replicas to follow.
+    "CREATE TABLE IF NOT EXISTS changes (
+         seq BIGSERIAL PRIMARY KEY,
+         kind TEXT NOT NULL,
+         key TEXT NOT NULL,
+         at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
 ];
 
 /// The schema version this lecr writes.
@@ -236,7 +252,7 @@ impl Pg {
         let mut client = postgres::Client::connect(url, postgres::NoTls)
             .map_err(|e| StoreError::Unavailable(format!("{place}: cannot connect: {e}")))?;
         // So an operator (and `--reembed`) can see which sessions are lecr's.
-        client.batch_execute("SET application_name = 'lecr'")?;
+        client.batch_execute("SET application_name = 'lecr'; SET client_min_messages = warning")?;
         Ok(client)
     }
 

@@ -81,6 +81,8 @@ impl Store {
                         ],
                     )?;
                 }
+                let keys: Vec<&str> = topics.iter().map(|t| t.id.as_str()).collect();
+                super::changes::log(&mut tx, super::changes::ChangeKind::Topic, &keys)?;
                 tx.commit()?;
             }
         }
@@ -89,9 +91,18 @@ impl Store {
 
     /// The Studio topics kept so far, in the order first kept.
     pub fn topics(&self) -> Result<Vec<TopicRecord>> {
+        self.topics_where(None)
+    }
+
+    /// One kept topic.
+    pub fn topic(&self, id: &str) -> Result<Option<TopicRecord>> {
+        Ok(self.topics_where(Some(id))?.pop())
+    }
+
+    fn topics_where(&self, id: Option<&str>) -> Result<Vec<TopicRecord>> {
         let sql = format!(
             "SELECT id, channel, title, description, language, parent, CAST(level AS BIGINT), text
-             FROM topics ORDER BY {}",
+             FROM topics WHERE CAST($1 AS TEXT) IS NULL OR id = $1 ORDER BY {}",
             self.order_column()
         );
         let map = |r: &dyn Cells| -> Result<TopicRecord> {
@@ -108,10 +119,10 @@ impl Store {
             })
         };
         match &self.db {
-            Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
+            Db::Sqlite(c) => sqlite_rows(c, &sql, [id], |r| map(r)),
             Db::Postgres(c) => c
                 .borrow_mut()?
-                .query(&sql, &[])?
+                .query(&sql, &[&id])?
                 .iter()
                 .map(|r| map(r))
                 .collect(),

@@ -43,7 +43,7 @@ impl Server {
             .args(["--addr", "127.0.0.1:0"])
             .env("LECR_NO_PROGRESS", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());

@@ -13,6 +13,7 @@
 //! [`recommend`] ranks and selects; [`page`] answers the curator page.
 
 pub mod content;
+pub mod follow;
 pub mod page;
 pub mod recommend;
 
@@ -67,6 +68,8 @@ pub struct Engine {
     failure: OnceLock<String>,
     /// Why the store cannot be reached now (writes get 503, reads go on), if it cannot.
     store_down: Mutex<Option<String>>,
+    /// The shared store's last change before the index was loaded: following starts there.
+    followed_from: i64,
 }
 
 const MODEL_KEY: &str = "model";
@@ -83,9 +86,17 @@ impl Engine {
     ) -> Result<Self> {
         let mut store = Store::open_at(store.unwrap_or(&crate::store::Location::Memory))?;
         let place = store.place().to_string();
+        // Read before the index is loaded, so no change of another replica falls in between.
+        let followed_from = store.last_change()?;
         match store.get_meta(MODEL_KEY)? {
             Some(id) if id != embedder.id() => {
                 let n = store.count()?;
+                let others = store.other_sessions()?;
+                anyhow::ensure!(
+                    !reembed || others == 0,
+                    "{place}: {others} other lecr session(s) are connected; stop the other \
+                     replicas before --reembed (they would go on serving the old model's vectors)"
+                );
                 anyhow::ensure!(
                     reembed,
                     "{place}: its {n} content vectors were made by `{id}`, not by this server's \
@@ -134,6 +145,7 @@ impl Engine {
             settings,
             failure: OnceLock::new(),
             store_down: Mutex::new(None),
+            followed_from,
         })
     }
 
@@ -331,6 +343,10 @@ mod tests {
         }
     }
 
+    pub(super) fn engine_for_tests() -> Engine {
+        engine()
+    }
+
     fn engine() -> Engine {
         let settings = EngineSettings {
             limits: Limits::DEFAULT,
@@ -369,5 +385,19 @@ mod tests {
             other => panic!("expected Failed, got {:?}", other.map(|_| ())),
         }
         assert!(e.failure().is_some_and(|w| w.contains("restart")));
+    }
+}
+
+#[cfg(test)]
+mod degraded_tests {
+    #[test]
+    fn an_unreachable_store_marks_the_engine_degraded_until_a_call_succeeds() {
+        let e = super::tests::engine_for_tests();
+        let r: super::ServeResult<()> =
+            e.checked(Err(crate::store::StoreError::Unavailable("db down".into())));
+        assert!(matches!(r, Err(super::ServeError::StoreUnavailable(_))));
+        assert_eq!(e.degraded().as_deref(), Some("db down"));
+        assert!(e.checked(Ok(())).is_ok());
+        assert_eq!(e.degraded(), None);
     }
 }

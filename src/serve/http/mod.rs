@@ -141,19 +141,27 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// `{"status", "phase", "reason"?, "queued"?}`: 200 while loading or ready, 503 once failed
-/// (a load balancer takes the replica out).
+/// `{"status": "ok" | "degraded" | "failed", "phase", "reason"?, "queued"?}`: 200 while
+/// loading or ready (degraded too: reads are served), 503 once failed (a load balancer takes
+/// the replica out).
 async fn health(axum::extract::State(s): axum::extract::State<Shared>) -> impl IntoResponse {
-    let (phase, reason, queued) = match &*s.phase.read().unwrap_or_else(|e| e.into_inner()) {
-        Phase::Loading(_) => ("loading", None, None),
-        Phase::Ready(e) => match e.failure() {
-            None => ("ready", None, Some(e.queued())),
-            Some(why) => ("failed", Some(why), None),
-        },
-        Phase::Failed(why) => ("failed", Some(why.clone()), None),
+    let (phase, reason, queued, degraded) =
+        match &*s.phase.read().unwrap_or_else(|e| e.into_inner()) {
+            Phase::Loading(_) => ("loading", None, None, None),
+            Phase::Ready(e) => match e.failure() {
+                None => ("ready", None, Some(e.queued()), e.degraded()),
+                Some(why) => ("failed", Some(why), None, None),
+            },
+            Phase::Failed(why) => ("failed", Some(why.clone()), None, None),
+        };
+    // Degraded: the store is unreachable; reads are served, writes get 503.
+    let status = match (phase, &degraded) {
+        ("failed", _) => "failed",
+        (_, Some(_)) => "degraded",
+        _ => "ok",
     };
-    let mut body =
-        json!({"status": if phase == "failed" { "failed" } else { "ok" }, "phase": phase});
+    let reason = reason.or(degraded);
+    let mut body = json!({"status": status, "phase": phase});
     if let Some(r) = reason {
         body["reason"] = json!(r);
     }

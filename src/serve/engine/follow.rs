@@ -1,0 +1,141 @@
+//! Replicas follow each other: with a shared (PostgreSQL) store, a thread applies to this
+//! server's in-memory index, catalog and reranker context every change other replicas commit
+//! (its own changes come back too, and applying them again changes nothing). It wakes on the
+//! store's notification, or every 250 ms when none comes, so a lost notification only delays.
+
+use super::Engine;
+use crate::serve::error::ServeResult;
+use crate::store::changes::{ChangeKind, Listener};
+use crate::store::{DecisionKind, Location, Store};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// The longest wait between two looks at the change log.
+const POLL: Duration = Duration::from_millis(250);
+/// Change rows older than this are pruned (a replica that was away loads the whole store).
+const KEEP_CHANGES: Duration = Duration::from_secs(3600);
+
+impl Engine {
+    /// Starts following the other replicas of a shared store (nothing to do for SQLite). The
+    /// thread ends with the engine.
+    pub fn follow(self: &Arc<Self>, loc: &Location) -> anyhow::Result<()> {
+        if !matches!(loc, Location::Postgres(_)) {
+            return Ok(());
+        }
+        let store = Store::open_at(loc)?;
+        let listener = Listener::open(loc)?;
+        let weak = Arc::downgrade(self);
+        let (loc, from) = (loc.clone(), self.followed_from);
+        std::thread::Builder::new()
+            .name("lecr-follow".into())
+            .spawn(move || follow_loop(weak, store, listener, loc, from))?;
+        Ok(())
+    }
+
+    /// Applies the changes after `last` (advancing it); returns how many.
+    fn apply_changes(&self, store: &Store, last: &mut i64) -> ServeResult<usize> {
+        let mut n = 0;
+        loop {
+            let batch = self.checked(store.changes_after(*last, 1000))?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            for ch in &batch {
+                match ch.kind {
+                    ChangeKind::Content => {
+                        let row = self.checked(store.content(&ch.key))?;
+                        let mut index = self.index_mut()?;
+                        match row {
+                            Some(c) if c.vector.len() == index.dim() => {
+                                index.upsert(c.meta, &c.vector)
+                            }
+                            Some(c) => tracing::warn!(
+                                "content {} has a vector of {} values, this model gives {}: \
+                                 not followed",
+                                c.meta.id,
+                                c.vector.len(),
+                                index.dim()
+                            ),
+                            None => {
+                                index.remove(&ch.key);
+                            }
+                        }
+                        self.metrics.set_index(&index);
+                    }
+                    ChangeKind::Topic => {
+                        if let Some(t) = self.checked(store.topic(&ch.key))? {
+                            self.catalog_mut()?.add([t]);
+                        }
+                    }
+                    ChangeKind::Decision => {
+                        let (Some(rr), Ok(seq)) = (&self.reranker, ch.key.parse::<i64>()) else {
+                            continue;
+                        };
+                        if let Some(d) = self.checked(store.decision(seq))? {
+                            let channel = self
+                                .catalog()?
+                                .get(&d.topic_id)
+                                .map(|t| t.channel.clone())
+                                .unwrap_or_default();
+                            let mut links =
+                                rr.links_mut().map_err(|e| self.broken(&e.to_string()))?;
+                            match d.kind {
+                                DecisionKind::Accept => {
+                                    links.accept(&d.topic_id, &channel, &d.content_id)
+                                }
+                                DecisionKind::Reject | DecisionKind::Undo => {
+                                    links.clear(&d.topic_id, &d.content_id)
+                                }
+                            }
+                        }
+                    }
+                }
+                *last = ch.seq;
+                n += 1;
+            }
+        }
+    }
+}
+
+fn follow_loop(
+    weak: Weak<Engine>,
+    store: Store,
+    mut listener: Option<Listener>,
+    loc: Location,
+    mut last: i64,
+) {
+    let mut pruned = Instant::now();
+    loop {
+        // Wait for a notification, or poll.
+        let waited = match listener.as_mut() {
+            Some(l) => l.wait(POLL).map(|_| ()).map_err(|e| e.to_string()),
+            None => {
+                std::thread::sleep(POLL);
+                Err(String::new())
+            }
+        };
+        if waited.is_err() || listener.as_ref().is_some_and(Listener::is_closed) {
+            // Lost (the database restarted): listen again when it is back; poll meanwhile.
+            listener = Listener::open(&loc).ok().flatten();
+        }
+        let Some(engine) = weak.upgrade() else {
+            return; // the server stopped
+        };
+        match engine.apply_changes(&store, &mut last) {
+            Ok(n) if n > 0 => tracing::debug!("followed {n} change(s) up to {last}"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("following the store: {e}");
+                drop(engine);
+                std::thread::sleep(POLL);
+                continue;
+            }
+        }
+        if pruned.elapsed() > Duration::from_secs(600) {
+            pruned = Instant::now();
+            if let Err(e) = store.prune_changes(KEEP_CHANGES) {
+                tracing::debug!("pruning the change log: {e}");
+            }
+        }
+    }
+}

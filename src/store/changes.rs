@@ -1,0 +1,165 @@
+//! The change log of a shared (PostgreSQL) store: every write appends, in the same
+//! transaction, one row per content, decision or topic it changed, then `NOTIFY
+//! lecr_changes`. Each `lecr serve` replica keeps its index in memory and follows the log:
+//! it waits for a notification (or polls: a lost notification only delays) and applies what
+//! other replicas committed. A replica that starts loads the whole store, so the log only has
+//! to cover the time between two polls; rows older than an hour are pruned.
+
+use super::{Cells, Db, Location, Result, Store, StoreError};
+use std::time::Duration;
+
+/// The channel replicas listen on.
+pub const CHANNEL: &str = "lecr_changes";
+
+/// What a change names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A content id, upserted or deleted (the store says which).
+    Content,
+    /// A decision's sequence number.
+    Decision,
+    /// A Studio topic id.
+    Topic,
+}
+
+impl ChangeKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Content => "content",
+            ChangeKind::Decision => "decision",
+            ChangeKind::Topic => "topic",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ChangeKind> {
+        [ChangeKind::Content, ChangeKind::Decision, ChangeKind::Topic]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    pub key: String,
+}
+
+/// Appends change rows for `keys` inside a PostgreSQL transaction, and the notification
+/// (delivered when the transaction commits).
+pub(crate) fn log(tx: &mut postgres::Transaction, kind: ChangeKind, keys: &[&str]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO changes (kind, key) SELECT $1, k FROM unnest($2::text[]) AS k",
+        &[&kind.as_str(), &keys],
+    )?;
+    tx.execute(&format!("NOTIFY {CHANNEL}"), &[])?;
+    Ok(())
+}
+
+impl Store {
+    /// Whether this store is shared (PostgreSQL) and so has a change log to follow.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// The last change's sequence number (0 when none, and for SQLite).
+    pub fn last_change(&self) -> Result<i64> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(0),
+            Db::Postgres(c) => Ok(c
+                .borrow_mut()?
+                .query_one("SELECT COALESCE(MAX(seq), 0)::bigint FROM changes", &[])?
+                .get(0)),
+        }
+    }
+
+    /// Changes after `seq`, oldest first, at most `limit`.
+    pub fn changes_after(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
+        let Db::Postgres(c) = &self.db else {
+            return Ok(Vec::new());
+        };
+        let rows = c.borrow_mut()?.query(
+            "SELECT seq, kind, key FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&seq, &limit],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let kind = r.text(1)?;
+                Ok(Change {
+                    seq: r.int(0)?,
+                    kind: ChangeKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Invalid(format!("unknown change kind `{kind}`"))
+                    })?,
+                    key: r.text(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Other lecr sessions connected to a shared store (replicas, followers, exports): 0 for
+    /// SQLite.
+    pub fn other_sessions(&self) -> Result<i64> {
+        let Db::Postgres(c) = &self.db else {
+            return Ok(0);
+        };
+        Ok(c.borrow_mut()?
+            .query_one(
+                "SELECT count(*)::bigint FROM pg_stat_activity
+                 WHERE application_name = 'lecr' AND pid <> pg_backend_pid()
+                   AND datname = current_database()",
+                &[],
+            )?
+            .get(0))
+    }
+
+    /// Drops change rows older than `age` (replicas that were away load the whole store).
+    pub fn prune_changes(&self, age: Duration) -> Result<u64> {
+        let Db::Postgres(c) = &self.db else {
+            return Ok(0);
+        };
+        let secs = age.as_secs_f64();
+        Ok(c.borrow_mut()?.execute(
+            "DELETE FROM changes WHERE at < now() - make_interval(secs => $1)",
+            &[&secs],
+        )?)
+    }
+}
+
+/// A connection that waits for change notifications.
+pub struct Listener {
+    client: postgres::Client,
+}
+
+impl Listener {
+    /// Listens on the store's change channel (`None` for a store without one).
+    pub fn open(loc: &Location) -> Result<Option<Listener>> {
+        let Location::Postgres(url) = loc else {
+            return Ok(None);
+        };
+        let mut client = postgres::Client::connect(url, postgres::NoTls)
+            .map_err(|e| StoreError::Unavailable(format!("{loc}: cannot connect: {e}")))?;
+        client.batch_execute(&format!(
+            "SET application_name = 'lecr'; SET client_min_messages = warning; LISTEN {CHANNEL}"
+        ))?;
+        Ok(Some(Listener { client }))
+    }
+
+    /// Waits up to `timeout` for a notification; true when one (or more) came.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut n = self.client.notifications();
+        let mut got = n.timeout_iter(timeout).next()?.is_some();
+        // Several commits may have notified: take them all now.
+        while n.iter().next()?.is_some() {
+            got = true;
+        }
+        Ok(got)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}

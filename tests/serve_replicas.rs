@@ -1,0 +1,163 @@
+//! Two `lecr serve` replicas over one PostgreSQL store (a throwaway cluster started here):
+//! what one commits, the other serves within a second; a replica killed mid-write leaves no
+//! partial rows; the database going away and coming back under a running replica gives 503s
+//! on writes meanwhile (reads go on) and recovers without a restart; export and training read
+//! the URL.
+
+mod common;
+use common::server::Server;
+use lecr::store::cluster::Cluster;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn top_ids(v: &Value) -> Vec<String> {
+    v["topics"][0]["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls `check` until it holds; returns how long that took (panics after `limit`).
+fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !check() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn replicas_over_one_postgres_store_follow_each_other_and_survive_its_restart() {
+    let pg = Cluster::start().expect("PostgreSQL (scripts/test.sh installs Debian's postgresql)");
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = common::serve_corpus(root.path());
+    let a = Server::start(&["--model", &model, "--data", &data, "--store", &url]);
+    // B has no --data: everything it serves comes from the shared store.
+    let b = Server::start(&["--model", &model, "--store", &url]);
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let title = ds
+        .topics
+        .iter()
+        .find(|t| t.language == "en")
+        .unwrap()
+        .title
+        .clone();
+    let channel = uuid();
+    let body = json!({"topics": [{"id": uuid(), "channel_id": channel, "title": title,
+        "description": "", "language": "en"}]});
+    let rec = "/stable/recommend?override_threshold=True";
+
+    // embed-content on A → B recommends it (its title equals the topic's: the top hit).
+    let new_id = uuid().replace('-', "");
+    let (code, v) = a.post(
+        "/stable/embed-content",
+        &json!({"resources": [{"id": new_id, "title": title, "description": "", "text": "",
+            "language": "en", "files": null}], "metadata": {"channel_id": channel}}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let took = within(Duration::from_secs(1), "B serving A's content", || {
+        top_ids(&b.post(rec, &body).1).first() == Some(&new_id)
+    });
+    println!("A's embed-content reached B's recommend in {took:?}");
+    // B did not embed it again: it reads the vector A stored (same model).
+    assert_eq!(
+        b.post(rec, &body).1["topics"][0]["recommendations"][0]["id"],
+        json!(new_id)
+    );
+
+    // A Studio topic that reached A only is browsable on B, and a decision made on A shows
+    // there.
+    let topic_id = uuid();
+    let only_a = json!({"topics": [{"id": topic_id, "channel_id": channel, "title": title,
+        "description": "", "language": "en"}]});
+    assert_eq!(a.post(rec, &only_a).0, 200);
+    within(Duration::from_secs(1), "B knowing A's Studio topic", || {
+        b.try_get(&format!("/api/topics/{topic_id}")).unwrap().0 == 200
+    });
+    let (code, v) = a.post(
+        "/api/feedback",
+        &json!({"topic_id": topic_id, "content_id": new_id, "decision": "accept"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    within(Duration::from_secs(1), "B showing A's decision", || {
+        b.try_get(&format!("/api/topics/{topic_id}")).unwrap().1["decisions"][&new_id]
+            == json!("accept")
+    });
+
+    // remove on B → gone on A.
+    let (code, v) = b.post("/stable/remove-content", &json!({"ids": [new_id]}));
+    assert_eq!((code, v["removed"].clone()), (200, json!(1)), "{v}");
+    within(Duration::from_secs(1), "A dropping what B removed", || {
+        !top_ids(&a.post(rec, &body).1).contains(&new_id)
+    });
+
+    // Export and training read the URL.
+    let out = root.path().join("export");
+    common::run_lecr([
+        "feedback",
+        "export",
+        "--store",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let corr = std::fs::read_to_string(out.join("correlations.csv")).unwrap();
+    assert!(corr.contains(&format!("{topic_id},{new_id}")), "{corr}");
+    let (accepted, _) = lecr::train::curated::read_decisions(Path::new(&url)).unwrap();
+    assert_eq!(accepted[&topic_id], std::slice::from_ref(&new_id));
+
+    // A killed with -9 in the middle of a publish: its transaction never committed, so the
+    // store holds all of the batch or none of it, and B is unaffected.
+    let count = || {
+        lecr::store::Store::open_at(&lecr::store::Location::Postgres(url.clone()))
+            .unwrap()
+            .count()
+            .unwrap()
+    };
+    let before = count();
+    let batch: Vec<Value> = (0..300)
+        .map(|i| json!({"id": uuid(), "title": format!("bulk item {i}"), "language": "en"}))
+        .collect();
+    let base = a.base.clone();
+    let publish = std::thread::spawn(move || {
+        let _ = ureq::post(&format!("{base}/stable/embed-content"))
+            .set("content-type", "application/json")
+            .send_string(&json!({ "resources": batch }).to_string());
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    a.kill9();
+    let _ = publish.join();
+    let after = count();
+    assert!(
+        after == before || after == before + 300,
+        "{before} → {after}"
+    );
+    assert_eq!(b.post(rec, &body).0, 200);
+
+    // The database goes away under B: writes 503 (JSON, Retry-After), reads go on, /health
+    // says degraded; it comes back and B recovers by itself.
+    pg.stop().unwrap();
+    let write = json!({"resources": [{"id": uuid(), "title": "while down", "language": "en"}]});
+    let (code, v) = b.post("/stable/embed-content", &write);
+    assert_eq!(code, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("store"), "{v}");
+    println!("write while down: {v}");
+    let (code, h) = b.try_get("/health").unwrap();
+    assert_eq!((code, h["status"].clone()), (200, json!("degraded")), "{h}");
+    assert!(h["reason"].is_string());
+    assert_eq!(b.post(rec, &body).0, 200, "reads go on from memory");
+    pg.start_again().unwrap();
+    within(Duration::from_secs(10), "B writing again", || {
+        b.post("/stable/embed-content", &write).0 == 200
+    });
+    assert_eq!(b.try_get("/health").unwrap().1["status"], json!("ok"));
+}
