@@ -83,6 +83,35 @@ impl Store {
         }
     }
 
+    /// The stored contents among `ids`, with their vectors (absent ids: not stored).
+    pub fn contents(&self, ids: &[&str]) -> Result<HashMap<String, StoredContent>> {
+        let map = |r: &dyn Cells| -> Result<StoredContent> {
+            Ok(StoredContent {
+                meta: meta_row(r)?,
+                text: r.text(6)?,
+                vector: from_blob(&r.bytes(7)?),
+            })
+        };
+        let rows: Vec<StoredContent> = match &self.db {
+            Db::Sqlite(_) => {
+                let mut out = Vec::new();
+                for id in ids {
+                    out.extend(self.content(id)?);
+                }
+                out
+            }
+            Db::Postgres(c) => {
+                let sql = format!("SELECT {META_COLUMNS}, vector FROM contents WHERE id = ANY($1)");
+                c.borrow_mut()?
+                    .query(&sql, &[&ids])?
+                    .iter()
+                    .map(|r| map(r))
+                    .collect::<Result<_>>()?
+            }
+        };
+        Ok(rows.into_iter().map(|c| (c.meta.id.clone(), c)).collect())
+    }
+
     /// One content's metadata, without its vector.
     pub fn content_meta(&self, id: &str) -> Result<Option<ContentMeta>> {
         let sql = format!("SELECT {META_COLUMNS} FROM contents WHERE id = $1");

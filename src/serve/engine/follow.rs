@@ -40,28 +40,36 @@ impl Engine {
             if batch.is_empty() {
                 return Ok(n);
             }
+            // The batch's contents in one query, as they are now.
+            let mut seen = std::collections::HashSet::new();
+            let ids: Vec<&str> = batch
+                .iter()
+                .filter(|c| c.kind == ChangeKind::Content && seen.insert(c.key.as_str()))
+                .map(|c| c.key.as_str())
+                .collect();
+            let mut rows = self.checked(store.contents(&ids))?;
+            if !ids.is_empty() {
+                let mut index = self.index_mut()?;
+                for id in &ids {
+                    match rows.remove(*id) {
+                        Some(c) if c.vector.len() == index.dim() => index.upsert(c.meta, &c.vector),
+                        Some(c) => tracing::warn!(
+                            "content {} has a vector of {} values, this model gives {}: not \
+                             followed",
+                            c.meta.id,
+                            c.vector.len(),
+                            index.dim()
+                        ),
+                        None => {
+                            index.remove(id);
+                        }
+                    }
+                }
+                self.metrics.set_index(&index);
+            }
             for ch in &batch {
                 match ch.kind {
-                    ChangeKind::Content => {
-                        let row = self.checked(store.content(&ch.key))?;
-                        let mut index = self.index_mut()?;
-                        match row {
-                            Some(c) if c.vector.len() == index.dim() => {
-                                index.upsert(c.meta, &c.vector)
-                            }
-                            Some(c) => tracing::warn!(
-                                "content {} has a vector of {} values, this model gives {}: \
-                                 not followed",
-                                c.meta.id,
-                                c.vector.len(),
-                                index.dim()
-                            ),
-                            None => {
-                                index.remove(&ch.key);
-                            }
-                        }
-                        self.metrics.set_index(&index);
-                    }
+                    ChangeKind::Content => {}
                     ChangeKind::Topic => {
                         if let Some(t) = self.checked(store.topic(&ch.key))? {
                             self.catalog_mut()?.add([t]);
