@@ -160,4 +160,6 @@ fn replicas_over_one_postgres_store_follow_each_other_and_survive_its_restart() 
         b.post("/stable/embed-content", &write).0 == 200
     });
     assert_eq!(b.try_get("/health").unwrap().1["status"], json!("ok"));
+    // A clean stop closes the database connections (off the async threads).
+    assert!(b.terminate().success());
 }

@@ -133,6 +133,8 @@ pub struct Listener {
     client: postgres::Client,
 }
 
+// (Dropped on the follower's own thread, never on an async one.)
+
 impl Listener {
     /// Listens on the store's change channel (`None` for a store without one).
     pub fn open(loc: &Location) -> Result<Option<Listener>> {

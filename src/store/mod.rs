@@ -242,9 +242,23 @@ pub(crate) enum Db {
 /// A PostgreSQL connection that reconnects by itself: a call that finds it closed connects
 /// again first (and fails with [`StoreError::Unavailable`] while the database is down).
 pub(crate) struct Pg {
-    client: RefCell<postgres::Client>,
+    /// Always `Some` but while dropping.
+    client: RefCell<Option<postgres::Client>>,
     url: String,
     place: String,
+}
+
+/// The synchronous client runs its own runtime to close the connection: dropped on an async
+/// thread (the service's last engine reference going at shutdown) that would panic, so the
+/// drop happens on a thread of its own.
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            std::thread::scope(|s| {
+                s.spawn(move || drop(client));
+            });
+        }
+    }
 }
 
 impl Pg {
@@ -259,11 +273,13 @@ impl Pg {
     /// The client, connected again if the connection was lost.
     pub(crate) fn borrow_mut(&self) -> Result<std::cell::RefMut<'_, postgres::Client>> {
         let mut c = self.client.borrow_mut();
-        if c.is_closed() {
-            *c = Pg::connect(&self.url, &self.place)?;
+        if c.as_ref().is_none_or(|c| c.is_closed()) {
+            *c = Some(Pg::connect(&self.url, &self.place)?);
             tracing::info!("{}: reconnected", self.place);
         }
-        Ok(c)
+        Ok(std::cell::RefMut::map(c, |c| {
+            c.as_mut().expect("connected just above")
+        }))
     }
 }
 
@@ -291,7 +307,7 @@ impl Store {
                 let mut client = Pg::connect(url, &place)?;
                 migrate_pg(&mut client, &place)?;
                 Db::Postgres(Box::new(Pg {
-                    client: RefCell::new(client),
+                    client: RefCell::new(Some(client)),
                     url: url.clone(),
                     place: place.clone(),
                 }))
