@@ -93,6 +93,34 @@ fn replicas_over_one_postgres_store_follow_each_other_and_survive_its_restart() 
             == json!("accept")
     });
 
+    // Another model (here: another max_len) refuses the store, and --reembed is refused while
+    // other replicas are connected.
+    for extra in [&[][..], &["--reembed"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+            .args([
+                "serve",
+                "--model",
+                &model,
+                "--max-len",
+                "48",
+                "--store",
+                &url,
+            ])
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("LECR_NO_PROGRESS", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = if extra.is_empty() {
+            "--reembed"
+        } else {
+            "other lecr session"
+        };
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+
     // remove on B → gone on A.
     let (code, v) = b.post("/stable/remove-content", &json!({"ids": [new_id]}));
     assert_eq!((code, v["removed"].clone()), (200, json!(1)), "{v}");
@@ -162,4 +190,27 @@ fn replicas_over_one_postgres_store_follow_each_other_and_survive_its_restart() 
     assert_eq!(b.try_get("/health").unwrap().1["status"], json!("ok"));
     // A clean stop closes the database connections (off the async threads).
     assert!(b.terminate().success());
+
+    // A database that cannot be reached at start: a clear error (password hidden), exit 1.
+    pg.stop().unwrap();
+    let down = url.replace("lecr@", "lecr:hunter2@");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args([
+            "serve",
+            "--model",
+            &model,
+            "--store",
+            &down,
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") && !err.contains("hunter2"),
+        "{err}"
+    );
 }
