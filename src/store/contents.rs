@@ -45,13 +45,7 @@ impl Store {
             "SELECT {META_COLUMNS}, vector FROM contents ORDER BY {}",
             self.order_column()
         );
-        let map = |r: &dyn Cells| -> Result<StoredContent> {
-            Ok(StoredContent {
-                meta: meta_row(r)?,
-                text: r.text(6)?,
-                vector: from_blob(&r.bytes(7)?),
-            })
-        };
+        let map = stored_row;
         match &self.db {
             Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
             Db::Postgres(c) => c
@@ -66,13 +60,7 @@ impl Store {
     /// One stored content with its vector (`None`: not stored, e.g. deleted).
     pub fn content(&self, id: &str) -> Result<Option<StoredContent>> {
         let sql = format!("SELECT {META_COLUMNS}, vector FROM contents WHERE id = $1");
-        let map = |r: &dyn Cells| -> Result<StoredContent> {
-            Ok(StoredContent {
-                meta: meta_row(r)?,
-                text: r.text(6)?,
-                vector: from_blob(&r.bytes(7)?),
-            })
-        };
+        let map = stored_row;
         match &self.db {
             Db::Sqlite(c) => Ok(sqlite_rows(c, &sql, [id], |r| map(r))?.pop()),
             Db::Postgres(c) => c
@@ -85,13 +73,7 @@ impl Store {
 
     /// The stored contents among `ids`, with their vectors (absent ids: not stored).
     pub fn contents(&self, ids: &[&str]) -> Result<HashMap<String, StoredContent>> {
-        let map = |r: &dyn Cells| -> Result<StoredContent> {
-            Ok(StoredContent {
-                meta: meta_row(r)?,
-                text: r.text(6)?,
-                vector: from_blob(&r.bytes(7)?),
-            })
-        };
+        let map = stored_row;
         let rows: Vec<StoredContent> = match &self.db {
             Db::Sqlite(_) => {
                 let mut out = Vec::new();
@@ -230,6 +212,15 @@ impl Store {
         }
         Ok(deleted)
     }
+}
+
+/// A stored content from a row of [`META_COLUMNS`] and `vector`.
+fn stored_row(r: &dyn Cells) -> Result<StoredContent> {
+    Ok(StoredContent {
+        meta: meta_row(r)?,
+        text: r.text(6)?,
+        vector: from_blob(&r.bytes(7)?),
+    })
 }
 
 /// A content's metadata from a row whose first seven columns are [`META_COLUMNS`].

@@ -410,42 +410,32 @@ pub(crate) trait Cells {
     fn bytes(&self, i: usize) -> Result<Vec<u8>>;
 }
 
-impl Cells for rusqlite::Row<'_> {
-    fn text(&self, i: usize) -> Result<String> {
-        Ok(self.get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64> {
-        Ok(self.get(i)?)
-    }
-    fn opt_real(&self, i: usize) -> Result<Option<f32>> {
-        Ok(self.get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
-        Ok(self.get(i)?)
-    }
+/// `Cells` for a row type whose typed getter is `$get` (integer columns are selected as
+/// `bigint` on PostgreSQL, so `i64` reads both).
+macro_rules! cells {
+    ($row:ty, $get:ident) => {
+        impl Cells for $row {
+            fn text(&self, i: usize) -> Result<String> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>> {
+                Ok(self.$get(i)?)
+            }
+            fn int(&self, i: usize) -> Result<i64> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_real(&self, i: usize) -> Result<Option<f32>> {
+                Ok(self.$get(i)?)
+            }
+            fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+                Ok(self.$get(i)?)
+            }
+        }
+    };
 }
 
-impl Cells for postgres::Row {
-    fn text(&self, i: usize) -> Result<String> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.try_get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64> {
-        // Integer columns are selected as bigint.
-        Ok(self.try_get(i)?)
-    }
-    fn opt_real(&self, i: usize) -> Result<Option<f32>> {
-        Ok(self.try_get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
-        Ok(self.try_get(i)?)
-    }
-}
+cells!(rusqlite::Row<'_>, get);
+cells!(postgres::Row, try_get);
 
 /// Rows of a SQLite query mapped with a [`Cells`] mapping.
 pub(crate) fn sqlite_rows<T>(
