@@ -128,7 +128,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The schema, one step per version: step `k` takes a store from version `k` to `k + 1`.
 /// Version 1 is the layout of the releases before versioning (`CREATE ... IF NOT EXISTS`, so
-/// it is a no-op on such a store); version 2 adds the decision's origin.
+/// it is a no-op on such a store); version 2 adds the decision's origin; version 3 the change
+/// log replicas follow.
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
