@@ -3,7 +3,7 @@
 //! The crate reads as the pipeline it runs:
 //! [`data`] (Kaggle files, validation, trees, folds, synthetic corpora) → [`text`] (what the
 //! encoder sees) → encoder → training → selection and score → reranker → [`store`] (durable state) →
-//! [`serve`] (the service).
+//! [`studio`] (Kolibri Studio's requests and feedback) → [`serve`] (the service).
 
 pub mod bench;
 pub mod data;
@@ -17,5 +17,6 @@ pub mod rerank;
 pub mod select;
 pub mod serve;
 pub mod store;
+pub mod studio;
 pub mod text;
 pub mod train;

@@ -17,6 +17,13 @@ pub(crate) enum FeedbackCmd {
     /// log (undos included) as `decisions.csv`, and the Studio topics (with their ancestors)
     /// and stored contents the decisions name as `topics.csv` and `content.csv`.
     Export(ExportArgs),
+    /// Read Kolibri Studio's recommendation feedback (a `psql` export of its
+    /// RecommendationsEvent and RecommendationsInteractionEvent tables, see
+    /// docs/studio-feedback.md) and write it in `export`'s layout: imported items as
+    /// `correlations.csv`, hard negatives as `rejected.csv`, weak ones as `weak.csv`, every kept
+    /// action as `decisions.csv`, the event topics and item texts as `topics.csv`/`content.csv`,
+    /// and `report.md`/`report.svg` (the deployed recommender's online quality).
+    Import(ImportArgs),
     /// Play a curator from the truth of a data folder (for experiments): for a share of the
     /// topics of --fold, review a model's top --review recommendations, accepting the true ones
     /// and rejecting the rest, into a store; the reviewed topics' ids go to
@@ -31,6 +38,35 @@ pub(crate) struct ExportArgs {
     store: String,
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+pub(crate) struct ImportArgs {
+    /// The export folder: recommendations_events.csv, interaction_events.csv, nodes.csv, and
+    /// optionally public_nodes.csv, topic_children.csv, rec_cache.csv.
+    #[arg(long)]
+    studio: PathBuf,
+    /// The folder to write (new, empty, or an earlier import's, which is replaced whole).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also record the decisions in a service store's log (origin `studio`): its folder or
+    /// `postgres://` URL. Pairs a curator decided on lecr's page keep that decision.
+    #[arg(long, env = "LECR_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Leave out events before this date (`2026-02-18`) or time (RFC 3339), UTC.
+    #[arg(long)]
+    since: Option<String>,
+    /// Leave out events of Studio admins (needs the export's `user_is_admin` column).
+    #[arg(long)]
+    skip_admins: bool,
+    /// Also train on weak negatives: they go to rejected.csv (and the store) too.
+    #[arg(long)]
+    weak: bool,
+    /// A Studio message file (`contentcuration/locale/<locale>/LC_MESSAGES/
+    /// contentcuration-messages.json`) whose rejection labels to recognise besides the
+    /// built-in English ones; repeat for each locale your curators use.
+    #[arg(long = "labels")]
+    labels: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -60,6 +96,7 @@ pub(crate) struct SimulateArgs {
 pub(crate) fn feedback(c: FeedbackCmd) -> Result<i32> {
     match c {
         FeedbackCmd::Export(a) => export(a),
+        FeedbackCmd::Import(a) => import(a),
         FeedbackCmd::Simulate(a) => simulate(a),
     }
 }
@@ -132,6 +169,76 @@ fn export(a: ExportArgs) -> Result<i32> {
         "wrote {} (correlations.csv, rejected.csv, decisions.csv, topics.csv, content.csv)",
         a.out.display()
     );
+    Ok(0)
+}
+
+/// `--since`: a date (midnight UTC) or an RFC 3339 time.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    lecr::studio::feedback::read::timestamp(s).ok_or_else(|| {
+        anyhow::anyhow!("--since `{s}`: expected a date (2026-02-18) or a time (2026-02-18T09:00:00Z)")
+    })
+}
+
+fn import(a: ImportArgs) -> Result<i32> {
+    use lecr::studio::feedback::{self, output, Label};
+    let mut options = feedback::Options {
+        since: a.since.as_deref().map(parse_since).transpose()?,
+        skip_admins: a.skip_admins,
+        weak: a.weak,
+        ..Default::default()
+    };
+    for p in &a.labels {
+        let n = options.labels.add_studio_messages(p)?;
+        println!("{}: {n} rejection labels", p.display());
+    }
+    let started = std::time::Instant::now();
+    let im = feedback::import(&a.studio, options)?;
+    let cap = lecr::serve::limits::Limits::DEFAULT.max_text_chars;
+    output::write_folder(&im, &a.out, cap)?;
+    let c = &im.counts;
+    let count = |l: Label| im.pairs.values().filter(|p| p.label == l).count();
+    println!(
+        "{} events kept of {} ({} before --since, {} of admins); {} interactions kept of {} \
+         ({} orphans dropped, {} with no content id)",
+        im.events.len(),
+        c.events_read,
+        c.events_before_since,
+        c.events_of_admins,
+        im.decisions.len(),
+        c.interactions_read,
+        c.orphans,
+        c.unresolved_content
+    );
+    println!(
+        "pairs: {} positive, {} hard negative, {} weak negative; {} conflicts ({:.1} s)",
+        count(Label::Positive),
+        count(Label::Hard),
+        count(Label::Weak),
+        im.pairs.values().filter(|p| p.conflict).count(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "wrote {} ({})",
+        a.out.display(),
+        output::FILES.join(", ")
+    );
+    if let Some(url) = &a.store {
+        let loc = lecr::store::Location::parse(url);
+        let mut store = Store::open_existing_at(&loc)?;
+        let r = output::record(&im, &mut store, cap)?;
+        println!(
+            "store {}: {} decisions appended (origin studio), {} unchanged, {} kept from \
+             lecr's page; {} Studio topics added",
+            loc,
+            r.appended,
+            r.unchanged,
+            r.page_kept,
+            r.topics_added
+        );
+    }
     Ok(0)
 }
 

@@ -15,7 +15,6 @@ pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
-pub mod request;
 pub mod rerank;
 pub mod schema;
 

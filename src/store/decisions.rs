@@ -117,45 +117,67 @@ fn decision_row(r: &dyn Cells) -> Result<Decision> {
 impl Store {
     /// Appends a decision; returns its sequence number.
     pub fn record_decision(&mut self, d: &NewDecision) -> Result<i64> {
-        if let Some(m) = d.margin {
-            if !(0.0..=1.0).contains(&m) {
-                return Err(StoreError::Invalid(format!(
-                    "decision margin {m}: expected 0 to 1"
-                )));
+        Ok(self.record_decisions(std::slice::from_ref(d))?[0])
+    }
+
+    /// Appends decisions in one transaction (all or none); returns their sequence numbers.
+    pub fn record_decisions(&mut self, ds: &[NewDecision]) -> Result<Vec<i64>> {
+        for d in ds {
+            if let Some(m) = d.margin {
+                if !(0.0..=1.0).contains(&m) {
+                    return Err(StoreError::Invalid(format!(
+                        "decision margin {m}: expected 0 to 1"
+                    )));
+                }
             }
         }
         const SQL: &str =
             "INSERT INTO feedback (topic_id, content_id, decision, model, margin, origin)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq";
-        let (kind, origin) = (d.kind.as_str(), d.origin.as_str());
+        let mut seqs = Vec::with_capacity(ds.len());
         match &mut self.db {
-            Db::Sqlite(c) => Ok(c.query_row(
-                SQL,
-                params![d.topic_id, d.content_id, kind, d.model, d.margin, origin],
-                |r| r.get(0),
-            )?),
+            Db::Sqlite(c) => {
+                let tx = c.transaction()?;
+                {
+                    let mut st = tx.prepare_cached(SQL)?;
+                    for d in ds {
+                        let (kind, origin) = (d.kind.as_str(), d.origin.as_str());
+                        seqs.push(st.query_row(
+                            params![d.topic_id, d.content_id, kind, d.model, d.margin, origin],
+                            |r| r.get(0),
+                        )?);
+                    }
+                }
+                tx.commit()?;
+            }
             Db::Postgres(c) => {
                 let mut c = c.borrow_mut()?;
                 let mut tx = c.transaction()?;
-                let seq: i64 = tx
-                    .query_one(
-                        SQL,
-                        &[
-                            &d.topic_id,
-                            &d.content_id,
-                            &kind,
-                            &d.model,
-                            &d.margin,
-                            &origin,
-                        ],
-                    )?
-                    .get(0);
-                let key = seq.to_string();
-                super::changes::log(&mut tx, super::changes::ChangeKind::Decision, &[&key])?;
+                let st = tx.prepare(SQL)?;
+                for d in ds {
+                    let (kind, origin) = (d.kind.as_str(), d.origin.as_str());
+                    let seq: i64 = tx
+                        .query_one(
+                            &st,
+                            &[
+                                &d.topic_id,
+                                &d.content_id,
+                                &kind,
+                                &d.model,
+                                &d.margin,
+                                &origin,
+                            ],
+                        )?
+                        .get(0);
+                    seqs.push(seq);
+                }
+                let keys: Vec<String> = seqs.iter().map(i64::to_string).collect();
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                super::changes::log(&mut tx, super::changes::ChangeKind::Decision, &keys)?;
                 tx.commit()?;
-                Ok(seq)
             }
         }
+        Ok(seqs)
     }
 
     /// The current decision of every judged pair (of one topic, or all), oldest first;

@@ -9,7 +9,7 @@ use crate::select::threshold::{selected_len, MAX_SELECTED};
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::index::Hit;
 use crate::serve::queue::{RankText, RankedText};
-use crate::serve::request::TopicIn;
+use crate::studio::request::TopicIn;
 use crate::serve::rerank::TopicQuery;
 use serde::Serialize;
 use std::sync::Arc;
@@ -201,13 +201,13 @@ impl Engine {
                     l.max_text_chars,
                     "--max-text-chars",
                 )?;
-                if !(0..=crate::serve::request::MAX_LEVEL).contains(&a.level) {
+                if !(0..=crate::studio::request::MAX_LEVEL).contains(&a.level) {
                     return Err(ServeError::validation(
                         g("level")(),
                         format!(
                             "level {} is not from 0 to {}",
                             a.level,
-                            crate::serve::request::MAX_LEVEL
+                            crate::studio::request::MAX_LEVEL
                         ),
                     ));
                 }
@@ -231,7 +231,7 @@ impl Engine {
     /// page's sake.
     async fn remember_topics(self: &Arc<Self>, topics: &[TopicIn]) {
         let cap = crate::serve::limits::Limits::encoder_chars(self.settings.max_len);
-        let recs = crate::serve::request::topics_as_records(topics, cap);
+        let recs = crate::studio::request::topics_as_records(topics, cap);
         let changed = match self.catalog_mut() {
             Ok(mut c) => c.add(recs),
             Err(_) => return,

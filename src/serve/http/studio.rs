@@ -8,7 +8,7 @@ use crate::serve::engine::check_count;
 use crate::serve::engine::recommend::RecommendQuery;
 use crate::serve::engine::{Resource, TopicRecommendations};
 use crate::serve::error::ServeError;
-use crate::serve::request::TopicsRequest;
+use crate::studio::request::TopicsRequest;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::routing::{delete, get, post};

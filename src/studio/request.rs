@@ -7,12 +7,12 @@ use serde::Deserialize;
 /// The deepest ancestor `level` accepted (levels count from the root, 0).
 pub const MAX_LEVEL: i64 = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct TopicsRequest {
     pub topics: Vec<TopicIn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct TopicIn {
     pub id: String,
     pub title: String,
@@ -24,7 +24,7 @@ pub struct TopicIn {
     pub ancestors: Vec<AncestorIn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct AncestorIn {
     #[serde(default)]
     pub id: Option<String>,
