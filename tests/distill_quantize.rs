@@ -21,6 +21,7 @@ fn setup(root: &Path) -> (String, String) {
         seed: 5,
         switch: false,
         predict: None,
+        studio_ids: false,
     };
     let (data, dir) = common::split_corpus_and_tiny_model(root, &synth, 4, "random");
     let run = root.join("teacher-run");

@@ -18,6 +18,7 @@ fn setup(root: &Path) -> (String, String) {
         seed: 3,
         switch: true,
         predict: None,
+        studio_ids: false,
     };
     common::split_corpus_and_tiny_model(root, &synth, 2, "tiny")
 }

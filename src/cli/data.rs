@@ -32,6 +32,10 @@ pub(crate) struct SynthArgs {
     /// `small` (default) or `lecr` (the size of the real competition data).
     #[arg(long, default_value = "small")]
     scale: String,
+    /// Ids as Kolibri Studio and its service use them: topics as dashed UUIDs (a folder's
+    /// `ContentNode.id`), contents as 32 hex digits (`node_id`), instead of Kaggle's `t_…`/`c_…`.
+    #[arg(long)]
+    studio_ids: bool,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +81,7 @@ pub(crate) fn synth(a: SynthArgs) -> Result<i32> {
         seed: a.seed,
         switch: a.switch,
         predict: a.predict,
+        studio_ids: a.studio_ids,
     };
     let t0 = Instant::now();
     let s = synth::generate(&cfg, &a.out)?;

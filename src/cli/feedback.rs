@@ -26,8 +26,9 @@ pub(crate) enum FeedbackCmd {
     Import(ImportArgs),
     /// Play a curator from the truth of a data folder (for experiments): for a share of the
     /// topics of --fold, review a model's top --review recommendations, accepting the true ones
-    /// and rejecting the rest, into a store; the reviewed topics' ids go to
-    /// `reviewed-topics.txt` beside it (for `lecr eval --skip-topics`).
+    /// and rejecting the rest, into a store (as on lecr's page) or into a Studio export (as in
+    /// Studio: imports, rejections with reasons, previews, re-mounted lists); the reviewed
+    /// topics' ids go to `reviewed-topics.txt` beside it (for `lecr eval --skip-topics`).
     Simulate(SimulateArgs),
 }
 
@@ -85,8 +86,17 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 20)]
     review: usize,
     /// The store to write the decisions into (created if missing).
+    #[arg(
+        long,
+        required_unless_present = "studio_export",
+        conflicts_with = "studio_export"
+    )]
+    store: Option<PathBuf>,
+    /// Write what a Studio curator would have done as a Studio export in this folder instead
+    /// (for `lecr feedback import`; the data folder needs Studio's ids: `lecr synth
+    /// --studio-ids`).
     #[arg(long)]
-    store: PathBuf,
+    studio_export: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     #[arg(long, default_value_t = 96)]
@@ -178,7 +188,9 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
         return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
     }
     lecr::studio::feedback::read::timestamp(s).ok_or_else(|| {
-        anyhow::anyhow!("--since `{s}`: expected a date (2026-02-18) or a time (2026-02-18T09:00:00Z)")
+        anyhow::anyhow!(
+            "--since `{s}`: expected a date (2026-02-18) or a time (2026-02-18T09:00:00Z)"
+        )
     })
 }
 
@@ -220,11 +232,7 @@ fn import(a: ImportArgs) -> Result<i32> {
         im.pairs.values().filter(|p| p.conflict).count(),
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "wrote {} ({})",
-        a.out.display(),
-        output::FILES.join(", ")
-    );
+    println!("wrote {} ({})", a.out.display(), output::FILES.join(", "));
     if let Some(url) = &a.store {
         let loc = lecr::store::Location::parse(url);
         let mut store = Store::open_existing_at(&loc)?;
@@ -232,11 +240,7 @@ fn import(a: ImportArgs) -> Result<i32> {
         println!(
             "store {}: {} decisions appended (origin studio), {} unchanged, {} kept from \
              lecr's page; {} Studio topics added",
-            loc,
-            r.appended,
-            r.unchanged,
-            r.page_kept,
-            r.topics_added
+            loc, r.appended, r.unchanged, r.page_kept, r.topics_added
         );
     }
     Ok(0)
@@ -270,34 +274,50 @@ fn simulate(a: SimulateArgs) -> Result<i32> {
     };
     let sim = lecr::pipeline::similarity(&ds, &sources, &topics, &settings)?;
     let ranked = lecr::select::rank(&ds, &topics, sim.as_ref(), a.review)?;
-    let mut store = Store::open(Some(&a.store))?;
     let model = format!("simulated curator over {}", sim.name());
     let empty = HashSet::new();
-    let (mut acc, mut rej) = (0, 0);
-    for (&t, r) in topics.iter().zip(&ranked) {
-        let tr = truth.get(&t).unwrap_or(&empty);
-        for &(c, _) in r {
-            let yes = tr.contains(&c);
-            store.record_decision(&NewDecision {
-                topic_id: &ds.topics[t].id,
-                content_id: &ds.contents[c as usize].id,
-                kind: if yes {
-                    DecisionKind::Accept
-                } else {
-                    DecisionKind::Reject
-                },
-                model: &model,
-                margin: None,
-                origin: DecisionOrigin::Page,
-            })?;
-            if yes {
-                acc += 1;
-            } else {
-                rej += 1;
+    let reviews: Vec<(usize, Vec<(u32, bool)>)> = topics
+        .iter()
+        .zip(&ranked)
+        .map(|(&t, r)| {
+            let tr = truth.get(&t).unwrap_or(&empty);
+            (t, r.iter().map(|&(c, _)| (c, tr.contains(&c))).collect())
+        })
+        .collect();
+    let (acc, rej): (usize, usize) = reviews.iter().fold((0, 0), |(a, r), (_, v)| {
+        let yes = v.iter().filter(|x| x.1).count();
+        (a + yes, r + v.len() - yes)
+    });
+    let dir = if let Some(out) = &a.studio_export {
+        studio_curator(&ds, &reviews, out, a.seed)?;
+        out.clone()
+    } else {
+        let dir = a
+            .store
+            .clone()
+            .expect("clap requires --store or --studio-export");
+        let mut store = Store::open(Some(&dir))?;
+        let mut all = Vec::new();
+        for (t, v) in &reviews {
+            for &(c, yes) in v {
+                all.push(NewDecision {
+                    topic_id: &ds.topics[*t].id,
+                    content_id: &ds.contents[c as usize].id,
+                    kind: if yes {
+                        DecisionKind::Accept
+                    } else {
+                        DecisionKind::Reject
+                    },
+                    model: &model,
+                    margin: None,
+                    origin: DecisionOrigin::Page,
+                });
             }
         }
-    }
-    let list = a.store.join("reviewed-topics.txt");
+        store.record_decisions(&all)?;
+        dir
+    };
+    let list = dir.join("reviewed-topics.txt");
     lecr::io::write_atomic(&list, |w| {
         for &t in &topics {
             writeln!(w, "{}", ds.topics[t].id)?;
@@ -310,10 +330,140 @@ fn simulate(a: SimulateArgs) -> Result<i32> {
         a.fold,
         a.review
     );
-    println!(
-        "wrote {} (lecr.sqlite) and {}",
-        a.store.display(),
-        list.display()
-    );
+    if a.studio_export.is_some() {
+        println!(
+            "wrote the Studio export {} and {}",
+            dir.display(),
+            list.display()
+        );
+    } else {
+        println!(
+            "wrote {} (lecr.sqlite) and {}",
+            dir.display(),
+            list.display()
+        );
+    }
     Ok(0)
+}
+
+/// Writes what a Studio curator reviewing `reviews` (topic, its list with each item's truth)
+/// would leave in Studio's tables: per topic a list shown (a fifth of them shown twice, as a
+/// re-mount does, the first time only previewed), previews, IMPORTED for the true items (and
+/// their copies in the folder), REJECTED for the others with reasons that all mean "not
+/// relevant" (no reason, one, or several including the label with a comma), so the labels
+/// equal the page curator's.
+fn studio_curator(
+    ds: &lecr::data::Dataset,
+    reviews: &[(usize, Vec<(u32, bool)>)],
+    out: &std::path::Path,
+    seed: u64,
+) -> Result<()> {
+    use lecr::studio::feedback::nodes::NodeText;
+    use lecr::studio::feedback::reasons::Reason;
+    use lecr::studio::feedback::simulate::{english_label, EventSpec, ExportWriter};
+    use lecr::studio::request::{AncestorIn, TopicIn};
+    use rand::Rng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x57d1);
+    let mut w = ExportWriter::new(seed);
+    let label = |r| english_label(r).expect("an English label");
+    let reasons: Vec<String> = vec![
+        "REJECTED".into(),
+        label(Reason::NotRelated).into(),
+        format!(
+            "{}, {}",
+            label(Reason::NotSuitableForCurriculum),
+            label(Reason::TooAdvanced)
+        ),
+        format!("{}, {}", label(Reason::NotSpecific), label(Reason::Other)),
+        label(Reason::TooBasic).into(),
+    ];
+    let mut time = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+        .expect("a time")
+        .with_timezone(&chrono::Utc);
+    let uuid_ok = |id: &str| uuid::Uuid::try_parse(id).is_ok();
+    for (k, (t, list)) in reviews.iter().enumerate() {
+        let topic = &ds.topics[*t];
+        anyhow::ensure!(
+            uuid_ok(&topic.id),
+            "topic id `{}` is not a UUID: a Studio export needs Studio's ids (`lecr synth --studio-ids`)",
+            topic.id
+        );
+        let mut ancestors = Vec::new();
+        let mut p = topic.parent.as_deref().and_then(|id| ds.topic(id));
+        while let Some(a) = p {
+            ancestors.push(AncestorIn {
+                id: Some(a.id.clone()),
+                title: a.title.clone(),
+                description: a.description.clone(),
+                level: a.level.unwrap_or(0) as i64,
+            });
+            p = a.parent.as_deref().and_then(|id| ds.topic(id));
+        }
+        ancestors.reverse();
+        let request = TopicIn {
+            id: topic.id.clone(),
+            title: topic.title.clone(),
+            description: topic.description.clone(),
+            language: topic.language.clone(),
+            channel_id: Some(topic.channel.clone()),
+            ancestors,
+        };
+        let mut items = Vec::with_capacity(list.len());
+        for &(c, _) in list {
+            let content = &ds.contents[c as usize];
+            anyhow::ensure!(
+                content.id.len() == 32 && uuid_ok(&content.id),
+                "content id `{}` is not 32 hex digits: a Studio export needs Studio's ids \
+                 (`lecr synth --studio-ids`)",
+                content.id
+            );
+            w.library_node(
+                &content.id,
+                NodeText {
+                    title: content.title.clone(),
+                    description: content.description.clone(),
+                    kind: content.kind.clone(),
+                    language: content.language.clone(),
+                },
+            );
+            items.push(content.id.clone());
+        }
+        let user = 1 + (k % 7) as i64;
+        let spec = |time| EventSpec {
+            topic: &request,
+            items: &items,
+            user,
+            admin: false,
+            time,
+            override_threshold: false,
+        };
+        time += chrono::Duration::minutes(3);
+        if rng.gen_bool(0.2) {
+            let first = w.event(&spec(time));
+            time += chrono::Duration::seconds(20);
+            w.interaction(&first, &items[0], "PREVIEWED", "PREVIEWED", None, time);
+            time += chrono::Duration::minutes(1);
+        }
+        let event = w.event(&spec(time));
+        for (pos, (&(_, yes), c)) in list.iter().zip(&items).enumerate() {
+            w.cached_rank(&topic.id, c, pos as i64 + 1, time);
+            time += chrono::Duration::seconds(5);
+            if rng.gen_bool(0.3) {
+                w.interaction(&event, c, "PREVIEWED", "PREVIEWED", None, time);
+            }
+            if !yes {
+                let reason = &reasons[rng.gen_range(0..reasons.len())];
+                let other = reason.ends_with("Other").then_some("not for this class");
+                w.interaction(&event, c, "REJECTED", reason, other.or(Some("")), time);
+            }
+        }
+        time += chrono::Duration::seconds(30);
+        for (&(_, yes), c) in list.iter().zip(&items) {
+            if yes {
+                w.interaction(&event, c, "IMPORTED", "IMPORTED", None, time);
+                w.copy_into(&topic.id, c, time);
+            }
+        }
+    }
+    w.write(out)
 }

@@ -28,6 +28,8 @@ pub struct SynthConfig {
     pub switch: bool,
     /// Topics listed in `sample_submission.csv`; default: a sixth of the topics with content.
     pub predict: Option<usize>,
+    /// Ids as Studio's: topics as dashed UUIDs, contents as 32 hex digits.
+    pub studio_ids: bool,
 }
 
 /// The languages of the small default corpus (Latin, Arabic, Devanagari and Bengali scripts).
@@ -42,6 +44,7 @@ impl Default for SynthConfig {
             seed: 42,
             switch: false,
             predict: None,
+            studio_ids: false,
         }
     }
 }
@@ -480,6 +483,32 @@ fn hex_id(prefix: &str, i: u64, seed: u64, width: usize) -> String {
     format!("{prefix}{v:0width$x}")
 }
 
+/// A unique UUID-shaped id for index `i`: dashed for topics (as Studio sends a folder's
+/// `ContentNode.id`), 32 hex digits for contents (a `node_id`). The first 12 digits are
+/// [`hex_id`]'s bijection, so ids never collide; topics and contents differ in the rest.
+fn studio_id(i: u64, seed: u64, topic: bool) -> String {
+    let head = hex_id("", i, seed, 12);
+    let tail = hex_id(
+        "",
+        i ^ if topic { 0x5a5a } else { 0xa5a5 },
+        seed ^ 0x51ed,
+        16,
+    );
+    let hex = format!("{head}4{tail}{}", hex_id("", i, seed ^ 0x77, 3));
+    if topic {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    } else {
+        hex
+    }
+}
+
 /// Draws an index with probability proportional to `w`.
 fn weighted(rng: &mut ChaCha8Rng, w: &[f64]) -> usize {
     let total: f64 = w.iter().sum();
@@ -598,7 +627,11 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary> {
         }
     }
     for (i, t) in topics.iter_mut().enumerate() {
-        t.id = hex_id("t_", i as u64, cfg.seed, 12);
+        t.id = if cfg.studio_ids {
+            studio_id(i as u64, cfg.seed, true)
+        } else {
+            hex_id("t_", i as u64, cfg.seed, 12)
+        };
     }
     let mut is_leaf = vec![true; topics.len()];
     for t in &topics {
@@ -685,7 +718,11 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary> {
         new_content(&mut contents, &mut rng, c, l);
     }
     for (i, c) in contents.iter_mut().enumerate() {
-        c.id = hex_id("c_", i as u64, cfg.seed, 12);
+        c.id = if cfg.studio_ids {
+            studio_id(i as u64, cfg.seed, false)
+        } else {
+            hex_id("c_", i as u64, cfg.seed, 12)
+        };
     }
 
     // 3. Render and write.

@@ -9,8 +9,8 @@ use crate::select::threshold::{selected_len, MAX_SELECTED};
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::index::Hit;
 use crate::serve::queue::{RankText, RankedText};
-use crate::studio::request::TopicIn;
 use crate::serve::rerank::TopicQuery;
+use crate::studio::request::TopicIn;
 use serde::Serialize;
 use std::sync::Arc;
 

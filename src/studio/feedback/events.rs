@@ -166,7 +166,12 @@ fn event(row: &Row, has_admin: bool) -> Result<Event> {
         .get("topics")
         .and_then(Value::as_array)
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| row.error("context", "no `topics` list (Studio sends exactly one topic)"))?;
+        .ok_or_else(|| {
+            row.error(
+                "context",
+                "no `topics` list (Studio sends exactly one topic)",
+            )
+        })?;
     let mut request: TopicIn = serde_json::from_value(topics[0].clone())
         .map_err(|e| row.error("context", format!("topics[0]: {e}")))?;
     request.id = dashed(&topic);

@@ -18,6 +18,7 @@ pub mod output;
 pub mod read;
 pub mod reasons;
 pub mod report;
+pub mod simulate;
 
 use chrono::{DateTime, Utc};
 use events::{Event, FeedbackType, Interaction};
@@ -34,7 +35,7 @@ pub use read::ExportError;
 pub const FIRST_PAGE: usize = 10;
 
 /// What an import keeps and how it labels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Leave out events (and their interactions) from before this time.
     pub since: Option<DateTime<Utc>>,
@@ -45,17 +46,6 @@ pub struct Options {
     pub weak: bool,
     /// The rejection labels the reasons are parsed with.
     pub labels: Labels,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            since: None,
-            skip_admins: false,
-            weak: false,
-            labels: Labels::default(),
-        }
-    }
 }
 
 /// The training label of an action or a pair; a pair keeps the strongest of its actions'.
@@ -270,7 +260,9 @@ pub fn import(dir: &Path, options: Options) -> Result<Import, ExportError> {
         }
         let content = match position {
             Some(p) => nodes.resolve(&e.items[p]),
-            None => nodes.node_id(&i.node).map(|n| (n.to_string(), Resolved::Node)),
+            None => nodes
+                .node_id(&i.node)
+                .map(|n| (n.to_string(), Resolved::Node)),
         };
         let content = match content {
             Some((id, how)) => {
@@ -394,7 +386,10 @@ mod tests {
     fn every_mapping_rule() {
         let l = Labels::default();
         let none = Parsed::default();
-        assert_eq!(label_of(&FeedbackType::Imported, &none, Some(30)), Label::Positive);
+        assert_eq!(
+            label_of(&FeedbackType::Imported, &none, Some(30)),
+            Label::Positive
+        );
         assert_eq!(rejected(&l, "REJECTED"), Label::Hard);
         for r in [
             "Not related to the subject or knowledge area I am trying to find resources for",
@@ -418,8 +413,14 @@ mod tests {
         // A hard reason beside a weak or ignored one is hard; a weak beside ignored is weak.
         assert_eq!(rejected(&l, &format!("{specific}, Other")), Label::Hard);
         assert_eq!(rejected(&l, &format!("{weak}, {used}")), Label::Weak);
-        assert_eq!(label_of(&FeedbackType::Ignored, &none, Some(9)), Label::Weak);
-        assert_eq!(label_of(&FeedbackType::Ignored, &none, Some(10)), Label::Ignore);
+        assert_eq!(
+            label_of(&FeedbackType::Ignored, &none, Some(9)),
+            Label::Weak
+        );
+        assert_eq!(
+            label_of(&FeedbackType::Ignored, &none, Some(10)),
+            Label::Ignore
+        );
         assert_eq!(label_of(&FeedbackType::Ignored, &none, None), Label::Ignore);
         for k in ["PREVIEWED", "SHOWMORE", "FLAGGED", "SOMETHING"] {
             assert_eq!(

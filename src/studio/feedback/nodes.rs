@@ -32,6 +32,9 @@ pub enum Resolved {
     Fallback,
 }
 
+/// `(topic, node_id, override_threshold)` of a cached answer.
+type RankKey = (String, String, bool);
+
 #[derive(Default)]
 pub struct Nodes {
     /// Studio `ContentNode.id` → `node_id`.
@@ -43,7 +46,7 @@ pub struct Nodes {
     /// `(folder, source node_id)` of copies in event folders; `None` without the file.
     in_folder: Option<HashSet<(String, String)>>,
     /// `(topic, node_id, override_threshold)` → `(time, rank)`, oldest first.
-    ranks: HashMap<(String, String, bool), Vec<(DateTime<Utc>, i64)>>,
+    ranks: HashMap<RankKey, Vec<(DateTime<Utc>, i64)>>,
     pub has_public: bool,
     pub has_ranks: bool,
 }
@@ -82,7 +85,8 @@ impl Nodes {
                         language: row.get("lang_id").to_string(),
                     },
                 );
-                if let (Some(c), Some(ch)) = (row.opt_uuid("content_id")?, row.opt_uuid("channel_id")?)
+                if let (Some(c), Some(ch)) =
+                    (row.opt_uuid("content_id")?, row.opt_uuid("channel_id")?)
                 {
                     n.by_content.entry((c, ch)).or_default().push(id);
                 }
@@ -104,7 +108,13 @@ impl Nodes {
         if let Some(cache) = Table::read_optional(
             dir,
             REC_CACHE_FILE,
-            &["topic_id", "contentnode_id", "rank", "override_threshold", "timestamp"],
+            &[
+                "topic_id",
+                "contentnode_id",
+                "rank",
+                "override_threshold",
+                "timestamp",
+            ],
         )? {
             n.has_ranks = true;
             for row in cache.rows() {

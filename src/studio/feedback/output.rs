@@ -38,8 +38,10 @@ pub fn topic_records(im: &Import, cap: usize) -> Vec<TopicRecord> {
     let mut order: Vec<usize> = latest.into_values().collect();
     order.sort_by_key(|&i| im.events[i].time);
     for i in order {
-        let recs =
-            crate::studio::request::topics_as_records(std::slice::from_ref(&im.events[i].request), cap);
+        let recs = crate::studio::request::topics_as_records(
+            std::slice::from_ref(&im.events[i].request),
+            cap,
+        );
         for r in recs {
             by_id.insert(r.id.clone(), r);
         }
@@ -171,8 +173,8 @@ pub fn write_folder(im: &Import, out: &Path, cap: usize) -> Result<()> {
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        let earlier_import =
-            entries.iter().any(|n| n == "report.md") && entries.iter().all(|n| FILES.contains(&n.as_str()));
+        let earlier_import = entries.iter().any(|n| n == "report.md")
+            && entries.iter().all(|n| FILES.contains(&n.as_str()));
         anyhow::ensure!(
             entries.is_empty() || earlier_import,
             "{}: exists and is not an earlier `lecr feedback import` (choose an empty or new folder)",
@@ -190,7 +192,9 @@ pub fn write_folder(im: &Import, out: &Path, cap: usize) -> Result<()> {
         crate::io::write_atomic(&dir.join("report.md"), |w| {
             Ok(w.write_all(r.markdown().as_bytes())?)
         })?;
-        crate::io::write_atomic(&dir.join("report.svg"), |w| Ok(w.write_all(r.svg().as_bytes())?))?;
+        crate::io::write_atomic(&dir.join("report.svg"), |w| {
+            Ok(w.write_all(r.svg().as_bytes())?)
+        })?;
         Ok(())
     })
 }

@@ -85,7 +85,7 @@ impl std::fmt::Display for Reason {
 }
 
 /// Studio's English labels (`frontend/shared/strings/searchRecommendationsStrings.js`).
-const ENGLISH: [(Reason, &str); 9] = [
+pub(crate) const ENGLISH: [(Reason, &str); 9] = [
     (
         Reason::NotSuitableForCurriculum,
         "Not suitable for the curriculum I am using",
@@ -367,7 +367,9 @@ mod tests {
     #[test]
     fn studio_message_files_add_a_locale() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("fr_FR/LC_MESSAGES/contentcuration-messages.json");
+        let p = dir
+            .path()
+            .join("fr_FR/LC_MESSAGES/contentcuration-messages.json");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(
             &p,
@@ -380,7 +382,8 @@ mod tests {
         let mut l = Labels::default();
         assert_eq!(l.add_studio_messages(&p).unwrap(), 2);
         assert!(l.locales().contains(&"fr_FR".to_string()));
-        let p = l.parse("Pas le type d'activité que je cherche (p. ex. document, vidéo, etc.), Autre");
+        let p =
+            l.parse("Pas le type d'activité que je cherche (p. ex. document, vidéo, etc.), Autre");
         assert_eq!(p.reasons, vec![NotSpecific, Other]);
         let bad = dir.path().join("x.json");
         std::fs::write(&bad, r#"{"a": "b"}"#).unwrap();

@@ -137,7 +137,10 @@ impl<'a> Report<'a> {
             },
             o.labels.locales().join(", ")
         );
-        let _ = writeln!(s, "## Events and interactions\n\n| what | count |\n| --- | --- |");
+        let _ = writeln!(
+            s,
+            "## Events and interactions\n\n| what | count |\n| --- | --- |"
+        );
         let users: HashSet<&str> = im.events.iter().map(|e| e.user.as_str()).collect();
         let topics: HashSet<&str> = im.events.iter().map(|e| e.topic.as_str()).collect();
         for (what, n) in [
@@ -146,7 +149,10 @@ impl<'a> Report<'a> {
             ("… before --since (left out)", c.events_before_since),
             ("… of admins (left out)", c.events_of_admins),
             ("events kept", im.events.len()),
-            ("distinct lists kept (re-mounts counted once)", self.lists.len()),
+            (
+                "distinct lists kept (re-mounts counted once)",
+                self.lists.len(),
+            ),
             ("topics", topics.len()),
             ("curators", users.len()),
             ("interactions read", c.interactions_read),
@@ -154,12 +160,21 @@ impl<'a> Report<'a> {
             ("… of left-out events", c.left_out_with_event),
             ("interactions kept (decisions.csv)", im.decisions.len()),
             ("… item not in its event's list", c.not_in_list),
-            ("… content not found in nodes.csv (no pair)", c.unresolved_content),
-            ("… content found by (content_id, channel_id)", c.resolved_by_fallback),
+            (
+                "… content not found in nodes.csv (no pair)",
+                c.unresolved_content,
+            ),
+            (
+                "… content found by (content_id, channel_id)",
+                c.resolved_by_fallback,
+            ),
         ] {
             let _ = writeln!(s, "| {what} | {n} |");
         }
-        let _ = writeln!(s, "\nInteractions by type (all read):\n\n| type | count |\n| --- | --- |");
+        let _ = writeln!(
+            s,
+            "\nInteractions by type (all read):\n\n| type | count |\n| --- | --- |"
+        );
         for (t, n) in &c.by_type {
             let _ = writeln!(s, "| {t} | {n} |");
         }
@@ -177,7 +192,11 @@ impl<'a> Report<'a> {
             "| positive | {} (of which {from_folder} found only in the folder) | correlations.csv |",
             count(Label::Positive)
         );
-        let _ = writeln!(s, "| hard negative | {} | rejected.csv |", count(Label::Hard));
+        let _ = writeln!(
+            s,
+            "| hard negative | {} | rejected.csv |",
+            count(Label::Hard)
+        );
         let _ = writeln!(
             s,
             "| weak negative | {} | weak.csv{} |",
