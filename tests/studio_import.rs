@@ -523,3 +523,161 @@ fn bad_input_names_file_line_and_column_and_writes_nothing() {
     }
     assert!(again.join("report.md").exists());
 }
+
+/// An export for a data topic `t` (items `cs`: REJECTED cs[0], IMPORTED cs[1], REJECTED with
+/// no reason cs[2]) and for a Studio topic not in the data (IMPORTED cs[1]), with its root.
+fn export_for(dir: &Path, t: &lecr::data::Topic, cs: &[String], studio_topic: &str) {
+    let mut w = ExportWriter::new(5);
+    let time = at("2026-03-02T09:00:00Z");
+    let request = |id: &str, ancestors| TopicIn {
+        id: id.to_string(),
+        title: t.title.clone(),
+        description: String::new(),
+        language: t.language.clone(),
+        channel_id: Some(uuid(77)),
+        ancestors,
+    };
+    let e = w.event(&EventSpec {
+        topic: &request(&t.id, vec![]),
+        items: cs,
+        user: 1,
+        admin: false,
+        time,
+        override_threshold: false,
+    });
+    w.interaction(
+        &e,
+        &cs[0],
+        "REJECTED",
+        "Other",
+        Some("we teach this later"),
+        time,
+    );
+    w.interaction(&e, &cs[1], "IMPORTED", "IMPORTED", None, time);
+    w.interaction(&e, &cs[2], "REJECTED", "REJECTED", Some(""), time);
+    let root = AncestorIn {
+        id: Some(uuid(78)),
+        title: "Studio root".into(),
+        description: String::new(),
+        level: 0,
+    };
+    let e = w.event(&EventSpec {
+        topic: &request(studio_topic, vec![root]),
+        items: &cs[1..2],
+        user: 1,
+        admin: false,
+        time,
+        override_threshold: false,
+    });
+    w.interaction(&e, &cs[1], "IMPORTED", "IMPORTED", None, time);
+    w.write(dir).unwrap();
+}
+
+#[test]
+fn store_decisions_reach_the_curator_page_on_sqlite_and_postgres() {
+    use common::server::Server;
+    use serde_json::json;
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = common::split_corpus_and_tiny_model(
+        root.path(),
+        &lecr::data::synth::SynthConfig {
+            topics: 240,
+            contents: 480,
+            languages: vec!["en".into(), "es".into()],
+            seed: 9,
+            studio_ids: true,
+            ..Default::default()
+        },
+        2,
+        "model",
+    );
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let t = ds
+        .topics
+        .iter()
+        .find(|t| t.language == "en")
+        .unwrap()
+        .clone();
+    let cs: Vec<String> = ds.contents[..3].iter().map(|c| c.id.clone()).collect();
+    let studio_topic = uuid(4242);
+    let export = root.path().join("export");
+    export_for(&export, &t, &cs, &studio_topic);
+    let import = |store: &str, out: &str| -> String {
+        String::from_utf8(common::run_lecr([
+            "feedback",
+            "import",
+            "--studio",
+            export.to_str().unwrap(),
+            "--out",
+            root.path().join(out).to_str().unwrap(),
+            "--store",
+            store,
+        ]))
+        .unwrap()
+    };
+    let decisions = |s: &Server, topic: &str| -> serde_json::Value {
+        let (code, v) = s.try_get(&format!("/api/topics/{topic}")).unwrap();
+        if code == 200 {
+            v["decisions"].clone()
+        } else {
+            json!(null)
+        }
+    };
+    let want = json!({&cs[0]: "accept", &cs[1]: "accept", &cs[2]: "reject"});
+
+    // SQLite: the running service's page reads the store, so the decisions on a topic it knows
+    // show at once; the new Studio topic is listed after a restart.
+    let st = root.path().join("store");
+    let st = st.to_str().unwrap();
+    let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
+    // A decision made on lecr's page stands over Studio's.
+    let (code, v) = s.post(
+        "/api/feedback",
+        &json!({"topic_id": t.id, "content_id": cs[0], "decision": "accept"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let printed = import(st, "import-sqlite");
+    assert!(
+        printed.contains("3 decisions appended (origin studio), 0 unchanged, 1 kept from lecr's page; 3 Studio topics added"),
+        "{printed}"
+    );
+    assert_eq!(decisions(&s, &t.id), want);
+    // Again: nothing new to append.
+    let printed = import(st, "import-sqlite");
+    assert!(
+        printed.contains("0 decisions appended (origin studio), 3 unchanged, 1 kept"),
+        "{printed}"
+    );
+    drop(s);
+    let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
+    assert_eq!(decisions(&s, &studio_topic), json!({&cs[1]: "accept"}));
+    drop(s);
+    let store = lecr::store::Store::open_existing(Path::new(st)).unwrap();
+    let log = store.decision_log().unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|d| d.origin == lecr::store::DecisionOrigin::Studio)
+            .count(),
+        3
+    );
+
+    // PostgreSQL: a running replica follows the import within a second, new topic included.
+    let pg = lecr::store::cluster::Cluster::start()
+        .expect("PostgreSQL (scripts/test.sh installs Debian's postgresql)");
+    let url = pg.url();
+    let s = Server::start(&["--model", &model, "--data", &data, "--store", &url]);
+    import(&url, "import-pg");
+    let t0 = std::time::Instant::now();
+    while decisions(&s, &studio_topic) != json!({&cs[1]: "accept"}) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "the replica did not follow the import: {}",
+            decisions(&s, &studio_topic)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        decisions(&s, &t.id),
+        json!({&cs[0]: "reject", &cs[1]: "accept", &cs[2]: "reject"})
+    );
+}

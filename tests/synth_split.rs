@@ -184,3 +184,42 @@ fn split_follows_the_least_overlap_then_least_filled_rule() {
     // f: {e,f}: all placed. g (fr) is walked on its own: fold 0. h has no content: -1.
     assert_eq!(f, vec![0, 0, 1, 2, 2, 1, 0, -1]);
 }
+
+#[test]
+fn studio_ids_are_unique_uuids_in_studios_spellings() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        studio_ids: true,
+        ..small(4)
+    };
+    generate(&cfg, d.path()).unwrap();
+    let ds = load_dataset(d.path()).unwrap();
+    let dashed =
+        regex::Regex::new("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+            .unwrap();
+    let hex = regex::Regex::new("^[0-9a-f]{32}$").unwrap();
+    assert!(ds.topics.iter().all(|t| dashed.is_match(&t.id)));
+    assert!(ds.contents.iter().all(|c| hex.is_match(&c.id)));
+    let mut all: Vec<String> = ds
+        .topics
+        .iter()
+        .map(|t| t.id.replace('-', ""))
+        .chain(ds.contents.iter().map(|c| c.id.clone()))
+        .collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        n,
+        "no id repeats, across topics and contents either"
+    );
+    // The same corpus otherwise: the titles do not change with the ids.
+    let plain = tempfile::tempdir().unwrap();
+    generate(&small(4), plain.path()).unwrap();
+    let p = load_dataset(plain.path()).unwrap();
+    let titles = |d: &lecr::data::Dataset| -> Vec<String> {
+        d.contents.iter().map(|c| c.title.clone()).collect()
+    };
+    assert_eq!(titles(&p), titles(&ds));
+}

@@ -334,3 +334,143 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
     assert!(log.contains("1 topics and 1 contents added"), "{log}");
     assert!(log.contains("1 decisions name ids not in"), "{log}");
 }
+
+#[test]
+fn a_studio_import_trains_its_imports_and_batches_its_rejections() {
+    use lecr::studio::feedback::simulate::{EventSpec, ExportWriter};
+    use lecr::studio::request::TopicIn;
+    std::env::set_var("LECR_NO_PROGRESS", "1");
+    let root = tempfile::tempdir().unwrap();
+    let synth = SynthConfig {
+        topics: 400,
+        contents: 700,
+        languages: vec!["en".into()],
+        seed: 3,
+        switch: false,
+        predict: None,
+        studio_ids: true,
+    };
+    let (data, model) = common::split_corpus_and_tiny_model(root.path(), &synth, 2, "tiny");
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let truth = lecr::select::truth(&ds);
+    let fold_topics = |f: i32| -> Vec<usize> {
+        (0..ds.topics.len())
+            .filter(|&t| ds.topics[t].fold == Some(f) && truth.contains_key(&t))
+            .collect()
+    };
+    let sorted_truth = |t: usize| -> Vec<u32> {
+        let mut v: Vec<u32> = truth[&t].iter().copied().collect();
+        v.sort();
+        v
+    };
+    // Imported: the true links of 10 validation topics. Rejected ("not related"): for 20
+    // training topics, a content another training topic owns. Rejected as "not the type of
+    // activity" (a weak negative, not trained on by default): one more per topic.
+    let reviewed: Vec<usize> = fold_topics(0).into_iter().take(10).collect();
+    let accepted: usize = reviewed.iter().map(|t| truth[t].len()).sum();
+    let mut owned: Vec<u32> = fold_topics(2)
+        .iter()
+        .flat_map(|&t| sorted_truth(t))
+        .collect();
+    owned.sort();
+    owned.dedup();
+    let pick = |i: usize, salt: usize| owned[(i * 7 + salt) % owned.len()];
+    let train = fold_topics(1);
+    let rejected: Vec<(usize, u32)> = train
+        .iter()
+        .take(20)
+        .enumerate()
+        .map(|(i, &t)| (t, pick(i, 0)))
+        .filter(|(t, c)| !truth[t].contains(c))
+        .collect();
+    let request = |t: usize| TopicIn {
+        id: ds.topics[t].id.clone(),
+        title: ds.topics[t].title.clone(),
+        description: ds.topics[t].description.clone(),
+        language: ds.topics[t].language.clone(),
+        channel_id: None,
+        ancestors: vec![],
+    };
+    let id = |c: u32| ds.contents[c as usize].id.clone();
+    let time = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let mut w = ExportWriter::new(1);
+    let show = |w: &mut ExportWriter, t: usize, items: &[String]| {
+        w.event(&EventSpec {
+            topic: &request(t),
+            items,
+            user: 1,
+            admin: false,
+            time,
+            override_threshold: false,
+        })
+    };
+    for &t in &reviewed {
+        let items: Vec<String> = sorted_truth(t).into_iter().map(id).collect();
+        let e = show(&mut w, t, &items);
+        for c in &items {
+            w.interaction(&e, c, "PREVIEWED", "PREVIEWED", None, time);
+            w.interaction(&e, c, "IMPORTED", "IMPORTED", None, time);
+        }
+    }
+    let not_related =
+        "Not related to the subject or knowledge area I am trying to find resources for";
+    let not_specific = "Not the type of learning activity I'm looking for (e.g. document \
+                        instead of video, etc.)";
+    for (i, &(t, c)) in rejected.iter().enumerate() {
+        let weak = pick(i, 3);
+        let items = [id(c), id(weak)];
+        let e = show(&mut w, t, &items);
+        w.interaction(&e, &items[0], "REJECTED", not_related, Some(""), time);
+        w.interaction(&e, &items[1], "REJECTED", not_specific, Some(""), time);
+    }
+    let export = root.path().join("export");
+    w.write(&export).unwrap();
+    let import = root.path().join("import");
+    common::run_lecr([
+        "feedback",
+        "import",
+        "--studio",
+        export.to_str().unwrap(),
+        "--out",
+        import.to_str().unwrap(),
+    ]);
+
+    let cfg = |out: &str, feedback: &str| TrainConfig {
+        pools: vec![],
+        feedback: feedback.into(),
+        ..config(&data, &model, &root.path().join(out), 1)
+    };
+    let plain = Trainer::new(cfg("plain", "")).unwrap();
+    let fed = Trainer::new(cfg("fed", import.to_str().unwrap())).unwrap();
+    let (p0, v0) = plain.sizes();
+    let (p1, v1) = fed.sizes();
+    assert_eq!(
+        p1,
+        p0 + accepted,
+        "exactly the imported links join the pairs"
+    );
+    assert_eq!(v1, v0 - reviewed.len(), "reviewed topics leave validation");
+    let together = |t: &Trainer, pairs: &[(usize, u32)]| -> usize {
+        let b = t.batches(1);
+        pairs
+            .iter()
+            .filter(|(topic, c)| {
+                b.iter().any(|batch| {
+                    batch.iter().any(|p| p.0 == *topic) && batch.iter().any(|p| p.1 == *c as usize)
+                })
+            })
+            .count()
+    };
+    let (without, with) = (together(&plain, &rejected), together(&fed, &rejected));
+    assert!(
+        with >= rejected.len() * 3 / 4 && with > 2 * without,
+        "hard negatives in their topic's batch: {with} of {} with the import, {without} without",
+        rejected.len()
+    );
+    let rejected_csv = std::fs::read_to_string(import.join("rejected.csv")).unwrap();
+    let weak_csv = std::fs::read_to_string(import.join("weak.csv")).unwrap();
+    assert_eq!(rejected_csv.lines().count(), 1 + rejected.len());
+    assert_eq!(weak_csv.lines().count(), 1 + rejected.len());
+}
