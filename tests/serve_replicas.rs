@@ -214,3 +214,59 @@ fn replicas_over_one_postgres_store_follow_each_other_and_survive_its_restart() 
         "{err}"
     );
 }
+
+#[test]
+fn the_store_speaks_tls_when_the_url_asks_and_verifies_the_server() {
+    let pg = Cluster::start().expect("PostgreSQL (scripts/test.sh installs Debian's postgresql)");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    pg.require_tls(&cert.cert.pem(), &cert.key_pair.serialize_pem())
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ca = root.path().join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let (_, model) = common::serve_corpus(root.path());
+    let export = |url: &str, ca: Option<&Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"));
+        c.args(["feedback", "export", "--store", url, "--out"])
+            .arg(root.path().join("out"));
+        match ca {
+            Some(p) => c.env(lecr::store::tls::CA_ENV, p),
+            None => c.env_remove(lecr::store::tls::CA_ENV),
+        };
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let plain = pg.url();
+    let tls = format!("{plain}?sslmode=require");
+    // The server takes TLS only: a plain connection is refused.
+    let (ok, err) = export(&plain, Some(&ca));
+    assert!(!ok && err.contains("cannot connect"), "{err}");
+    // TLS without trusting the server's certificate: refused by lecr.
+    let (ok, err) = export(&tls, None);
+    assert!(!ok && err.to_lowercase().contains("certificate"), "{err}");
+    // Trusted through LECR_STORE_CA: a replica starts (migrations over TLS) and export reads.
+    std::env::set_var(lecr::store::tls::CA_ENV, &ca);
+    let s = Server::start(&["--model", &model, "--store", &tls]);
+    let (code, v) = s.post(
+        "/stable/embed-content",
+        &json!({"resources": [{"id": uuid().replace('-', ""), "title": "Fractions",
+            "description": "", "text": "", "language": "en", "files": null}],
+            "metadata": {"channel_id": uuid()}}),
+    );
+    assert_eq!(code, 200, "{v}");
+    drop(s);
+    let (ok, err) = export(&tls, Some(&ca));
+    assert!(ok, "{err}");
+    // A CA file with no certificate in it is named.
+    let empty = root.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, err) = export(&tls, Some(&empty));
+    assert!(
+        !ok && err.contains("LECR_STORE_CA") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}

@@ -141,8 +141,7 @@ impl Listener {
         let Location::Postgres(url) = loc else {
             return Ok(None);
         };
-        let mut client = postgres::Client::connect(url, postgres::NoTls)
-            .map_err(|e| StoreError::Unavailable(format!("{loc}: cannot connect: {e}")))?;
+        let mut client = super::tls::connect(url, &loc.to_string())?;
         client.batch_execute(&format!(
             "SET application_name = 'lecr'; SET client_min_messages = warning; LISTEN {CHANNEL}"
         ))?;

@@ -109,6 +109,40 @@ impl Cluster {
         )
     }
 
+    /// Turns TLS on with this certificate and key (PEM), refuses plain TCP connections (only
+    /// `hostssl` in `pg_hba.conf`), and restarts.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let data = PathBuf::from(self.data());
+        let write = |name: &str, text: &str, mode: u32| -> Result<()> {
+            let p = data.join(name);
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+            if let Some(user) = &self.run_as {
+                let (uid, gid) = user_ids(user)?;
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
+            }
+            Ok(())
+        };
+        write("server.crt", cert_pem, 0o644)?;
+        write("server.key", key_pem, 0o600)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            0o600,
+        )?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )?;
+        self.stop()?;
+        self.start_again()
+    }
+
     fn data(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }

@@ -21,6 +21,7 @@ pub mod changes;
 pub mod cluster;
 pub mod contents;
 pub mod decisions;
+pub mod tls;
 pub mod topics;
 
 pub use contents::{ContentMeta, StoredContent};
@@ -264,8 +265,7 @@ impl Drop for Pg {
 
 impl Pg {
     fn connect(url: &str, place: &str) -> Result<postgres::Client> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)
-            .map_err(|e| StoreError::Unavailable(format!("{place}: cannot connect: {e}")))?;
+        let mut client = tls::connect(url, place)?;
         // So an operator (and `--reembed`) can see which sessions are lecr's.
         client.batch_execute("SET application_name = 'lecr'; SET client_min_messages = warning")?;
         Ok(client)
