@@ -64,7 +64,8 @@ struct Scenario {
 /// - E1 (T1, user 1): IMPORTED c1 (copied into the folder), c2 (no copy), c3 (also REJECTED
 ///   with no reason: a conflict); REJECTED c4 (not_specific: the label with a comma → weak), c5
 ///   (already_used → ignored), c6 (Spanish too_basic/too_advanced → hard), c7 (not_specific +
-///   not_well_made → weak), c8 (unknown text → hard); PREVIEWED c9, SHOWMORE c10.
+///   not_well_made → weak), c8 (unknown text → hard), c0 (not in E1's list → hard);
+///   PREVIEWED c9, SHOWMORE c10.
 /// - E1b: E1's list shown again (a re-mount), PREVIEWED c1 only.
 /// - E2 (T2, user 2): nothing recommended imported → IGNORED for all 12 (c1..c10 on the first
 ///   page → weak, c11/c12 → ignored), and REJECTED c2 (hard beats weak). A copy of c12 sits in
@@ -132,6 +133,8 @@ fn scenario(dir: &Path) -> Scenario {
     act(&mut w, &e1, 8, "REJECTED", "Pas pertinent, vraiment");
     act(&mut w, &e1, 9, "PREVIEWED", "PREVIEWED");
     act(&mut w, &e1, 10, "SHOWMORE", "SHOWMORE");
+    // c0 is not in E1's list (a later PATCH re-pointed the row): labelled through nodes.csv.
+    act(&mut w, &e1, 0, "REJECTED", "REJECTED");
     let e1b = event(&mut w, spec("2026-03-02T09:30:00Z", &t1, 1, false), &items);
     act(&mut w, &e1b, 1, "PREVIEWED", "PREVIEWED");
     let e2 = event(&mut w, spec("2026-03-03T09:00:00Z", &t2, 2, false), &items);
@@ -222,7 +225,7 @@ fn every_rule_and_pitfall_gives_the_pairs_built_in() {
     assert_eq!(
         hard,
         BTreeMap::from([
-            (t[0].clone(), sorted(&[&c[6], &c[8]])),
+            (t[0].clone(), sorted(&[&c[0], &c[6], &c[8]])),
             (t[1].clone(), sorted(&[&c[2]])),
         ]),
         "no reason (c3, but it was imported), the Spanish label, unknown text; hard beats \
@@ -247,7 +250,7 @@ fn every_rule_and_pitfall_gives_the_pairs_built_in() {
     let col = |r: &csv::StringRecord, name: &str| -> String {
         r[h.iter().position(|x| x == name).unwrap()].to_string()
     };
-    assert_eq!(rows.len(), 11 + 1 + 13 + 1);
+    assert_eq!(rows.len(), 12 + 1 + 13 + 1);
     let find = |topic: &str, content: &str, kind: &str| {
         rows.iter()
             .find(|r| {
@@ -265,6 +268,7 @@ fn every_rule_and_pitfall_gives_the_pairs_built_in() {
     assert_eq!(col(&r, "rank"), "7", "recovered from rec_cache.csv");
     let r = find(&t[0], &c[8], "REJECTED");
     assert_eq!(col(&r, "unknown_reason"), "Pas pertinent, vraiment");
+    assert_eq!(col(&find(&t[0], &c[0], "REJECTED"), "position"), "");
     let r = find(&t[0], &c[5], "REJECTED");
     assert_eq!(
         (col(&r, "label"), col(&r, "pair_label")),
@@ -293,7 +297,7 @@ fn every_rule_and_pitfall_gives_the_pairs_built_in() {
     assert_eq!(root_topic.level, Some(0));
     // content.csv: every content of a labelled pair, with the published text.
     let contents = lecr::data::load::read_contents_file(&out.join("content.csv")).unwrap();
-    assert_eq!(contents.len(), 12, "c1..c12 are all in some pair");
+    assert_eq!(contents.len(), 13, "c0..c12 are all in some pair");
     let c11 = contents.iter().find(|x| x.id == c[11]).unwrap();
     assert_eq!(
         (c11.title.as_str(), c11.language.as_str()),
@@ -307,6 +311,7 @@ fn every_rule_and_pitfall_gives_the_pairs_built_in() {
         "| … before --since (left out) | 1 |",
         "| distinct lists kept (re-mounts counted once) | 3 |",
         "| … content found by (content_id, channel_id) | 2 |",
+        "| … item not in its event's list | 1 |",
         "Conflicts (imported and also rejected with a hard reason; kept positive): 1.",
         "IMPORTED rows whose copy is not in the folder (removed on the review page, or moved since): 2.",
         "| positive | 5 (of which 1 found only in the folder) | correlations.csv |",

@@ -206,6 +206,15 @@ fn import(a: ImportArgs) -> Result<i32> {
         let n = options.labels.add_studio_messages(p)?;
         println!("{}: {n} rejection labels", p.display());
     }
+    // The store first: a wrong --store fails before anything is written.
+    let store = match &a.store {
+        Some(url) => {
+            let loc = lecr::store::Location::parse(url);
+            let store = Store::open_existing_at(&loc)?;
+            Some((loc, store))
+        }
+        None => None,
+    };
     let started = std::time::Instant::now();
     let im = feedback::import(&a.studio, options)?;
     let cap = lecr::serve::limits::Limits::DEFAULT.max_text_chars;
@@ -233,9 +242,7 @@ fn import(a: ImportArgs) -> Result<i32> {
         started.elapsed().as_secs_f64()
     );
     println!("wrote {} ({})", a.out.display(), output::FILES.join(", "));
-    if let Some(url) = &a.store {
-        let loc = lecr::store::Location::parse(url);
-        let mut store = Store::open_existing_at(&loc)?;
+    if let Some((loc, mut store)) = store {
         let r = output::record(&im, &mut store, cap)?;
         println!(
             "store {}: {} decisions appended (origin studio), {} unchanged, {} kept from \
