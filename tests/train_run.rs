@@ -474,3 +474,74 @@ fn a_studio_import_trains_its_imports_and_batches_its_rejections() {
     assert_eq!(rejected_csv.lines().count(), 1 + rejected.len());
     assert_eq!(weak_csv.lines().count(), 1 + rejected.len());
 }
+
+#[test]
+fn eval_with_default_flags_prints_the_f2_training_printed() {
+    std::env::set_var("LECR_NO_PROGRESS", "1");
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = setup(root.path());
+    let run = root.path().join("run");
+    // A token limit and margin other than eval's built-in defaults (96, 0.16).
+    let cfg = TrainConfig {
+        pools: vec![],
+        max_len: 40,
+        margin: 0.12,
+        ..config(&data, &model, &run, 1)
+    };
+    let m = Trainer::new(cfg)
+        .unwrap()
+        .fit(&RunOptions::default())
+        .unwrap();
+    let trained_f2 = m[0].val_f2;
+    let note: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best/lecr.json")).unwrap())
+            .unwrap();
+    assert_eq!(note["max_len"], 40);
+    assert_eq!(note["fold"], 0);
+    assert_eq!(note["val_f2"].as_f64(), Some(trained_f2));
+    let best = run.join("best");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args(["eval", "--data", &data, "--fold", "0", "--json", "--model"])
+        .arg(&best)
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let eval_f2 = v["reports"][0]["report"]["overall"]["f2"].as_f64().unwrap();
+    assert_eq!(v["reports"][0]["margin"].as_f64(), Some(0.12));
+    assert_eq!(eval_f2, trained_f2, "one model, one F2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("settings: max_len 40 (") && err.contains("lecr.json"),
+        "{err}"
+    );
+    // With eval's old defaults the number differs, and says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .args([
+            "eval",
+            "--data",
+            &data,
+            "--fold",
+            "0",
+            "--json",
+            "--max-len",
+            "96",
+            "--margin",
+            "0.16",
+            "--model",
+        ])
+        .arg(&best)
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("settings: max_len 96 (--max-len), margin 0.16 (--margin)"),
+        "{err}"
+    );
+}

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 /// Token limit of `eval` and `predict` when neither --max-len nor a reranker sets one.
 const DEFAULT_MAX_LEN: usize = 96;
+/// `eval`'s margin when neither --margin nor the model's lecr.json sets one.
+const DEFAULT_MARGIN: f32 = 0.16;
 
 #[derive(Args)]
 pub(crate) struct SourceArgs {
@@ -83,9 +85,29 @@ impl SourceArgs {
     }
     fn settings(&self) -> lecr::pipeline::EmbedSettings {
         lecr::pipeline::EmbedSettings {
-            max_len: self.max_len.unwrap_or(DEFAULT_MAX_LEN),
+            max_len: self
+                .max_len
+                .or(self.trained().map(|t| t.1.max_len))
+                .unwrap_or(DEFAULT_MAX_LEN),
             batch_size: self.batch_size,
             int8: self.int8,
+        }
+    }
+    /// The validation settings `lecr train` saved with the first `--model` that has them
+    /// (its `lecr.json`): eval's and predict's defaults, so a checkpoint scores here as it did
+    /// in training.
+    fn trained(&self) -> Option<(String, lecr::model::trained::TrainedWith)> {
+        self.models
+            .iter()
+            .filter(|m| m.as_str() != "lexical")
+            .find_map(|m| lecr::model::trained::read(m).map(|t| (m.clone(), t)))
+    }
+    /// Where the token limit comes from, for the settings line.
+    fn max_len_origin(&self) -> String {
+        match (self.max_len, self.trained()) {
+            (Some(_), _) => "--max-len".into(),
+            (None, Some((m, _))) => format!("{m}/{}", lecr::model::trained::FILE),
+            (None, None) => "default".into(),
         }
     }
 }
@@ -99,9 +121,10 @@ pub(crate) struct EvalArgs {
     /// Validation fold (needs the fold columns of `lecr split`); default: every topic with content.
     #[arg(long)]
     fold: Option<i32>,
-    /// Threshold margin (method §8).
-    #[arg(long, default_value_t = 0.16)]
-    margin: f32,
+    /// Threshold margin (method §8) [default: the one `lecr train` validated the model with
+    /// (its lecr.json), else 0.16].
+    #[arg(long)]
+    margin: Option<f32>,
     /// Sweep margins `start:end:step` and mark the best.
     #[arg(long)]
     margins: Option<String>,
@@ -197,10 +220,38 @@ pub(crate) fn eval(a: EvalArgs) -> Result<i32> {
         None => topics,
     };
     anyhow::ensure!(!topics.is_empty(), "no topics with content to evaluate");
+    let trained = a.src.trained();
+    let margin = a
+        .margin
+        .or(trained.as_ref().map(|t| t.1.margin as f32))
+        .unwrap_or(DEFAULT_MARGIN);
     let margins = match &a.margins {
         Some(m) => parse_margins(m)?,
-        None => vec![a.margin],
+        None => vec![margin],
     };
+    if a.src.reranker.is_none() {
+        let margin_origin = match (&a.margin, &trained) {
+            (Some(_), _) => "--margin".to_string(),
+            (None, Some((m, _))) => format!("{m}/{}", lecr::model::trained::FILE),
+            (None, None) => "default".into(),
+        };
+        eprintln!(
+            "settings: max_len {} ({}), margin {} ({margin_origin}), {} topics",
+            a.src.settings().max_len,
+            a.src.max_len_origin(),
+            round6(margin),
+            topics.len()
+        );
+        if let Some((m, t)) = &trained {
+            if let (Some(f2), Some(fold)) = (t.val_f2, t.fold) {
+                eprintln!(
+                    "{m}: lecr train validated it at F2 {f2:.4} on fold {fold} ({} topics, \
+                     max_len {}, margin {})",
+                    t.validation_topics, t.max_len, t.margin
+                );
+            }
+        }
+    }
     if let Some(dir) = &a.src.reranker {
         anyhow::ensure!(!a.compare, "--compare and --reranker do not go together");
         return eval_reranked(&a, dir, &ds, &topics);
@@ -228,7 +279,7 @@ pub(crate) fn eval(a: EvalArgs) -> Result<i32> {
         .iter()
         .max_by(|x, y| x.1.overall.f2.total_cmp(&y.1.overall.f2))
         .map(|r| r.0)
-        .unwrap_or(a.margin);
+        .unwrap_or(margin);
     if a.json {
         let v = serde_json::json!({
             "source": sim.name(), "fold": a.fold, "topics": topics.len(), "best_margin": round6(best),

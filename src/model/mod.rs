@@ -10,6 +10,7 @@ pub mod params;
 pub mod quantize;
 pub mod save;
 pub mod tokenize;
+pub mod trained;
 
 use anyhow::{Context, Result};
 use bert::{make_batch, mean_pool, Encoder, Linear};

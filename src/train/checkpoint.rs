@@ -42,8 +42,10 @@ pub fn write(
     opt: &AdamW,
     names: &[String],
     logit_scale: f32,
+    trained: &crate::model::trained::TrainedWith,
 ) -> Result<()> {
     model.save_with(&run.join(LAST), |dir| {
+        crate::model::trained::write(dir, trained)?;
         let mut tensors = Vec::new();
         for (i, n) in names.iter().enumerate() {
             for (suffix, buf) in [("m", &opt.m[i]), ("v", &opt.v[i])] {

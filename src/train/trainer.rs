@@ -13,6 +13,7 @@ use super::loss::{distill_loss, info_nce, DistillWeights};
 use super::sampler::{epoch_batches, Feedback, PairSet, SamplerSettings};
 use super::schedule::{learning_rate, pool_for_epoch};
 use crate::data::{load::load_pool, load_dataset, Dataset};
+use crate::model::trained::{self, TrainedWith};
 use crate::model::{LoadOptions, SentenceModel};
 use crate::select::{self, score::Report, GroupBy};
 use anyhow::{Context, Result};
@@ -394,6 +395,18 @@ impl Trainer {
         )
     }
 
+    /// The settings of this run's validation, for a saved model's `lecr.json`.
+    fn trained_with(&self, epoch: usize, val_f2: Option<f64>) -> TrainedWith {
+        TrainedWith {
+            max_len: self.cfg.max_len,
+            margin: self.cfg.margin,
+            fold: (!self.cfg.train_on_all).then_some(self.cfg.fold),
+            validation_topics: self.val_topics.len(),
+            epoch,
+            val_f2,
+        }
+    }
+
     /// Validation report on the fold (None with train_on_all).
     pub fn validate(&self) -> Result<Option<Report>> {
         if self.val_topics.is_empty() {
@@ -461,6 +474,22 @@ impl Trainer {
                 spe
             ),
         );
+        if !self.cfg.train_on_all {
+            log_line(
+                &self.run,
+                &format!(
+                    "validation F2: fold {}, max_len {}, margin {}, pool 0 texts; saved in \
+                     best/{f} and last/{f}, which `lecr eval --fold {} --model {}/best` takes \
+                     as its defaults",
+                    self.cfg.fold,
+                    self.cfg.max_len,
+                    self.cfg.margin,
+                    self.cfg.fold,
+                    self.run.display(),
+                    f = trained::FILE,
+                ),
+            );
+        }
         let mut out = Vec::new();
         let first = self.state.epochs_done + 1;
         let last = match opts.max_epochs_this_run {
@@ -582,13 +611,20 @@ impl Trainer {
             // Keep the best; fall back to it after a collapse.
             let improved =
                 report.is_none() || self.state.best_epoch == 0 || f2 > self.state.best_f2;
+            // What these weights were validated with (lecr.json: `lecr eval`'s defaults).
+            let mut trained = self.trained_with(epoch, report.as_ref().map(|r| r.overall.f2));
             if improved {
                 self.state.best_f2 = f2;
                 self.state.best_epoch = epoch;
-                self.model.save(&self.run.join("best"))?;
+                self.model
+                    .save_with(&self.run.join("best"), |d| trained::write(d, &trained))?;
             } else if f2 < 0.8 * self.state.best_f2 {
                 log_line(&self.run, &format!("epoch {epoch}: F2 {f2:.4} < 0.8 x best {:.4}: reloading the best checkpoint", self.state.best_f2));
                 self.model.load_weights_from(&self.run.join("best"))?;
+                trained = self.trained_with(
+                    self.state.best_epoch,
+                    report.as_ref().map(|_| self.state.best_f2),
+                );
             }
             if epoch < self.cfg.epochs && (self.cfg.hard_negatives || self.cfg.missing_pairs) {
                 self.state.feedback = Some(self.training_feedback()?);
@@ -636,6 +672,7 @@ impl Trainer {
                 &self.opt,
                 &var_names(&self.model),
                 scale,
+                &trained,
             )?;
             checkpoint::write_metrics(&self.run, &self.state.history)?;
             out.push(m);
