@@ -61,7 +61,7 @@ enum Cmd {
     /// Serve recommendations over HTTP: a drop-in backend for Kolibri Studio's curriculum
     /// automation client (connect / recommend / embed-topics / embed-content), with a durable
     /// content index, dynamic batching, /health and /metrics.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Benchmarks, printed as tables with ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(cli::bench::BenchCmd),
@@ -122,7 +122,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Predict(a) => cli::select::predict(a),
         Cmd::Rerank(c) => cli::rerank::rerank(c),
         Cmd::Feedback(c) => cli::feedback::feedback(c),
-        Cmd::Serve(a) => cli::serve::serve(a),
+        Cmd::Serve(a) => cli::serve::serve(*a),
         Cmd::Bench(b) => cli::bench::bench(b),
     }
 }

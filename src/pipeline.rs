@@ -4,6 +4,7 @@
 
 use crate::data::Dataset;
 use crate::features;
+use crate::model::prompts::Role;
 use crate::model::{Embeddings, LoadOptions, SentenceModel};
 use crate::select::lexical::LexicalSim;
 use crate::select::similarity::{EmbeddingSim, Ensemble, Similarity};
@@ -41,6 +42,10 @@ pub struct EmbedSettings {
     pub batch_size: usize,
     /// Quantize float models to int8 as they load.
     pub int8: bool,
+    /// `--topic-prompt` / `--content-prompt` (a prompt name or text; "" for none), over the
+    /// folder's own prompts.
+    pub topic_prompt: Option<String>,
+    pub content_prompt: Option<String>,
 }
 
 impl Default for EmbedSettings {
@@ -49,6 +54,8 @@ impl Default for EmbedSettings {
             max_len: 96,
             batch_size: 64,
             int8: false,
+            topic_prompt: None,
+            content_prompt: None,
         }
     }
 }
@@ -85,6 +92,8 @@ pub fn similarity(
                     &LoadOptions {
                         max_len: Some(s.max_len),
                         int8: s.int8,
+                        topic_prompt: s.topic_prompt.clone(),
+                        content_prompt: s.content_prompt.clone(),
                         ..Default::default()
                     },
                 )?;
@@ -183,12 +192,12 @@ pub fn model_similarity(
     batch_size: usize,
 ) -> Result<Box<dyn Similarity>> {
     let tt: Vec<String> = topics.iter().map(|&t| topic_texts[t].clone()).collect();
-    let te = model.embed(&tt, batch_size, "topics")?;
+    let te = model.embed_as(Role::Topic, &tt, batch_size, "topics")?;
     let ct: Vec<String> = contents
         .iter()
         .map(|&c| crate::text::content_text(&ds.contents[c]))
         .collect();
-    let ce = model.embed(&ct, batch_size, "contents")?;
+    let ce = model.embed_as(Role::Content, &ct, batch_size, "contents")?;
     Ok(Box::new(EmbeddingSim {
         label: label.to_string(),
         topics: te,
@@ -244,7 +253,7 @@ pub fn embed_all(
     let tt = crate::text::topic_texts(&ds.topics);
     let ct: Vec<String> = ds.contents.iter().map(crate::text::content_text).collect();
     Ok((
-        model.embed(&tt, batch_size, "topics")?,
-        model.embed(&ct, batch_size, "contents")?,
+        model.embed_as(Role::Topic, &tt, batch_size, "topics")?,
+        model.embed_as(Role::Content, &ct, batch_size, "contents")?,
     ))
 }

@@ -112,6 +112,17 @@ pub(crate) struct EmbedArgs {
     max_len: Option<usize>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// With --texts: put the model folder's prompt of this name (config_sentence_transformers.json)
+    /// before every line [default: none].
+    #[arg(long, requires = "texts")]
+    prompt: Option<String>,
+    /// With --data: the prompt topic texts get (a prompt name of the folder, or the text
+    /// itself; "" for none) [default: the folder's query prompt, if any].
+    #[arg(long, requires = "data")]
+    topic_prompt: Option<String>,
+    /// With --data: the prompt content texts get [default: the folder's passage prompt].
+    #[arg(long, requires = "data")]
+    content_prompt: Option<String>,
 }
 
 pub(crate) fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
@@ -132,15 +143,18 @@ pub(crate) fn embed(a: EmbedArgs) -> Result<i32> {
         max_len,
         pooling: a.model.pooling,
         int8: a.model.int8,
+        topic_prompt: a.topic_prompt.clone(),
+        content_prompt: a.content_prompt.clone(),
         ..Default::default()
     };
     let model = SentenceModel::load(&a.model.model, &opts)?;
+    use lecr::model::prompts::Role;
     let mut written = Vec::new();
     let mut count = 0;
     if let Some(dir) = &a.data {
         let ds = data::load_dataset(dir)?;
         let topic_texts = lecr::text::topic_texts(&ds.topics);
-        let emb = model.embed(&topic_texts, a.batch_size, "topics")?;
+        let emb = model.embed_as(Role::Topic, &topic_texts, a.batch_size, "topics")?;
         let ids: Vec<String> = ds.topics.iter().map(|t| t.id.clone()).collect();
         let langs: Vec<String> = ds.topics.iter().map(|t| t.language.clone()).collect();
         written.extend(lecr::features::write(
@@ -150,7 +164,7 @@ pub(crate) fn embed(a: EmbedArgs) -> Result<i32> {
             Some((&ids, &langs)),
         )?);
         let content_texts: Vec<String> = ds.contents.iter().map(lecr::text::content_text).collect();
-        let emb = model.embed(&content_texts, a.batch_size, "contents")?;
+        let emb = model.embed_as(Role::Content, &content_texts, a.batch_size, "contents")?;
         let ids: Vec<String> = ds.contents.iter().map(|c| c.id.clone()).collect();
         let langs: Vec<String> = ds.contents.iter().map(|c| c.language.clone()).collect();
         written.extend(lecr::features::write(
@@ -161,7 +175,22 @@ pub(crate) fn embed(a: EmbedArgs) -> Result<i32> {
         )?);
         count = topic_texts.len() + content_texts.len();
     } else if let Some(path) = &a.texts {
-        let lines = read_lines(path)?;
+        let mut lines = read_lines(path)?;
+        if let Some(name) = &a.prompt {
+            let Some(prompt) = model.prompts.named.get(name) else {
+                let known: Vec<&str> = model.prompts.named.keys().map(String::as_str).collect();
+                anyhow::bail!(
+                    "--prompt {name}: {} declares no such prompt (it has: {})",
+                    a.model.model,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            };
+            lines = lines.into_iter().map(|l| format!("{prompt}{l}")).collect();
+        }
         let emb = model.embed(&lines, a.batch_size, "texts")?;
         written.extend(lecr::features::write(&a.out, "texts", &emb, None)?);
         count = lines.len();
@@ -197,8 +226,12 @@ pub(crate) fn quantize(a: QuantizeArgs) -> Result<i32> {
         (Some(p), _) => read_lines(p)?,
         (None, Some(dir)) => {
             let ds = data::load_dataset(dir)?;
-            let mut t = lecr::text::topic_texts(&ds.topics);
-            t.extend(ds.contents.iter().map(lecr::text::content_text));
+            // Each side with its prompt, as the model will see them.
+            use lecr::model::prompts::Role;
+            let topics = lecr::text::topic_texts(&ds.topics);
+            let contents: Vec<String> = ds.contents.iter().map(lecr::text::content_text).collect();
+            let mut t = float.prompts.apply(Role::Topic, &topics).into_owned();
+            t.extend(float.prompts.apply(Role::Content, &contents).into_owned());
             t
         }
         (None, None) => {

@@ -78,6 +78,7 @@ fn train(a: TrainArgs) -> Result<i32> {
         max_len: a.max_len,
         batch_size: a.batch_size,
         int8: a.int8,
+        ..Default::default()
     };
     let opts = lecr::rerank::TrainOptions {
         k: a.k,

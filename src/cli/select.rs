@@ -28,6 +28,14 @@ pub(crate) struct SourceArgs {
     /// Quantize float models to int8 as they load (see `lecr quantize`).
     #[arg(long)]
     int8: bool,
+    /// The prompt topic texts get: a prompt name of the model folder
+    /// (config_sentence_transformers.json) or the text itself, "" for none [default: the
+    /// folder's query prompt, if any].
+    #[arg(long)]
+    topic_prompt: Option<String>,
+    /// The prompt content texts get, likewise [default: the folder's passage prompt, if any].
+    #[arg(long)]
+    content_prompt: Option<String>,
     /// Rerank the candidates with this folder of `lecr rerank train` and select on its
     /// probability; the retrievers default to the ones it was trained with.
     #[arg(long)]
@@ -91,6 +99,8 @@ impl SourceArgs {
                 .unwrap_or(DEFAULT_MAX_LEN),
             batch_size: self.batch_size,
             int8: self.int8,
+            topic_prompt: self.topic_prompt.clone(),
+            content_prompt: self.content_prompt.clone(),
         }
     }
     /// The validation settings `lecr train` saved with the first `--model` that has them

@@ -66,6 +66,14 @@ pub(crate) struct ServeArgs {
     metrics_addr: Option<String>,
     #[arg(long, default_value_t = 96)]
     max_len: usize,
+    /// The prompt topic texts (recommend, the page) get: a prompt name of the model folder
+    /// (config_sentence_transformers.json) or the text itself, "" for none [default: the
+    /// folder's query prompt, if any].
+    #[arg(long)]
+    topic_prompt: Option<String>,
+    /// The prompt content texts (embed-content) get [default: the folder's passage prompt].
+    #[arg(long)]
+    content_prompt: Option<String>,
     /// Encoder batch size (seeding).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -116,6 +124,8 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         int8: a.int8,
         max_len: a.max_len,
         batch_size: a.batch_size,
+        topic_prompt: a.topic_prompt,
+        content_prompt: a.content_prompt,
         max_batch: a.max_batch,
         store: a.store.as_deref().map(lecr::store::Location::parse),
         data: a.data,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod hub;
 pub mod import;
 pub mod params;
+pub mod prompts;
 pub mod quantize;
 pub mod save;
 pub mod tokenize;
@@ -33,6 +34,11 @@ pub struct LoadOptions {
     /// Quantize the encoder's dense layers to int8 as they load (inference only).
     pub int8: bool,
     pub seed: u64,
+    /// The prompt of topic texts: a prompt name of the folder, or the text itself ("" for
+    /// none); default: the folder's query prompt.
+    pub topic_prompt: Option<String>,
+    /// The prompt of content texts; default: the folder's passage prompt.
+    pub content_prompt: Option<String>,
 }
 
 pub struct SentenceModel {
@@ -50,6 +56,8 @@ pub struct SentenceModel {
     pub source_dir: Option<PathBuf>,
     /// The original `config.json`, kept field for field when saving.
     pub config_json: serde_json::Value,
+    /// The prompts topic and content texts get (`config_sentence_transformers.json`).
+    pub prompts: prompts::Prompts,
 }
 
 /// One forward pass: padding mask (`B × L`, 1.0 for tokens), last hidden states (`B × L × H`)
@@ -115,6 +123,15 @@ impl SentenceModel {
         };
         let modules = std::fs::read_to_string(dir.join("modules.json")).unwrap_or_default();
         let normalize = modules.is_empty() || modules.contains("Normalize");
+        let mut prompts = prompts::Prompts::from_folder(dir)?;
+        for (role, value) in [
+            (prompts::Role::Topic, &opts.topic_prompt),
+            (prompts::Role::Content, &opts.content_prompt),
+        ] {
+            if let Some(v) = value {
+                prompts.set(role, v);
+            }
+        }
         let mut m = SentenceModel {
             pad_id: cfg.pad_token_id,
             encoder,
@@ -127,6 +144,7 @@ impl SentenceModel {
             device,
             source_dir: Some(dir.to_path_buf()),
             config_json,
+            prompts,
         };
         if m.projection.is_none() {
             if let Some(d) = opts.projection_dim {
@@ -172,6 +190,7 @@ impl SentenceModel {
             device,
             source_dir: None,
             config_json: serde_json::to_value(cfg)?,
+            prompts: prompts::Prompts::default(),
         })
     }
 
@@ -287,6 +306,27 @@ impl SentenceModel {
     pub fn embed(&self, texts: &[String], batch_size: usize, label: &str) -> Result<Embeddings> {
         let bar = crate::progress::bar(texts.len() as u64, label);
         self.embed_with(texts, batch_size, bar)
+    }
+
+    /// Embeds topic or content texts with the model's prompt for them.
+    pub fn embed_as(
+        &self,
+        role: prompts::Role,
+        texts: &[String],
+        batch_size: usize,
+        label: &str,
+    ) -> Result<Embeddings> {
+        self.embed(&self.prompts.apply(role, texts), batch_size, label)
+    }
+
+    /// [`Self::embed_as`] without a progress bar.
+    pub fn embed_quiet_as(
+        &self,
+        role: prompts::Role,
+        texts: &[String],
+        batch_size: usize,
+    ) -> Result<Embeddings> {
+        self.embed_quiet(&self.prompts.apply(role, texts), batch_size)
     }
 
     /// [`Self::embed`] without a progress bar (the service embeds small batches all the time).

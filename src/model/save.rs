@@ -98,6 +98,8 @@ impl SentenceModel {
                     .save(dir.join("tokenizer.json"), false)
                     .map_err(|e| anyhow::anyhow!("saving tokenizer.json: {e}"))?,
             }
+            // The prompts in effect (an override included), so the folder embeds as trained.
+            self.prompts.write_into(dir)?;
             write_json(
                 &dir.join("sentence_bert_config.json"),
                 &serde_json::json!({"max_seq_length": self.tokenizer.max_len, "do_lower_case": false}),

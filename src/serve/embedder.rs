@@ -4,6 +4,7 @@
 //! cosine similarities, which is exactly how `eval`/`predict` ensemble (method §8), so one index
 //! serves an ensemble.
 
+pub use crate::model::prompts::Role;
 use crate::model::{LoadOptions, SentenceModel};
 use anyhow::{Context, Result};
 use std::io::Read;
@@ -13,8 +14,9 @@ pub trait Embedder: Send + Sync {
     /// Identifies the weights and settings that made the vectors (stored with them).
     fn id(&self) -> &str;
     fn dim(&self) -> usize;
-    /// Row-major `texts.len() × dim`, each row of unit length.
-    fn embed(&self, texts: &[String]) -> Result<Vec<f32>>;
+    /// Row-major `texts.len() × dim`, each row of unit length; topic or content texts get
+    /// the model's prompt for their side.
+    fn embed(&self, role: Role, texts: &[String]) -> Result<Vec<f32>>;
 }
 
 /// One or more sentence models (an ensemble when several).
@@ -25,7 +27,13 @@ pub struct ModelEmbedder {
 }
 
 impl ModelEmbedder {
-    pub fn load(specs: &[String], int8: bool, max_len: usize, batch_size: usize) -> Result<Self> {
+    pub fn load(
+        specs: &[String],
+        int8: bool,
+        max_len: usize,
+        batch_size: usize,
+        prompts: (Option<String>, Option<String>),
+    ) -> Result<Self> {
         anyhow::ensure!(!specs.is_empty(), "give at least one --model");
         let mut models = Vec::new();
         let mut ids = Vec::new();
@@ -35,6 +43,8 @@ impl ModelEmbedder {
                 &LoadOptions {
                     max_len: Some(max_len),
                     int8,
+                    topic_prompt: prompts.0.clone(),
+                    content_prompt: prompts.1.clone(),
                     ..Default::default()
                 },
             )?;
@@ -42,8 +52,15 @@ impl ModelEmbedder {
                 .source_dir
                 .clone()
                 .with_context(|| format!("{spec}: the model has no folder"))?;
+            // Content vectors depend on the passage prompt: a store made with another one is
+            // another model's (the id of a model without prompts is as before).
+            let prompt = m
+                .prompts
+                .get(Role::Content)
+                .map(|p| format!("+prompt={p:?}"))
+                .unwrap_or_default();
             ids.push(format!(
-                "{}@{}{}",
+                "{}@{}{}{prompt}",
                 dir.file_name().unwrap_or_default().to_string_lossy(),
                 fingerprint(&dir)?,
                 if m.is_int8() { "+int8" } else { "" }
@@ -65,11 +82,11 @@ impl Embedder for ModelEmbedder {
     fn dim(&self) -> usize {
         self.models.iter().map(SentenceModel::dim).sum()
     }
-    fn embed(&self, texts: &[String]) -> Result<Vec<f32>> {
+    fn embed(&self, role: Role, texts: &[String]) -> Result<Vec<f32>> {
         let parts: Vec<crate::model::Embeddings> = self
             .models
             .iter()
-            .map(|m| m.embed_quiet(texts, self.batch_size))
+            .map(|m| m.embed_quiet_as(role, texts, self.batch_size))
             .collect::<Result<_>>()?;
         if parts.len() == 1 {
             return Ok(parts.into_iter().next().expect("one part").data);

@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub int8: bool,
     pub max_len: usize,
     pub batch_size: usize,
+    /// `--topic-prompt` / `--content-prompt` over the model folders' own prompts.
+    pub topic_prompt: Option<String>,
+    pub content_prompt: Option<String>,
     /// Most topic texts the model worker embeds together.
     pub max_batch: usize,
     pub store: Option<crate::store::Location>,
@@ -265,7 +268,13 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
     if o.store.is_none() {
         tracing::warn!("no --store: the index lives in memory and is lost when the server stops");
     }
-    let embedder = embedder::ModelEmbedder::load(&o.models, o.int8, o.max_len, o.batch_size)?;
+    let embedder = embedder::ModelEmbedder::load(
+        &o.models,
+        o.int8,
+        o.max_len,
+        o.batch_size,
+        (o.topic_prompt.clone(), o.content_prompt.clone()),
+    )?;
     let settings = EngineSettings {
         limits: o.limits.clone(),
         max_len: o.max_len,

@@ -16,7 +16,7 @@
 
 use super::error::{ServeError, ServeResult};
 use super::index::{Hit, Index};
-use crate::serve::embedder::Embedder;
+use crate::serve::embedder::{Embedder, Role};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -334,8 +334,12 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
                 }
             }
             Batch::Embed(j) => {
-                let result =
-                    guarded(|| model.embedder.embed(&j.texts).map_err(|e| format!("{e:#}")));
+                let result = guarded(|| {
+                    model
+                        .embedder
+                        .embed(Role::Content, &j.texts)
+                        .map_err(|e| format!("{e:#}"))
+                });
                 let _ = j.reply.send(result.map_err(|why| {
                     tracing::error!("embedding {n} content texts failed: {why}");
                     ServeError::Internal(anyhow::anyhow!("embedding failed: {why}"))
@@ -375,7 +379,10 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
         .collect();
     let r = jobs.iter().map(|j| j.r).max().unwrap_or(0);
     let d = model.embedder.dim();
-    let vectors = model.embedder.embed(&texts).map_err(|e| format!("{e:#}"))?;
+    let vectors = model
+        .embedder
+        .embed(Role::Topic, &texts)
+        .map_err(|e| format!("{e:#}"))?;
     let mut by_lang: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (i, l) in langs.iter().enumerate() {
         if let Some(l) = l {
@@ -425,7 +432,7 @@ mod tests {
         fn dim(&self) -> usize {
             2
         }
-        fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<f32>> {
+        fn embed(&self, _: Role, texts: &[String]) -> anyhow::Result<Vec<f32>> {
             assert!(!texts.iter().any(|t| t == "panic"), "asked to panic");
             self.seen.lock().unwrap().extend(texts.iter().cloned());
             std::thread::sleep(Duration::from_millis(20 * texts.len() as u64));

@@ -68,6 +68,12 @@ pub struct TrainConfig {
     /// links join the training pairs; rejected contents are hard negatives of their topic from
     /// the first epoch; topics with decisions leave the validation set. Empty: none.
     pub feedback: String,
+    /// The prompt topic texts get: a prompt name of the model folder
+    /// (config_sentence_transformers.json) or the text itself, "" for none. Unset: the
+    /// folder's query prompt, if any. Saved models carry the prompts they were trained with.
+    pub topic_prompt: Option<String>,
+    /// The prompt content texts get, likewise (unset: the folder's passage prompt).
+    pub content_prompt: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +113,8 @@ impl Default for TrainConfig {
             student_layers: Vec::new(),
             distill_weights: [0.25, 0.25, 0.5],
             feedback: String::new(),
+            topic_prompt: None,
+            content_prompt: None,
         }
     }
 }

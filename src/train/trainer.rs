@@ -13,6 +13,7 @@ use super::loss::{distill_loss, info_nce, DistillWeights};
 use super::sampler::{epoch_batches, Feedback, PairSet, SamplerSettings};
 use super::schedule::{learning_rate, pool_for_epoch};
 use crate::data::{load::load_pool, load_dataset, Dataset};
+use crate::model::prompts::Role;
 use crate::model::trained::{self, TrainedWith};
 use crate::model::{LoadOptions, SentenceModel};
 use crate::select::{self, score::Report, GroupBy};
@@ -107,6 +108,8 @@ impl Trainer {
             projection_dim: (cfg.projection > 0 && !distilling).then_some(cfg.projection),
             layers: distilling.then(|| cfg.student_layers.clone()),
             seed: cfg.seed,
+            topic_prompt: cfg.topic_prompt.clone(),
+            content_prompt: cfg.content_prompt.clone(),
             ..Default::default()
         };
         let source = if distilling { &cfg.teacher } else { &cfg.model };
@@ -123,6 +126,8 @@ impl Trainer {
             &run.join(checkpoint::LAST),
             &LoadOptions {
                 max_len: Some(cfg.max_len),
+                topic_prompt: cfg.topic_prompt.clone(),
+                content_prompt: cfg.content_prompt.clone(),
                 ..Default::default()
             },
         )?;
@@ -509,15 +514,16 @@ impl Trainer {
             let mut acc: Vec<Option<Tensor>> = Vec::new();
             let mut lr = 0.0;
             for (bi, batch) in batches.iter().enumerate() {
-                let mut texts: Vec<&str> = batch
+                // Topics then contents, each with the model's prompt for its side.
+                let prompts = &self.model.prompts;
+                let mut texts: Vec<std::borrow::Cow<str>> = batch
                     .iter()
-                    .map(|&(t, _)| self.topic_texts[pool_slot][t].as_str())
+                    .map(|&(t, _)| prompts.apply_one(Role::Topic, &self.topic_texts[pool_slot][t]))
                     .collect();
-                texts.extend(
-                    batch
-                        .iter()
-                        .map(|&(_, c)| self.content_texts[pool_slot][c].as_str()),
-                );
+                texts.extend(batch.iter().map(|&(_, c)| {
+                    prompts.apply_one(Role::Content, &self.content_texts[pool_slot][c])
+                }));
+                let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
                 let ids = self.model.tokenizer.encode(&texts)?;
                 let n = batch.len();
                 let k = self.cfg.grad_accumulation as f64;

@@ -6,6 +6,7 @@
 use super::{blocking, check_count, Engine};
 use crate::serve::cancel::Cancel;
 use crate::serve::embedder::Embedder;
+use crate::serve::embedder::Role;
 use crate::serve::error::{ServeError, ServeResult};
 use crate::store::{ContentMeta, Store, StoredContent};
 use anyhow::Result;
@@ -140,7 +141,7 @@ impl Engine {
                     .iter()
                     .map(|&i| plan.rows[i].text.clone())
                     .collect();
-                let v = self.model.embedder.embed(&texts)?;
+                let v = self.model.embedder.embed(Role::Content, &texts)?;
                 for (j, &i) in plan.to_embed.iter().enumerate() {
                     plan.rows[i].vector = v[j * d..(j + 1) * d].to_vec();
                 }
@@ -314,7 +315,7 @@ pub(super) fn reembed_all(store: &mut Store, embedder: &dyn Embedder) -> Result<
     let d = embedder.dim();
     for chunk in all.chunks_mut(1024) {
         let texts: Vec<String> = chunk.iter().map(|c| c.text.clone()).collect();
-        let v = embedder.embed(&texts)?;
+        let v = embedder.embed(Role::Content, &texts)?;
         for (j, c) in chunk.iter_mut().enumerate() {
             c.vector = v[j * d..(j + 1) * d].to_vec();
         }

@@ -338,7 +338,11 @@ mod tests {
         fn dim(&self) -> usize {
             2
         }
-        fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<f32>> {
+        fn embed(
+            &self,
+            _: super::super::embedder::Role,
+            texts: &[String],
+        ) -> anyhow::Result<Vec<f32>> {
             Ok(texts.iter().flat_map(|_| [0.6, 0.8]).collect())
         }
     }
