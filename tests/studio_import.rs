@@ -630,8 +630,8 @@ fn store_decisions_reach_the_curator_page_on_sqlite_and_postgres() {
     };
     let want = json!({&cs[0]: "accept", &cs[1]: "accept", &cs[2]: "reject"});
 
-    // SQLite: the running service's page reads the store, so the decisions on a topic it knows
-    // show at once; the new Studio topic is listed after a restart.
+    // SQLite: the running service follows the store's change log, so the decisions and the
+    // new Studio topic show within a second, as on PostgreSQL.
     let st = root.path().join("store");
     let st = st.to_str().unwrap();
     let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
@@ -647,6 +647,14 @@ fn store_decisions_reach_the_curator_page_on_sqlite_and_postgres() {
         "{printed}"
     );
     assert_eq!(decisions(&s, &t.id), want);
+    let t0 = std::time::Instant::now();
+    while decisions(&s, &studio_topic) != json!({&cs[1]: "accept"}) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "the SQLite service did not follow the import's new topic"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Again: nothing new to append.
     let printed = import(st, "import-sqlite");
     assert!(
@@ -654,6 +662,7 @@ fn store_decisions_reach_the_curator_page_on_sqlite_and_postgres() {
         "{printed}"
     );
     drop(s);
+    // After a restart too.
     let s = Server::start(&["--model", &model, "--data", &data, "--store", st]);
     assert_eq!(decisions(&s, &studio_topic), json!({&cs[1]: "accept"}));
     drop(s);

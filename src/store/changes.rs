@@ -1,9 +1,10 @@
-//! The change log of a shared (PostgreSQL) store: every write appends, in the same
-//! transaction, one row per content, decision or topic it changed, then `NOTIFY
-//! lecr_changes`. Each `lecr serve` replica keeps its index in memory and follows the log:
-//! it waits for a notification (or polls: a lost notification only delays) and applies what
-//! other replicas committed. A replica that starts loads the whole store, so the log only has
-//! to cover the time between two polls; rows older than an hour are pruned.
+//! The change log: every write appends, in the same transaction, one row per content,
+//! decision or topic it changed (on PostgreSQL, then `NOTIFY lecr_changes`). Each `lecr serve`
+//! keeps its index in memory and follows the log: it waits for a notification (PostgreSQL) or
+//! polls (both; a lost notification only delays) and applies what other processes committed:
+//! other replicas, or `lecr feedback import --store` beside a running service. A server that
+//! starts loads the whole store, so the log only has to cover the time between two polls;
+//! rows older than an hour are pruned.
 
 use super::{Cells, Db, Location, Result, Store, StoreError};
 use std::time::Duration;
@@ -59,16 +60,34 @@ pub(crate) fn log(tx: &mut postgres::Transaction, kind: ChangeKind, keys: &[&str
     Ok(())
 }
 
+/// Appends change rows for `keys` inside a SQLite transaction (a process polling the log sees
+/// them once it commits).
+pub(crate) fn log_sqlite(
+    tx: &rusqlite::Transaction,
+    kind: ChangeKind,
+    keys: &[&str],
+) -> Result<()> {
+    let mut st = tx.prepare_cached("INSERT INTO changes (kind, key) VALUES (?1, ?2)")?;
+    for k in keys {
+        st.execute(rusqlite::params![kind.as_str(), k])?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Whether this store is shared (PostgreSQL) and so has a change log to follow.
     pub fn is_shared(&self) -> bool {
         matches!(self.db, Db::Postgres(_))
     }
 
-    /// The last change's sequence number (0 when none, and for SQLite).
+    /// The last change's sequence number (0 when none).
     pub fn last_change(&self) -> Result<i64> {
         match &self.db {
-            Db::Sqlite(_) => Ok(0),
+            Db::Sqlite(c) => Ok(c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM changes",
+                [],
+                |r| r.get(0),
+            )?),
             Db::Postgres(c) => Ok(c
                 .borrow_mut()?
                 .query_one("SELECT COALESCE(MAX(seq), 0)::bigint FROM changes", &[])?
@@ -78,25 +97,25 @@ impl Store {
 
     /// Changes after `seq`, oldest first, at most `limit`.
     pub fn changes_after(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
-        let Db::Postgres(c) = &self.db else {
-            return Ok(Vec::new());
-        };
-        let rows = c.borrow_mut()?.query(
-            "SELECT seq, kind, key FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&seq, &limit],
-        )?;
-        rows.iter()
-            .map(|r| {
-                let kind = r.text(1)?;
-                Ok(Change {
-                    seq: r.int(0)?,
-                    kind: ChangeKind::parse(&kind).ok_or_else(|| {
-                        StoreError::Invalid(format!("unknown change kind `{kind}`"))
-                    })?,
-                    key: r.text(2)?,
-                })
+        const SQL: &str = "SELECT seq, kind, key FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+        let map = |r: &dyn Cells| -> Result<Change> {
+            let kind = r.text(1)?;
+            Ok(Change {
+                seq: r.int(0)?,
+                kind: ChangeKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Invalid(format!("unknown change kind `{kind}`")))?,
+                key: r.text(2)?,
             })
-            .collect()
+        };
+        match &self.db {
+            Db::Sqlite(c) => super::sqlite_rows(c, SQL, [seq, limit], |r| map(r)),
+            Db::Postgres(c) => c
+                .borrow_mut()?
+                .query(SQL, &[&seq, &limit])?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+        }
     }
 
     /// Other lecr sessions connected to a shared store (replicas, followers, exports): 0 for
@@ -115,16 +134,20 @@ impl Store {
             .get(0))
     }
 
-    /// Drops change rows older than `age` (replicas that were away load the whole store).
+    /// Drops change rows older than `age` (a server that was away loads the whole store).
     pub fn prune_changes(&self, age: Duration) -> Result<u64> {
-        let Db::Postgres(c) = &self.db else {
-            return Ok(0);
-        };
         let secs = age.as_secs_f64();
-        Ok(c.borrow_mut()?.execute(
-            "DELETE FROM changes WHERE at < now() - make_interval(secs => $1)",
-            &[&secs],
-        )?)
+        match &self.db {
+            Db::Sqlite(c) => Ok(c.execute(
+                "DELETE FROM changes
+                 WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' seconds')",
+                [secs],
+            )? as u64),
+            Db::Postgres(c) => Ok(c.borrow_mut()?.execute(
+                "DELETE FROM changes WHERE at < now() - make_interval(secs => $1)",
+                &[&secs],
+            )?),
+        }
     }
 }
 
@@ -162,5 +185,83 @@ impl Listener {
 
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        ContentMeta, DecisionKind, DecisionOrigin, NewDecision, StoredContent, TopicOrigin,
+        TopicRecord,
+    };
+
+    #[test]
+    fn every_write_is_logged_in_commit_order_on_both_backends() {
+        crate::store::on_both_backends(|loc| {
+            let mut s = Store::open_at(loc).unwrap();
+            let start = s.last_change().unwrap();
+            let meta = ContentMeta {
+                id: "c1".into(),
+                channel_id: "ch".into(),
+                title: "t".into(),
+                description: String::new(),
+                kind: "video".into(),
+                language: Some("en".into()),
+                short_text: String::new(),
+            };
+            let c = StoredContent {
+                meta,
+                text: "t".into(),
+                vector: vec![1.0, 0.0],
+            };
+            s.apply(&[c], &[]).unwrap();
+            s.remember_topics(&[TopicRecord {
+                id: "t1".into(),
+                channel: "ch".into(),
+                title: "T".into(),
+                description: String::new(),
+                language: "en".into(),
+                parent: None,
+                level: 0,
+                text: "T".into(),
+                origin: TopicOrigin::Studio,
+            }])
+            .unwrap();
+            let seq = s
+                .record_decision(&NewDecision {
+                    topic_id: "t1",
+                    content_id: "c1",
+                    kind: DecisionKind::Accept,
+                    model: "m",
+                    margin: None,
+                    origin: DecisionOrigin::Studio,
+                })
+                .unwrap();
+            s.apply(&[], &["c1".to_string()]).unwrap();
+            // Another connection (another process) reads them in order.
+            let other = Store::open_at(loc).unwrap();
+            let got: Vec<(ChangeKind, String)> = other
+                .changes_after(start, 100)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.kind, c.key))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (ChangeKind::Content, "c1".to_string()),
+                    (ChangeKind::Topic, "t1".to_string()),
+                    (ChangeKind::Decision, seq.to_string()),
+                    (ChangeKind::Content, "c1".to_string()),
+                ]
+            );
+            assert!(other.last_change().unwrap() >= start + 4);
+            assert_eq!(other.changes_after(start, 2).unwrap().len(), 2);
+            // Nothing is an hour old yet; everything is older than no time at all.
+            assert_eq!(other.prune_changes(Duration::from_secs(3600)).unwrap(), 0);
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(other.prune_changes(Duration::ZERO).unwrap() >= 4);
+        });
     }
 }

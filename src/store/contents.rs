@@ -175,6 +175,12 @@ impl Store {
                         deleted += del.execute([id])?;
                     }
                 }
+                let keys: Vec<&str> = upserts
+                    .iter()
+                    .map(|c| c.meta.id.as_str())
+                    .chain(deletes.iter().map(String::as_str))
+                    .collect();
+                super::changes::log_sqlite(&tx, super::changes::ChangeKind::Content, &keys)?;
                 tx.commit()?;
             }
             Db::Postgres(c) => {

@@ -148,6 +148,9 @@ impl Store {
                         )?);
                     }
                 }
+                let keys: Vec<String> = seqs.iter().map(i64::to_string).collect();
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                super::changes::log_sqlite(&tx, super::changes::ChangeKind::Decision, &keys)?;
                 tx.commit()?;
             }
             Db::Postgres(c) => {

@@ -167,8 +167,8 @@ const MIGRATIONS: &[&str] = &[
     // 1 → 2: where a decision was made (the curator page, or imported from Studio).
     "ALTER TABLE feedback ADD COLUMN origin TEXT NOT NULL DEFAULT 'page'
          CHECK (origin IN ('page', 'studio'));",
-    // 2 → 3: the change log replicas follow (written by the PostgreSQL back end only; kept
-    // in both so the versions stay one list).
+    // 2 → 3: the change log a running service follows (other replicas' writes, an import
+    // beside it).
     "CREATE TABLE IF NOT EXISTS changes (
          seq INTEGER PRIMARY KEY AUTOINCREMENT,
          kind TEXT NOT NULL,

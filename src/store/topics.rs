@@ -59,6 +59,8 @@ impl Store {
                         ])?;
                     }
                 }
+                let keys: Vec<&str> = topics.iter().map(|t| t.id.as_str()).collect();
+                super::changes::log_sqlite(&tx, super::changes::ChangeKind::Topic, &keys)?;
                 tx.commit()?;
             }
             Db::Postgres(c) => {

@@ -1,7 +1,9 @@
-//! Replicas follow each other: with a shared (PostgreSQL) store, a thread applies to this
-//! server's in-memory index, catalog and reranker context every change other replicas commit
-//! (its own changes come back too, and applying them again changes nothing). It wakes on the
-//! store's notification, or every 250 ms when none comes, so a lost notification only delays.
+//! A server follows its store: a thread applies to this server's in-memory index, catalog and
+//! reranker context every change other processes commit (other replicas of a PostgreSQL
+//! store; `lecr feedback import --store` beside a server on either back end). Its own changes
+//! come back too, and applying them again changes nothing. On PostgreSQL it wakes on the
+//! store's notification, or every 250 ms when none comes, so a lost notification only delays;
+//! on SQLite it polls every 250 ms.
 
 use super::Engine;
 use crate::serve::error::ServeResult;
@@ -16,10 +18,10 @@ const POLL: Duration = Duration::from_millis(250);
 const KEEP_CHANGES: Duration = Duration::from_secs(3600);
 
 impl Engine {
-    /// Starts following the other replicas of a shared store (nothing to do for SQLite). The
+    /// Starts following the store's change log (nothing to do without a store on disk). The
     /// thread ends with the engine.
     pub fn follow(self: &Arc<Self>, loc: &Location) -> anyhow::Result<()> {
-        if !matches!(loc, Location::Postgres(_)) {
+        if matches!(loc, Location::Memory) {
             return Ok(());
         }
         let store = Store::open_at(loc)?;
