@@ -40,6 +40,41 @@ fn config(data: &str, model: &str, out: &Path, epochs: usize) -> TrainConfig {
     }
 }
 
+type Truth = std::collections::HashMap<usize, std::collections::HashSet<u32>>;
+
+/// The topics of fold `f` that have links.
+fn fold_topics(ds: &lecr::data::Dataset, truth: &Truth, f: i32) -> Vec<usize> {
+    (0..ds.topics.len())
+        .filter(|&t| ds.topics[t].fold == Some(f) && truth.contains_key(&t))
+        .collect()
+}
+
+/// A trainer without feedback and one with `feedback`, one epoch from the same start.
+fn plain_and_fed(data: &str, model: &str, root: &Path, feedback: &str) -> (Trainer, Trainer) {
+    let cfg = |out: &str, feedback: &str| TrainConfig {
+        pools: vec![],
+        feedback: feedback.into(),
+        ..config(data, model, &root.join(out), 1)
+    };
+    (
+        Trainer::new(cfg("plain", "")).unwrap(),
+        Trainer::new(cfg("fed", feedback)).unwrap(),
+    )
+}
+
+/// How many of the (topic, content) pairs share a batch of the first epoch.
+fn together(t: &Trainer, pairs: &[(usize, u32)]) -> usize {
+    let b = t.batches(1);
+    pairs
+        .iter()
+        .filter(|(topic, c)| {
+            b.iter().any(|batch| {
+                batch.iter().any(|p| p.0 == *topic) && batch.iter().any(|p| p.1 == *c as usize)
+            })
+        })
+        .count()
+}
+
 #[test]
 fn two_epochs_lower_the_loss_and_raise_f2() {
     std::env::set_var("LECR_NO_PROGRESS", "1");
@@ -205,11 +240,7 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
     let (data, model) = setup(root.path());
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
     let truth = lecr::select::truth(&ds);
-    let fold_topics = |f: i32| -> Vec<usize> {
-        (0..ds.topics.len())
-            .filter(|&t| ds.topics[t].fold == Some(f) && truth.contains_key(&t))
-            .collect()
-    };
+    let fold_topics = |f: i32| fold_topics(&ds, &truth, f);
     // Accepted: the true links of 10 validation topics (new training pairs).
     let reviewed: Vec<usize> = fold_topics(0).into_iter().take(10).collect();
     let accepted: usize = reviewed.iter().map(|t| truth[t].len()).sum();
@@ -275,13 +306,7 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
     }
     std::fs::write(export.join("rejected.csv"), rej).unwrap();
 
-    let cfg = |out: &str, feedback: &str| TrainConfig {
-        pools: vec![],
-        feedback: feedback.into(),
-        ..config(&data, &model, &root.path().join(out), 1)
-    };
-    let plain = Trainer::new(cfg("plain", "")).unwrap();
-    let fed = Trainer::new(cfg("fed", export.to_str().unwrap())).unwrap();
+    let (plain, fed) = plain_and_fed(&data, &model, root.path(), export.to_str().unwrap());
     let (p0, v0) = plain.sizes();
     let (p1, v1) = fed.sizes();
     assert_eq!(
@@ -299,18 +324,7 @@ fn curator_feedback_adds_pairs_and_puts_rejections_in_the_batch() {
     );
     assert_eq!(v1, v0 - reviewed.len(), "reviewed topics leave validation");
     // A rejected content shares a batch with its topic far more often with the feedback.
-    let together = |t: &Trainer| -> usize {
-        let b = t.batches(1);
-        rejected
-            .iter()
-            .filter(|(topic, c)| {
-                b.iter().any(|batch| {
-                    batch.iter().any(|p| p.0 == *topic) && batch.iter().any(|p| p.1 == *c as usize)
-                })
-            })
-            .count()
-    };
-    let (without, with) = (together(&plain), together(&fed));
+    let (without, with) = (together(&plain, &rejected), together(&fed, &rejected));
     // A rejection can join its topic's batch only through an owner whose own links do not
     // clash with the topic's (that would be an in-batch false negative).
     let placeable = rejected
@@ -353,11 +367,7 @@ fn a_studio_import_trains_its_imports_and_batches_its_rejections() {
     let (data, model) = common::split_corpus_and_tiny_model(root.path(), &synth, 2, "tiny");
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
     let truth = lecr::select::truth(&ds);
-    let fold_topics = |f: i32| -> Vec<usize> {
-        (0..ds.topics.len())
-            .filter(|&t| ds.topics[t].fold == Some(f) && truth.contains_key(&t))
-            .collect()
-    };
+    let fold_topics = |f: i32| fold_topics(&ds, &truth, f);
     let sorted_truth = |t: usize| -> Vec<u32> {
         let mut v: Vec<u32> = truth[&t].iter().copied().collect();
         v.sort();
@@ -437,13 +447,7 @@ fn a_studio_import_trains_its_imports_and_batches_its_rejections() {
         import.to_str().unwrap(),
     ]);
 
-    let cfg = |out: &str, feedback: &str| TrainConfig {
-        pools: vec![],
-        feedback: feedback.into(),
-        ..config(&data, &model, &root.path().join(out), 1)
-    };
-    let plain = Trainer::new(cfg("plain", "")).unwrap();
-    let fed = Trainer::new(cfg("fed", import.to_str().unwrap())).unwrap();
+    let (plain, fed) = plain_and_fed(&data, &model, root.path(), import.to_str().unwrap());
     let (p0, v0) = plain.sizes();
     let (p1, v1) = fed.sizes();
     assert_eq!(
@@ -452,17 +456,6 @@ fn a_studio_import_trains_its_imports_and_batches_its_rejections() {
         "exactly the imported links join the pairs"
     );
     assert_eq!(v1, v0 - reviewed.len(), "reviewed topics leave validation");
-    let together = |t: &Trainer, pairs: &[(usize, u32)]| -> usize {
-        let b = t.batches(1);
-        pairs
-            .iter()
-            .filter(|(topic, c)| {
-                b.iter().any(|batch| {
-                    batch.iter().any(|p| p.0 == *topic) && batch.iter().any(|p| p.1 == *c as usize)
-                })
-            })
-            .count()
-    };
     let (without, with) = (together(&plain, &rejected), together(&fed, &rejected));
     assert!(
         with >= rejected.len() * 3 / 4 && with > 2 * without,
