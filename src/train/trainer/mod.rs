@@ -10,13 +10,14 @@ use super::adamw::{AdamW, AdamWParams};
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::loss::{distill_loss, info_nce, DistillWeights};
-use super::sampler::{epoch_batches, Feedback, PairSet, SamplerSettings};
+use super::sampler::{epoch_batches, PairSet, SamplerSettings};
 use super::schedule::{learning_rate, pool_for_epoch};
 use crate::data::{load::load_pool, load_dataset, Dataset};
+mod validation;
+
 use crate::model::prompts::Role;
-use crate::model::trained::{self, TrainedWith};
+use crate::model::trained;
 use crate::model::{LoadOptions, SentenceModel};
-use crate::select::{self, score::Report, GroupBy};
 use anyhow::{Context, Result};
 use candle_core::{Tensor, Var};
 use rand::SeedableRng;
@@ -372,83 +373,6 @@ impl Trainer {
         ChaCha8Rng::seed_from_u64(
             self.cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         )
-    }
-
-    /// Ranks `topics` with the current model (pool 0 texts).
-    fn rank(&self, topics: &[usize]) -> Result<Vec<select::Ranked>> {
-        let langs: HashSet<&str> = topics
-            .iter()
-            .map(|&t| self.ds.topics[t].language.as_str())
-            .collect();
-        let contents: Vec<usize> = (0..self.ds.contents.len())
-            .filter(|&c| langs.contains(self.ds.contents[c].language.as_str()))
-            .collect();
-        let sim = crate::pipeline::model_similarity(
-            &self.ds,
-            &self.model,
-            "model",
-            &self.topic_texts[0],
-            topics,
-            &contents,
-            self.cfg.eval_batch_size,
-        )?;
-        select::rank(
-            &self.ds,
-            topics,
-            sim.as_ref(),
-            select::threshold::MAX_SELECTED,
-        )
-    }
-
-    /// The settings of this run's validation, for a saved model's `lecr.json`.
-    fn trained_with(&self, epoch: usize, val_f2: Option<f64>) -> TrainedWith {
-        TrainedWith {
-            max_len: self.cfg.max_len,
-            margin: self.cfg.margin,
-            fold: (!self.cfg.train_on_all).then_some(self.cfg.fold),
-            validation_topics: self.val_topics.len(),
-            epoch,
-            val_f2,
-        }
-    }
-
-    /// Validation report on the fold (None with train_on_all).
-    pub fn validate(&self) -> Result<Option<Report>> {
-        if self.val_topics.is_empty() {
-            return Ok(None);
-        }
-        let ranked = self.rank(&self.val_topics)?;
-        Ok(Some(select::evaluate(
-            &self.ds,
-            &self.val_topics,
-            &ranked,
-            self.cfg.margin as f32,
-            10,
-            GroupBy::Language,
-        )))
-    }
-
-    /// Wrong and missing pairs of the training topics at the validation margin.
-    fn training_feedback(&self) -> Result<Feedback> {
-        let ranked = self.rank(&self.train_topics)?;
-        let selected = select::select(&ranked, self.cfg.margin as f32);
-        let mut fb = Feedback::default();
-        for (&t, sel) in self.train_topics.iter().zip(&selected) {
-            let truth = &self.pairs.truth[&t];
-            let wrong: Vec<usize> = sel
-                .iter()
-                .map(|&c| c as usize)
-                .filter(|c| !truth.contains(c))
-                .collect();
-            if !wrong.is_empty() {
-                fb.wrong.insert(t, wrong);
-            }
-            let got: HashSet<usize> = sel.iter().map(|&c| c as usize).collect();
-            let mut miss: Vec<usize> = truth.iter().copied().filter(|c| !got.contains(c)).collect();
-            miss.sort();
-            fb.missing.extend(miss.into_iter().map(|c| (t, c)));
-        }
-        Ok(fb)
     }
 
     /// Trains until `epochs` (or the per-run limit), returning the metrics of this run's epochs.
