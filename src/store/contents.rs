@@ -160,6 +160,12 @@ impl Store {
                  text = excluded.text, vector = excluded.vector";
         const DELETE: &str = "DELETE FROM contents WHERE id = $1";
         let mut deleted = 0;
+        // What the change log names: every id written or deleted.
+        let keys: Vec<&str> = upserts
+            .iter()
+            .map(|c| c.meta.id.as_str())
+            .chain(deletes.iter().map(String::as_str))
+            .collect();
         match &mut self.db {
             Db::Sqlite(c) => {
                 let tx = c.transaction()?;
@@ -183,11 +189,6 @@ impl Store {
                         deleted += del.execute([id])?;
                     }
                 }
-                let keys: Vec<&str> = upserts
-                    .iter()
-                    .map(|c| c.meta.id.as_str())
-                    .chain(deletes.iter().map(String::as_str))
-                    .collect();
                 super::changes::log_sqlite(&tx, super::changes::ChangeKind::Content, &keys)?;
                 tx.commit()?;
             }
@@ -215,11 +216,6 @@ impl Store {
                 for id in deletes {
                     deleted += tx.execute(&del, &[id])? as usize;
                 }
-                let keys: Vec<&str> = upserts
-                    .iter()
-                    .map(|c| c.meta.id.as_str())
-                    .chain(deletes.iter().map(String::as_str))
-                    .collect();
                 super::changes::log(&mut tx, super::changes::ChangeKind::Content, &keys)?;
                 tx.commit()?;
             }

@@ -41,6 +41,7 @@ impl Store {
                  title = excluded.title, description = excluded.description,
                  language = excluded.language, parent = excluded.parent,
                  level = excluded.level, text = excluded.text";
+        let keys: Vec<&str> = topics.iter().map(|t| t.id.as_str()).collect();
         match &mut self.db {
             Db::Sqlite(c) => {
                 let tx = c.transaction()?;
@@ -59,7 +60,6 @@ impl Store {
                         ])?;
                     }
                 }
-                let keys: Vec<&str> = topics.iter().map(|t| t.id.as_str()).collect();
                 super::changes::log_sqlite(&tx, super::changes::ChangeKind::Topic, &keys)?;
                 tx.commit()?;
             }
@@ -83,7 +83,6 @@ impl Store {
                         ],
                     )?;
                 }
-                let keys: Vec<&str> = topics.iter().map(|t| t.id.as_str()).collect();
                 super::changes::log(&mut tx, super::changes::ChangeKind::Topic, &keys)?;
                 tx.commit()?;
             }
