@@ -87,11 +87,15 @@ pub fn content_text(c: &Content) -> String {
 
 /// [`content_text`] from the three fields (the service's resources are not `Content` rows).
 pub fn content_text_parts(title: &str, description: &str, text: &str) -> String {
+    content_text_of_short(title, description, &short_text(text))
+}
+
+/// [`content_text_parts`] when the text is already its [`short_text`] (as the store keeps it).
+pub fn content_text_of_short(title: &str, description: &str, short_text: &str) -> String {
     format!(
-        "{}{SEP}{}{SEP}{}",
+        "{}{SEP}{}{SEP}{short_text}",
         clean(title),
-        clean(description),
-        short_text(text)
+        clean(description)
     )
 }
 

@@ -77,6 +77,17 @@ impl PackedRows {
         (0..self.d).map(|k| self.data[self.at(i, k)]).collect()
     }
 
+    /// Row `i` · `v`: one fused multiply-add chain over the dimensions in order, so the value
+    /// equals the same pair's in [`scores`](Self::scores) to the bit.
+    pub fn dot(&self, i: usize, v: &[f32]) -> f32 {
+        assert!(i < self.n && v.len() >= self.d, "dot: row and vector");
+        let mut acc = 0f32;
+        for (k, &x) in v[..self.d].iter().enumerate() {
+            acc = self.data[self.at(i, k)].mul_add(x, acc);
+        }
+        acc
+    }
+
     /// Moves the last row into slot `i` (as `Vec::swap_remove`).
     pub fn swap_remove(&mut self, i: usize) {
         assert!(i < self.n);
@@ -194,6 +205,22 @@ mod tests {
             }
         }
         assert!(PackedRows::new(4).scores(&[1.0; 4], 1).is_empty());
+    }
+
+    #[test]
+    fn dot_equals_the_block_product_to_the_bit() {
+        for (n, d) in [(1, 1), (5, 7), (37, 384), (70, 33)] {
+            let c = data(n * d, 3.0);
+            let t = data(2 * d, 4.0);
+            let p = PackedRows::from_rows(&c, d);
+            let y = p.scores(&t, 2);
+            for q in 0..2 {
+                for j in 0..n {
+                    let v = p.dot(j, &t[q * d..(q + 1) * d]);
+                    assert_eq!(v.to_bits(), y[q * n + j].to_bits(), "{n}x{d} row {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -71,7 +71,6 @@ pub fn generate(
     let groups = positions_by_language(ds, topics);
     let n_ret = retrievers.len();
     let cols = if n_ret > 1 { n_ret + 1 } else { n_ret };
-    let depth = k * RANK_DEPTH_FACTOR;
     let mut out: Vec<Option<TopicCandidates>> = vec![None; topics.len()];
     let bar = crate::progress::bar(topics.len() as u64, "candidates");
     for (lang, positions) in groups {
@@ -119,66 +118,23 @@ pub fn generate(
             let built: Vec<TopicCandidates> = (0..m)
                 .into_par_iter()
                 .map(|i| {
-                    let topic_row = |c: usize| &rows[c][i * n..(i + 1) * n];
-                    let parent_row = |c: usize| &rows[c][(m + i) * n..(m + i + 1) * n];
+                    let topic_rows: Vec<&[f32]> =
+                        (0..cols).map(|c| &rows[c][i * n..(i + 1) * n]).collect();
+                    let parent_rows: Vec<&[f32]> = (0..cols)
+                        .map(|c| &rows[c][(m + i) * n..(m + i + 1) * n])
+                        .collect();
                     let has_parent = parents[chunk[i]].is_some();
-                    let tops: Vec<Vec<(u32, f32)>> =
-                        (0..cols).map(|c| top_r(topic_row(c), depth)).collect();
-                    let rank_of: Vec<HashMap<u32, u32>> = tops
-                        .iter()
-                        .map(|t| {
-                            t.iter()
-                                .enumerate()
-                                .map(|(r, &(j, _))| (j, r as u32 + 1))
-                                .collect()
-                        })
-                        .collect();
-                    // Union of each column's top k, in first-seen order (stable across runs).
-                    let mut seen: HashMap<u32, usize> = HashMap::new();
-                    let mut order: Vec<u32> = Vec::new();
-                    let mut proposed: Vec<u32> = Vec::new();
-                    for (c, t) in tops.iter().enumerate() {
-                        for &(j, _) in t.iter().take(k) {
-                            let slot = *seen.entry(j).or_insert_with(|| {
-                                order.push(j);
-                                proposed.push(0);
-                                order.len() - 1
-                            });
-                            if c < n_ret {
-                                proposed[slot] += 1;
-                            }
-                        }
+                    let mut tc = from_rows(
+                        ts[i],
+                        &topic_rows,
+                        has_parent.then_some(parent_rows.as_slice()),
+                        n_ret,
+                        k,
+                    );
+                    for c in &mut tc.candidates {
+                        c.content = contents[c.content as usize] as u32;
                     }
-                    let candidates = order
-                        .iter()
-                        .zip(&proposed)
-                        .map(|(&j, &by)| Candidate {
-                            content: contents[j as usize] as u32,
-                            sims: (0..cols).map(|c| topic_row(c)[j as usize]).collect(),
-                            ranks: (0..cols)
-                                .map(|c| rank_of[c].get(&j).copied().unwrap_or(depth as u32 + 1))
-                                .collect(),
-                            parent_sims: (0..cols)
-                                .map(|c| {
-                                    if has_parent {
-                                        parent_row(c)[j as usize]
-                                    } else {
-                                        f32::NAN
-                                    }
-                                })
-                                .collect(),
-                            proposed_by: by,
-                        })
-                        .collect();
-                    TopicCandidates {
-                        topic: ts[i],
-                        candidates,
-                        best: tops.iter().map(|t| t[0].1).collect(),
-                        kth: tops
-                            .iter()
-                            .map(|t| t[(KTH - 1).min(t.len() - 1)].1)
-                            .collect(),
-                    }
+                    tc
                 })
                 .collect();
             for (&p, tc) in chunk.iter().zip(built) {
@@ -192,6 +148,79 @@ pub fn generate(
         .into_iter()
         .map(|t| t.expect("every topic is in one language group"))
         .collect())
+}
+
+/// One topic's candidates from its similarity rows over one language's contents: one row per
+/// column (the `n_ret` retrievers, then their mean when there are several), and its parent's
+/// rows (`None`: no parent). Each candidate's `content` is its position in the rows. The
+/// batch pipeline and the service both build candidates here, so they get the same ones.
+pub fn from_rows(
+    topic: usize,
+    topic_rows: &[&[f32]],
+    parent_rows: Option<&[&[f32]]>,
+    n_ret: usize,
+    k: usize,
+) -> TopicCandidates {
+    let cols = topic_rows.len();
+    let depth = k * RANK_DEPTH_FACTOR;
+    let tops: Vec<Vec<(u32, f32)>> = topic_rows.iter().map(|row| top_r(row, depth)).collect();
+    if tops.iter().any(|t| t.is_empty()) {
+        return TopicCandidates {
+            topic,
+            candidates: Vec::new(),
+            best: vec![f32::NAN; cols],
+            kth: vec![f32::NAN; cols],
+        };
+    }
+    let rank_of: Vec<HashMap<u32, u32>> = tops
+        .iter()
+        .map(|t| {
+            t.iter()
+                .enumerate()
+                .map(|(r, &(j, _))| (j, r as u32 + 1))
+                .collect()
+        })
+        .collect();
+    // Union of each column's top k, in first-seen order (stable across runs).
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut order: Vec<u32> = Vec::new();
+    let mut proposed: Vec<u32> = Vec::new();
+    for (c, t) in tops.iter().enumerate() {
+        for &(j, _) in t.iter().take(k) {
+            let slot = *seen.entry(j).or_insert_with(|| {
+                order.push(j);
+                proposed.push(0);
+                order.len() - 1
+            });
+            if c < n_ret {
+                proposed[slot] += 1;
+            }
+        }
+    }
+    let candidates = order
+        .iter()
+        .zip(&proposed)
+        .map(|(&j, &by)| Candidate {
+            content: j,
+            sims: (0..cols).map(|c| topic_rows[c][j as usize]).collect(),
+            ranks: (0..cols)
+                .map(|c| rank_of[c].get(&j).copied().unwrap_or(depth as u32 + 1))
+                .collect(),
+            parent_sims: (0..cols)
+                .map(|c| parent_rows.map_or(f32::NAN, |p| p[c][j as usize]))
+                .collect(),
+            proposed_by: by,
+        })
+        .collect();
+    TopicCandidates {
+        topic,
+        candidates,
+        best: tops.iter().map(|t| t[0].1).collect(),
+        kth: tops
+            .iter()
+            .map(|t| t[(KTH - 1).min(t.len() - 1)].1)
+            .collect(),
+    }
 }
 
 /// Share of each language's true links that are among the candidates (the second stage's

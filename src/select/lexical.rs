@@ -47,8 +47,11 @@ fn ngrams(text: &str) -> HashMap<u64, f32> {
     out
 }
 
-struct LexicalBlock<'a> {
-    sim: &'a LexicalSim,
+/// A fitted TF-IDF index over one set of contents (one language): feature ids and idf, and
+/// the postings of each feature. Built once, then scores any number of topic texts. The batch
+/// pipeline builds one per language and ranking; the service keeps one per language and
+/// rebuilds it when its contents change.
+pub struct LexicalIndex {
     idf: HashMap<u64, (u32, f32)>,
     /// Postings per feature id: (content position, weight).
     postings: Vec<Vec<(u32, f32)>>,
@@ -69,25 +72,25 @@ fn weigh(counts: HashMap<u64, f32>, idf: &HashMap<u64, (u32, f32)>) -> Vec<(u32,
     v
 }
 
-impl Similarity for LexicalSim {
-    fn name(&self) -> String {
-        "lexical".into()
+impl LexicalIndex {
+    /// Fits the index on contents' texts (positions are the slice's order).
+    pub fn fit<S: AsRef<str> + Sync>(texts: &[S]) -> LexicalIndex {
+        let counts: Vec<HashMap<u64, f32>> = texts.par_iter().map(|t| ngrams(t.as_ref())).collect();
+        Self::from_counts(counts)
     }
-    fn against<'a>(&'a self, contents: &[usize]) -> Result<Box<dyn BlockScorer + 'a>> {
-        let counts: Vec<HashMap<u64, f32>> = contents
-            .par_iter()
-            .map(|&c| ngrams(&self.content_texts[c]))
-            .collect();
+
+    fn from_counts(counts: Vec<HashMap<u64, f32>>) -> LexicalIndex {
         let mut df: HashMap<u64, u32> = HashMap::new();
         for c in &counts {
             for h in c.keys() {
                 *df.entry(*h).or_insert(0) += 1;
             }
         }
-        let n = contents.len();
+        let n = counts.len();
         let max_df = if n >= 20 { n / 2 } else { n };
         // Ids in hash order and weights summed in id order: the same texts give the same
-        // scores to the last bit on every run (HashMap iteration order is random).
+        // scores to the last bit on every run and in any order of the contents (HashMap
+        // iteration order is random; a content's position changes only where its score goes).
         let mut df: Vec<(u64, u32)> = df.into_iter().collect();
         df.sort_unstable();
         let mut idf = HashMap::new();
@@ -104,27 +107,74 @@ impl Similarity for LexicalSim {
                 postings[id as usize].push((pos as u32, w));
             }
         }
+        postings.iter_mut().for_each(|p| p.shrink_to_fit());
+        LexicalIndex { idf, postings, n }
+    }
+
+    /// Contents it was fitted on.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Adds `text`'s similarity to every content into `row` (one value per content position).
+    pub fn add_scores(&self, text: &str, row: &mut [f32]) {
+        assert_eq!(row.len(), self.n, "a row of the index's contents");
+        for (id, w) in weigh(ngrams(text), &self.idf) {
+            for &(c, wc) in &self.postings[id as usize] {
+                row[c as usize] += w * wc;
+            }
+        }
+    }
+
+    /// `text`'s similarity to every content, by position.
+    pub fn scores(&self, text: &str) -> Vec<f32> {
+        let mut row = vec![0f32; self.n];
+        self.add_scores(text, &mut row);
+        row
+    }
+
+    /// Bytes held (feature table and postings; approximate for the hash table).
+    pub fn memory_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(u64, (u32, f32))>() + 1;
+        let table = self.idf.capacity() * entry;
+        let lists = self.postings.capacity() * std::mem::size_of::<Vec<(u32, f32)>>();
+        let postings: usize = self.postings.iter().map(|p| p.capacity() * 8).sum();
+        table + lists + postings
+    }
+}
+
+struct LexicalBlock<'a> {
+    sim: &'a LexicalSim,
+    index: LexicalIndex,
+}
+
+impl Similarity for LexicalSim {
+    fn name(&self) -> String {
+        "lexical".into()
+    }
+    fn against<'a>(&'a self, contents: &[usize]) -> Result<Box<dyn BlockScorer + 'a>> {
+        let texts: Vec<&str> = contents
+            .iter()
+            .map(|&c| self.content_texts[c].as_str())
+            .collect();
         Ok(Box::new(LexicalBlock {
             sim: self,
-            idf,
-            postings,
-            n,
+            index: LexicalIndex::fit(&texts),
         }))
     }
 }
 
 impl BlockScorer for LexicalBlock<'_> {
     fn block(&self, topics: &[usize]) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; topics.len() * self.n];
-        out.par_chunks_mut(self.n.max(1))
+        let n = self.index.len();
+        let mut out = vec![0f32; topics.len() * n];
+        out.par_chunks_mut(n.max(1))
             .zip(topics.par_iter())
-            .for_each(|(row, &t)| {
-                for (id, w) in weigh(ngrams(&self.sim.topic_texts[t]), &self.idf) {
-                    for &(c, wc) in &self.postings[id as usize] {
-                        row[c as usize] += w * wc;
-                    }
-                }
-            });
+            .for_each(|(row, &t)| self.index.add_scores(&self.sim.topic_texts[t], row));
         Ok(out)
     }
 }

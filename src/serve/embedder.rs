@@ -14,6 +14,10 @@ pub trait Embedder: Send + Sync {
     /// Identifies the weights and settings that made the vectors (stored with them).
     fn id(&self) -> &str;
     fn dim(&self) -> usize;
+    /// How many models the vectors average (their mean similarity is the vectors' product).
+    fn members(&self) -> usize {
+        1
+    }
     /// Row-major `texts.len() × dim`, each row of unit length; topic or content texts get
     /// the model's prompt for their side.
     fn embed(&self, role: Role, texts: &[String]) -> Result<Vec<f32>>;
@@ -81,6 +85,9 @@ impl Embedder for ModelEmbedder {
     }
     fn dim(&self) -> usize {
         self.models.iter().map(SentenceModel::dim).sum()
+    }
+    fn members(&self) -> usize {
+        self.models.len()
     }
     fn embed(&self, role: Role, texts: &[String]) -> Result<Vec<f32>> {
         let parts: Vec<crate::model::Embeddings> = self

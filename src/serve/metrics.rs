@@ -12,6 +12,8 @@ pub struct Metrics {
     pub batch_topics: Histogram,
     pub index_contents: IntGaugeVec,
     pub without_language: IntGauge,
+    pub lexical_stale: IntGauge,
+    pub lexical_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -55,12 +57,24 @@ impl Metrics {
             "Stored contents that cannot be recommended until they are sent with a language",
         )
         .expect("valid metric");
+        let lexical_stale = IntGauge::new(
+            "lecr_lexical_stale_languages",
+            "Languages whose lexical index misses writes (refitted once writes pause)",
+        )
+        .expect("valid metric");
+        let lexical_bytes = IntGauge::new(
+            "lecr_lexical_index_bytes",
+            "Memory held by the lexical indexes",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
             Box::new(index_contents.clone()),
             Box::new(without_language.clone()),
+            Box::new(lexical_stale.clone()),
+            Box::new(lexical_bytes.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -71,6 +85,8 @@ impl Metrics {
             batch_topics,
             index_contents,
             without_language,
+            lexical_stale,
+            lexical_bytes,
         }
     }
 
@@ -83,6 +99,12 @@ impl Metrics {
                 .set(n as i64);
         }
         self.without_language.set(index.without_language() as i64);
+    }
+
+    /// The lexical gauges from the index.
+    pub fn set_lexical(&self, index: &super::index::Index) {
+        self.lexical_stale.set(index.stale_languages().len() as i64);
+        self.lexical_bytes.set(index.lexical_bytes() as i64);
     }
 
     pub fn render(&self) -> String {

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod index;
+pub mod lexical;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
@@ -268,8 +269,24 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
     if o.store.is_none() {
         tracing::warn!("no --store: the index lives in memory and is lost when the server stops");
     }
+    let neural: Vec<String> = o
+        .models
+        .iter()
+        .filter(|m| m.as_str() != "lexical")
+        .cloned()
+        .collect();
+    let lexical = o.models.len() - neural.len();
+    anyhow::ensure!(
+        lexical <= 1,
+        "--model lexical is given {lexical} times; give it once"
+    );
+    anyhow::ensure!(
+        !neural.is_empty(),
+        "the service embeds topics and contents with a model: give a model folder as --model \
+         (the lexical retriever serves next to one: --model DIR --model lexical)"
+    );
     let embedder = embedder::ModelEmbedder::load(
-        &o.models,
+        &neural,
         o.int8,
         o.max_len,
         o.batch_size,
@@ -281,6 +298,7 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
         margin: o.margin,
         top_k: o.top_k,
         max_batch: o.max_batch,
+        lexical: lexical == 1,
     };
     let mut engine = Engine::open(
         Box::new(embedder),
@@ -307,6 +325,15 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
             t0.elapsed().as_secs_f64()
         );
         engine.add_dataset(ds)?;
+    }
+    if let Some(l) = engine.settle_lexical()? {
+        println!(
+            "lexical index: {} language(s), {} contents, fitted in {:.1}s ({:.1} MiB)",
+            l.languages,
+            l.contents,
+            l.seconds,
+            l.bytes as f64 / (1 << 20) as f64
+        );
     }
     if let Some(dir) = &o.reranker {
         let rr = rerank::ServeReranker::load(dir, &o.models, o.max_len, ds.as_ref())?;

@@ -15,7 +15,7 @@
 //!   is refused and `/health` says `failed`.
 
 use super::error::{ServeError, ServeResult};
-use super::index::{Hit, Index};
+use super::index::{Column, Hit, Index, Parent, ServedCandidates};
 use crate::serve::embedder::{Embedder, Role};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,26 +23,48 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// A text to embed; with a language, also ranked against that language's contents.
-#[derive(Debug, Clone)]
+/// A topic text to embed; with a language, also ranked against that language's contents.
+#[derive(Debug, Clone, Default)]
 pub struct RankText {
+    /// What the encoder gets.
     pub text: String,
     pub language: Option<String>,
+    /// What the lexical retriever gets (the whole text; the encoder's may be cut).
+    pub lexical: Option<String>,
+    /// The topic's parent (for the second stage's parent similarities).
+    pub parent: Option<ParentText>,
 }
 
-/// What the worker gives back for a [`RankText`]: its vector, and its best hits (empty
-/// without a language).
-#[derive(Debug, Clone)]
+/// A topic's parent: its encoder text and its lexical text.
+#[derive(Debug, Clone, Default)]
+pub struct ParentText {
+    pub text: String,
+    pub lexical: Option<String>,
+}
+
+/// What ranking gives back for each text with a language.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Want {
+    /// The `r` best hits of the ensemble.
+    Hits(usize),
+    /// The second stage's candidates over these columns (the top `k` of each).
+    Candidates { columns: Vec<Column>, k: usize },
+}
+
+/// What the worker gives back for a [`RankText`]: its vector, and its best hits or its
+/// candidates (empty without a language).
+#[derive(Debug)]
 pub struct RankedText {
     pub vector: Vec<f32>,
     pub hits: Vec<Hit>,
+    pub candidates: Option<ServedCandidates>,
 }
 
 type Reply<T> = oneshot::Sender<ServeResult<T>>;
 
 struct RankJob {
     texts: Vec<RankText>,
-    r: usize,
+    want: Want,
     reply: Reply<Vec<RankedText>>,
 }
 
@@ -153,14 +175,16 @@ impl Queue {
         self.shared.waiting.lock().map(|w| w.texts).unwrap_or(0)
     }
 
-    /// Embeds `texts` and ranks those with a language against the index (`r` best each).
-    pub async fn rank(&self, texts: Vec<RankText>, r: usize) -> ServeResult<Vec<RankedText>> {
-        let n = texts.len();
+    /// Embeds `texts` (and their parents) and ranks those with a language against the index.
+    pub async fn rank(&self, texts: Vec<RankText>, want: Want) -> ServeResult<Vec<RankedText>> {
+        let n = texts.len() + texts.iter().filter(|t| t.parent.is_some()).count();
         if n == 0 {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.push(n, false, |w| w.rank.push_back(RankJob { texts, r, reply }))?;
+        self.push(n, false, |w| {
+            w.rank.push_back(RankJob { texts, want, reply })
+        })?;
         self.wait(rx).await
     }
 
@@ -267,15 +291,15 @@ fn next_batch(s: &Shared, max_batch: usize, streak: &mut usize) -> Option<Batch>
             let mut jobs = Vec::new();
             let mut n = 0;
             while let Some(j) = w.rank.front() {
-                if !jobs.is_empty() && n + j.texts.len() > max_batch {
+                if !jobs.is_empty() && n + j.len() > max_batch {
                     break;
                 }
                 let j = w.rank.pop_front().expect("front exists");
-                w.texts -= j.texts.len();
+                w.texts -= j.len();
                 if j.reply.is_closed() {
                     continue;
                 }
-                n += j.texts.len();
+                n += j.len();
                 jobs.push(j);
             }
             if !jobs.is_empty() {
@@ -301,7 +325,7 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
     while let Some(batch) = next_batch(s, max_batch, &mut streak) {
         let t0 = Instant::now();
         let n = match &batch {
-            Batch::Rank(jobs) => jobs.iter().map(|j| j.texts.len()).sum(),
+            Batch::Rank(jobs) => jobs.iter().map(RankJob::len).sum(),
             Batch::Embed(j) => j.texts.len(),
         };
         match batch {
@@ -316,7 +340,9 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
                                 .by_ref()
                                 .take(j.texts.len())
                                 .map(|mut t| {
-                                    t.hits.truncate(j.r);
+                                    if let Want::Hits(r) = j.want {
+                                        t.hits.truncate(r);
+                                    }
                                     t
                                 })
                                 .collect();
@@ -367,50 +393,100 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     }
 }
 
-/// One embedding call for every text of the batch, then one matrix product per language.
+impl RankJob {
+    /// Texts it embeds (its topics and their parents).
+    fn len(&self) -> usize {
+        self.texts.len() + self.texts.iter().filter(|t| t.parent.is_some()).count()
+    }
+}
+
+/// One embedding call for every text of the batch (parents after the topics), then per
+/// language and per kind of answer one matrix product.
 fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, String> {
-    let texts: Vec<String> = jobs
+    let items: Vec<(&RankText, &Want)> = jobs
         .iter()
-        .flat_map(|j| j.texts.iter().map(|t| t.text.clone()))
+        .flat_map(|j| j.texts.iter().map(move |t| (t, &j.want)))
         .collect();
-    let langs: Vec<Option<&str>> = jobs
-        .iter()
-        .flat_map(|j| j.texts.iter().map(|t| t.language.as_deref()))
-        .collect();
-    let r = jobs.iter().map(|j| j.r).max().unwrap_or(0);
+    let mut texts: Vec<String> = items.iter().map(|(t, _)| t.text.clone()).collect();
+    let mut parent_row = vec![None; items.len()];
+    for (i, (t, _)) in items.iter().enumerate() {
+        if let Some(p) = &t.parent {
+            parent_row[i] = Some(texts.len());
+            texts.push(p.text.clone());
+        }
+    }
     let d = model.embedder.dim();
     let vectors = model
         .embedder
         .embed(Role::Topic, &texts)
         .map_err(|e| format!("{e:#}"))?;
-    let mut by_lang: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-    for (i, l) in langs.iter().enumerate() {
-        if let Some(l) = l {
-            by_lang.entry(l).or_default().push(i);
+    let vector = |i: usize| &vectors[i * d..(i + 1) * d];
+    // Texts grouped by language and by what they want.
+    let mut groups: Vec<(&str, &Want, Vec<usize>)> = Vec::new();
+    for (i, (t, want)) in items.iter().enumerate() {
+        let Some(lang) = t.language.as_deref() else {
+            continue;
+        };
+        if matches!(want, Want::Hits(0)) {
+            continue;
+        }
+        match groups.iter_mut().find(|g| g.0 == lang && g.1 == *want) {
+            Some(g) => g.2.push(i),
+            None => groups.push((lang, want, vec![i])),
         }
     }
-    let mut hits = vec![Vec::new(); texts.len()];
-    if r > 0 {
+    let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); items.len()];
+    let mut candidates: Vec<Option<ServedCandidates>> = (0..items.len()).map(|_| None).collect();
+    if !groups.is_empty() {
         let index = model
             .index
             .read()
             .map_err(|_| "the index lock is poisoned".to_string())?;
-        for (lang, rows) in by_lang {
+        for (lang, want, rows) in groups {
             let mut block = Vec::with_capacity(rows.len() * d);
             for &i in &rows {
-                block.extend_from_slice(&vectors[i * d..(i + 1) * d]);
+                block.extend_from_slice(vector(i));
             }
-            for (&i, h) in rows.iter().zip(index.search(lang, &block, r)) {
-                hits[i] = h;
+            let lexical: Option<Vec<&str>> = index.lexical().then(|| {
+                rows.iter()
+                    .map(|&i| items[i].0.lexical.as_deref().unwrap_or(&items[i].0.text))
+                    .collect()
+            });
+            match want {
+                Want::Hits(r) => {
+                    let found = index.search(lang, &block, lexical.as_deref(), *r);
+                    for (&i, h) in rows.iter().zip(found) {
+                        hits[i] = h;
+                    }
+                }
+                Want::Candidates { columns, k } => {
+                    let parents: Vec<Option<Parent>> = rows
+                        .iter()
+                        .map(|&i| {
+                            let p = items[i].0.parent.as_ref()?;
+                            Some(Parent {
+                                vector: vector(parent_row[i]?),
+                                lexical: Some(p.lexical.as_deref().unwrap_or(&p.text)),
+                            })
+                        })
+                        .collect();
+                    let found =
+                        index.candidates(lang, &block, lexical.as_deref(), &parents, columns, *k);
+                    for (&i, c) in rows.iter().zip(found) {
+                        candidates[i] = Some(c);
+                    }
+                }
             }
         }
     }
     Ok(hits
         .into_iter()
+        .zip(candidates)
         .enumerate()
-        .map(|(i, hits)| RankedText {
-            vector: vectors[i * d..(i + 1) * d].to_vec(),
+        .map(|(i, (hits, candidates))| RankedText {
+            vector: vector(i).to_vec(),
             hits,
+            candidates,
         })
         .collect())
 }
@@ -473,6 +549,7 @@ mod tests {
         RankText {
             text: t.into(),
             language: Some("en".into()),
+            ..Default::default()
         }
     }
 
@@ -503,7 +580,7 @@ mod tests {
                 }
                 other => panic!("expected Overloaded, got {other:?}"),
             }
-            let t = q.rank(vec![topic("topic")], 5).await.unwrap();
+            let t = q.rank(vec![topic("topic")], Want::Hits(5)).await.unwrap();
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].vector, vec![1.0, 0.0]);
             for s in slices {
@@ -526,7 +603,9 @@ mod tests {
             let ranks: Vec<_> = (0..30)
                 .map(|i| {
                     let q = q.clone();
-                    tokio::spawn(async move { q.rank(vec![topic(&format!("r{i}"))], 1).await })
+                    tokio::spawn(async move {
+                        q.rank(vec![topic(&format!("r{i}"))], Want::Hits(1)).await
+                    })
                 })
                 .collect();
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -546,10 +625,19 @@ mod tests {
     fn a_panic_fails_its_batch_only_and_abandoned_jobs_are_skipped() {
         let (q, seen) = queue(100);
         rt().block_on(async {
-            let e = q.rank(vec![topic("panic")], 3).await.unwrap_err();
+            let e = q
+                .rank(vec![topic("panic")], Want::Hits(3))
+                .await
+                .unwrap_err();
             assert!(matches!(e, ServeError::Internal(_)), "{e:?}");
             assert!(q.failure().is_none(), "the worker lives on");
-            assert_eq!(q.rank(vec![topic("fine")], 3).await.unwrap().len(), 1);
+            assert_eq!(
+                q.rank(vec![topic("fine")], Want::Hits(3))
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
             // A requester that gives up: its job is not computed.
             let slow = q.embed(vec!["a".into(); 5], false);
             let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;

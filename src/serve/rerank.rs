@@ -1,12 +1,12 @@
-//! `lecr serve --reranker DIR`: the second stage inside the service. The served model is the
-//! one retriever (a reranker trained with exactly one `--model`); candidates are its top K
-//! from the index; tree context comes from the links of the `--data` folder and the links
-//! curators accepted on the page, with the requested topic's own links left out, as `predict`
-//! leaves them out; siblings come from every topic the service knows.
+//! `lecr serve --reranker DIR`: the second stage inside the service. Its retrievers are the
+//! served model and, when it was trained with `--model lexical`, the lexical retriever;
+//! candidates are built from the index as the batch pipeline builds them (the top K of each
+//! retriever and of their mean); tree context comes from the links of the `--data` folder and
+//! the links curators accepted on the page, with the requested topic's own links left out, as
+//! `predict` leaves them out; siblings come from every topic the service knows.
 
-use super::index::{Hit, Index};
+use super::index::{Column, Index, ServedCandidates};
 use crate::data::Dataset;
-use crate::rerank::candidates::{Candidate, TopicCandidates, KTH};
 use crate::rerank::features::{self, ContentView, LinkCounts, TopicView};
 use crate::rerank::model::{self, Reranker};
 use anyhow::Result;
@@ -135,10 +135,13 @@ pub struct ServeReranker {
     pub rr: Reranker,
     pub dir: std::path::PathBuf,
     pub links: std::sync::RwLock<KnownLinks>,
+    /// The similarity column of each of its retrievers, in its order.
+    pub columns: Vec<Column>,
 }
 
 impl ServeReranker {
-    /// Loads a reranker for serving `models` (the served model arguments).
+    /// Loads a reranker for serving `models` (the served `--model` arguments, `lexical`
+    /// included).
     pub fn load(
         dir: &Path,
         models: &[String],
@@ -146,40 +149,73 @@ impl ServeReranker {
         data: Option<&Dataset>,
     ) -> Result<ServeReranker> {
         let rr = Reranker::load(dir)?;
+        let trained = &rr.meta.retrievers;
+        let columns: Vec<Column> = trained
+            .iter()
+            .map(|r| {
+                if r == "lexical" {
+                    Column::Lexical
+                } else {
+                    Column::Vectors
+                }
+            })
+            .collect();
+        let n_models = columns.iter().filter(|c| **c == Column::Vectors).count();
         anyhow::ensure!(
-            rr.meta.retrievers.len() == 1 && rr.meta.retrievers[0] != "lexical",
-            "{}: the service reranks its one model's candidates, but this reranker was trained \
-             with {} ({}); train one with `lecr rerank train --model <the served model>`",
+            n_models == 1 && columns.len() <= 2,
+            "{}: the service reranks the candidates of one model (and of the lexical retriever),              but this reranker was trained with {} ({}); train one with `lecr rerank train              --model <the served model> [--model lexical]`",
             dir.display(),
-            rr.meta.retrievers.len(),
-            rr.meta.retrievers.join(", ")
+            trained.len(),
+            trained.join(", ")
         );
+        let served: Vec<Column> = models
+            .iter()
+            .map(|m| {
+                if m == "lexical" {
+                    Column::Lexical
+                } else {
+                    Column::Vectors
+                }
+            })
+            .collect();
         anyhow::ensure!(
-            rr.meta.features == features::names(1),
+            served == columns,
+            "{}: it was trained with --model {}; serve it with the same retrievers in the same              order (given: --model {})",
+            dir.display(),
+            trained.join(" --model "),
+            models.join(" --model ")
+        );
+        let n_cols = if columns.len() > 1 {
+            columns.len() + 1
+        } else {
+            1
+        };
+        anyhow::ensure!(
+            rr.meta.features == features::names(n_cols),
             "{}: its feature list is not the one this lecr computes; train it again",
             dir.display()
         );
         rr.retrievers_for(dir, models)?;
-        if models[0] != rr.meta.retrievers[0] {
-            tracing::warn!(
-                "the reranker was trained on the candidates of {}; serving {}",
-                rr.meta.retrievers[0],
-                models[0]
-            );
+        for (t, m) in trained.iter().zip(models) {
+            if t != m {
+                tracing::warn!(
+                    "the reranker was trained on the candidates of {t}; serving {m} in its place"
+                );
+            }
         }
         if let Some(w) = rr.max_len_warning(dir, max_len) {
             tracing::warn!("{w}");
         }
         if data.is_none() {
             tracing::warn!(
-                "--reranker without --data: no known links, so its tree-context features are all \
-                 zero (it was trained with them)"
+                "--reranker without --data: no known links, so its tree-context features are all                  zero (it was trained with them)"
             );
         }
         Ok(ServeReranker {
             links: std::sync::RwLock::new(data.map(KnownLinks::from_dataset).unwrap_or_default()),
             dir: dir.to_path_buf(),
             rr,
+            columns,
         })
     }
 
@@ -190,42 +226,18 @@ impl ServeReranker {
             .map_err(|_| anyhow::anyhow!("the reranker's links lock is poisoned"))
     }
 
-    /// How deep the retriever's list must be: ranks are recorded to 4·K.
-    pub fn depth(&self) -> usize {
-        self.rr.meta.k * 4
-    }
-
-    /// Reranks one topic's hits (best first, [`depth`](Self::depth) deep): its top K by the
-    /// reranker's probability, best first, as (position in `hits`, probability).
+    /// Reranks one topic's candidates: all of them by the reranker's probability, best first,
+    /// as (position in `cands`, probability).
     pub fn rerank(
         &self,
         index: &Index,
         q: &TopicQuery,
-        hits: &[Hit],
-        parent_vector: Option<&[f32]>,
+        cands: &ServedCandidates,
     ) -> Result<Vec<(usize, f32)>, String> {
-        let k = self.rr.meta.k.min(hits.len());
-        if k == 0 {
+        let tc = &cands.topic;
+        if tc.candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let tc = TopicCandidates {
-            topic: 0,
-            candidates: hits[..k]
-                .iter()
-                .enumerate()
-                .map(|(i, h)| Candidate {
-                    content: i as u32,
-                    sims: vec![h.similarity],
-                    ranks: vec![i as u32 + 1],
-                    parent_sims: vec![parent_vector
-                        .and_then(|v| index.similarity(&h.content, v))
-                        .unwrap_or(f32::NAN)],
-                    proposed_by: 1,
-                })
-                .collect(),
-            best: vec![hits[0].similarity],
-            kth: vec![hits[(KTH - 1).min(hits.len() - 1)].similarity],
-        };
         let links = self
             .links
             .read()
@@ -240,16 +252,15 @@ impl ServeReranker {
         );
         let channel = q.channel.or(links.channel_of.get(q.id).map(String::as_str));
         let mut rows = Vec::new();
-        for (cand, h) in tc.candidates.iter().zip(hits) {
-            let cid = h.content.as_str();
+        for (cand, cid) in tc.candidates.iter().zip(&cands.ids) {
             let counts = links.counts(q, channel, cid);
             let view = index
                 .get(cid)
                 .map(|m| ContentView::new(&m.title, &m.description, &m.short_text, &m.kind))
                 .unwrap_or_default();
-            features::push_row(&mut rows, &tc, cand, &topic, &view, &counts);
+            features::push_row(&mut rows, tc, cand, &topic, &view, &counts);
         }
-        let x = features::from_rows(features::names(1), &rows);
+        let x = features::from_rows(self.rr.meta.features.clone(), &rows);
         let p = model::predict(&self.rr.full, &x);
         let mut out: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -273,7 +273,7 @@ impl Engine {
         for c in plan.rows {
             index.upsert(c.meta, &c.vector);
         }
-        self.metrics.set_index(&index);
+        self.index_changed(&index);
         Ok(plan.summary)
     }
 
@@ -298,7 +298,7 @@ impl Engine {
             eng.checked(store.apply(&[], &ids))?;
             let mut index = eng.index_mut()?;
             let unknown: Vec<String> = ids.into_iter().filter(|id| !index.remove(id)).collect();
-            eng.metrics.set_index(&index);
+            eng.index_changed(&index);
             Ok(RemoveSummary {
                 removed: seen.len() - unknown.len(),
                 unknown,

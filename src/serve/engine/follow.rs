@@ -67,7 +67,7 @@ impl Engine {
                         }
                     }
                 }
-                self.metrics.set_index(&index);
+                self.index_changed(&index);
             }
             for ch in &batch {
                 match ch.kind {

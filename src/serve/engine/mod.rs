@@ -14,6 +14,7 @@
 
 pub mod content;
 pub mod follow;
+pub mod lexical;
 pub mod page;
 pub mod recommend;
 
@@ -46,6 +47,8 @@ pub struct EngineSettings {
     pub top_k: usize,
     /// Most topic texts the worker embeds together.
     pub max_batch: usize,
+    /// Lexical retrieval (`--model lexical`) next to the model's vectors.
+    pub lexical: bool,
 }
 
 /// Contents per language (recommendable), all stored, and those without a language.
@@ -70,6 +73,9 @@ pub struct Engine {
     store_down: Mutex<Option<String>>,
     /// The shared store's last change before the index was loaded: following starts there.
     followed_from: i64,
+    /// With lexical retrieval: what its refits change, and the thread that refits.
+    lexical: Option<Arc<lexical::LexicalTarget>>,
+    rebuilder: OnceLock<crate::serve::lexical::Rebuilder>,
 }
 
 const MODEL_KEY: &str = "model";
@@ -111,6 +117,9 @@ impl Engine {
             None => store.set_meta(MODEL_KEY, embedder.id())?,
         }
         let mut index = Index::new(embedder.dim());
+        if settings.lexical {
+            index = index.with_lexical(embedder.members());
+        }
         for c in store.all()? {
             anyhow::ensure!(
                 c.vector.len() == index.dim(),
@@ -127,6 +136,12 @@ impl Engine {
         let model = Arc::new(ModelSide {
             embedder,
             index: RwLock::new(index),
+        });
+        let lexical = settings.lexical.then(|| {
+            Arc::new(lexical::LexicalTarget {
+                model: model.clone(),
+                metrics: metrics.clone(),
+            })
         });
         let queue = Queue::start(
             model.clone(),
@@ -146,6 +161,8 @@ impl Engine {
             failure: OnceLock::new(),
             store_down: Mutex::new(None),
             followed_from,
+            lexical,
+            rebuilder: OnceLock::new(),
         })
     }
 
@@ -358,6 +375,7 @@ mod tests {
             margin: 0.18,
             top_k: 20,
             max_batch: 8,
+            lexical: false,
         };
         Engine::open(
             Box::new(Fixed),

@@ -85,7 +85,7 @@ impl Engine {
             let t = cat.get(&id).ok_or_else(|| unknown_topic(&id))?;
             let parent = t.parent.as_deref().and_then(|p| cat.get(p));
             let item = RankItem {
-                text: self.encoder_text(t.text.clone()),
+                text: t.text.clone(),
                 language: t.language.clone(),
                 query: Some(OwnedQuery {
                     id: t.id.clone(),
@@ -95,7 +95,7 @@ impl Engine {
                     parent: t.parent.clone(),
                     level: t.level,
                 }),
-                parent_text: parent.map(|p| self.encoder_text(p.text.clone())),
+                parent_text: parent.map(|p| p.text.clone()),
             };
             let linked: HashSet<String> = cat.links(&id).iter().cloned().collect();
             (item, linked)
@@ -132,7 +132,7 @@ impl Engine {
             ));
         }
         let item = RankItem {
-            text: self.encoder_text(crate::text::breadcrumb_text(&[text.trim()], "")),
+            text: crate::text::breadcrumb_text(&[text.trim()], ""),
             language,
             query: None,
             parent_text: None,

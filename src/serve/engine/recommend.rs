@@ -8,14 +8,14 @@ use super::{blocking, check_count, check_len, Engine};
 use crate::select::threshold::{selected_len, MAX_SELECTED};
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::index::Hit;
-use crate::serve::queue::{RankText, RankedText};
+use crate::serve::queue::{ParentText, RankText, RankedText, Want};
 use crate::serve::rerank::TopicQuery;
 use crate::studio::request::TopicIn;
 use serde::Serialize;
 use std::sync::Arc;
 
-/// A topic to rank: its encoder text and language; for the reranker also what it knows of the
-/// topic and its parent's text.
+/// A topic to rank: its text (whole: the encoder's is cut to the encoder's limit) and
+/// language; for the reranker also what it knows of the topic and its parent's text.
 pub struct RankItem {
     pub text: String,
     pub language: String,
@@ -154,10 +154,10 @@ impl Engine {
             .iter()
             .map(|t| RankText {
                 text: self.encoder_text(t.text()),
-                language: None,
+                ..Default::default()
             })
             .collect();
-        let out = self.queue.rank(texts, 0).await?;
+        let out = self.queue.rank(texts, Want::Hits(0)).await?;
         Ok(topics
             .into_iter()
             .zip(out)
@@ -251,7 +251,7 @@ impl Engine {
     fn rank_item(&self, t: &TopicIn) -> RankItem {
         let anc = t.ancestors_parent_first();
         RankItem {
-            text: self.encoder_text(t.text()),
+            text: t.text(),
             language: t.language.clone(),
             query: Some(OwnedQuery {
                 id: t.id.clone(),
@@ -261,7 +261,7 @@ impl Engine {
                 parent: anc.first().and_then(|a| a.id.clone()),
                 level: t.ancestors.len() as u32,
             }),
-            parent_text: t.parent_text().map(|p| self.encoder_text(p)),
+            parent_text: t.parent_text(),
         }
     }
 
@@ -271,25 +271,30 @@ impl Engine {
         items: Vec<RankItem>,
         s: Settings,
     ) -> ServeResult<Vec<Ranked>> {
-        let depth = self.reranker.as_ref().map_or(0, |r| r.depth());
-        let r = s.top_k.max(MAX_SELECTED).max(depth);
-        let mut texts: Vec<RankText> = items
-            .iter()
-            .map(|i| RankText {
-                text: i.text.clone(),
-                language: Some(i.language.clone()),
-            })
-            .collect();
-        if self.reranker.is_some() {
-            // The parents' vectors, in the same batch (no ranking for them).
-            texts.extend(items.iter().filter_map(|i| {
-                i.parent_text.as_ref().map(|p| RankText {
-                    text: p.clone(),
-                    language: None,
+        let want = match &self.reranker {
+            Some(rr) => Want::Candidates {
+                columns: rr.columns.clone(),
+                k: rr.rr.meta.k,
+            },
+            None => Want::Hits(s.top_k.max(MAX_SELECTED)),
+        };
+        let texts: Vec<RankText> =
+            items
+                .iter()
+                .map(|i| RankText {
+                    text: self.encoder_text(i.text.clone()),
+                    language: Some(i.language.clone()),
+                    lexical: Some(i.text.clone()),
+                    // The parents' vectors, in the same batch (no ranking for them).
+                    parent: self.reranker.as_ref().and(i.parent_text.as_ref()).map(|p| {
+                        ParentText {
+                            text: self.encoder_text(p.clone()),
+                            lexical: Some(p.clone()),
+                        }
+                    }),
                 })
-            }));
-        }
-        let mut ranked = self.queue.rank(texts, r).await?;
+                .collect();
+        let ranked = self.queue.rank(texts, want).await?;
         if self.reranker.is_none() {
             return Ok(ranked
                 .into_iter()
@@ -309,16 +314,14 @@ impl Engine {
                 })
                 .collect());
         }
-        let parents = ranked.split_off(items.len());
         let eng = self.clone();
-        blocking(move || eng.rerank_all(&items, ranked, parents, s)).await
+        blocking(move || eng.rerank_all(&items, ranked, s)).await
     }
 
     fn rerank_all(
         &self,
         items: &[RankItem],
         ranked: Vec<RankedText>,
-        parents: Vec<RankedText>,
         s: Settings,
     ) -> ServeResult<Vec<Ranked>> {
         let rr = self.reranker.as_ref().expect("called with a reranker");
@@ -342,14 +345,8 @@ impl Engine {
                 .collect()
         };
         let index = self.index()?;
-        let mut parents = parents.into_iter();
         let mut out = Vec::with_capacity(items.len());
         for ((item, t), (siblings, children)) in items.iter().zip(ranked).zip(&family) {
-            let pv = item
-                .parent_text
-                .as_ref()
-                .and_then(|_| parents.next())
-                .map(|p| p.vector);
             let q = item.query.as_ref();
             let query = TopicQuery {
                 id: q.map_or("", |q| q.id.as_str()),
@@ -361,8 +358,16 @@ impl Engine {
                 siblings,
                 children: *children,
             };
+            let Some(cands) = t.candidates else {
+                out.push(Ranked {
+                    hits: Vec::new(),
+                    order: Vec::new(),
+                    selected: 0,
+                });
+                continue;
+            };
             let scored = rr
-                .rerank(&index, &query, &t.hits, pv.as_deref())
+                .rerank(&index, &query, &cands)
                 .map_err(ServeError::Failed)?;
             let selected = if s.override_threshold {
                 s.top_k.min(scored.len())
@@ -370,9 +375,19 @@ impl Engine {
                 let probs: Vec<f32> = scored.iter().map(|x| x.1).collect();
                 sel.count(&probs, MAX_SELECTED)
             };
+            // The similarity shown is the last column's: the ensemble's when there are several.
+            let hits = cands
+                .ids
+                .into_iter()
+                .zip(&cands.topic.candidates)
+                .map(|(id, c)| Hit {
+                    content: id,
+                    similarity: c.sims.last().copied().unwrap_or(f32::NAN),
+                })
+                .collect();
             out.push(Ranked {
                 order: scored.into_iter().map(|(i, p)| (i, Some(p))).collect(),
-                hits: t.hits,
+                hits,
                 selected,
             });
         }

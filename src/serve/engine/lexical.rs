@@ -1,0 +1,75 @@
+//! The lexical retriever's upkeep: fitting every language before the first request, and the
+//! background refits after writes ([`crate::serve::lexical`] says why it is rebuilt rather
+//! than stored).
+
+use super::Engine;
+use crate::select::lexical::LexicalIndex;
+use crate::serve::index::Index;
+use crate::serve::lexical::{refit_stale, Rebuilder, Refit, Snapshot};
+use crate::serve::metrics::Metrics;
+use crate::serve::queue::ModelSide;
+use anyhow::Result;
+use std::sync::Arc;
+
+/// What the refits change: the index, and the gauges that describe it.
+pub(super) struct LexicalTarget {
+    pub model: Arc<ModelSide>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Refit for LexicalTarget {
+    fn stale_languages(&self) -> Vec<String> {
+        self.model.index.stale_languages()
+    }
+    fn snapshot(&self, language: &str) -> Option<Snapshot> {
+        self.model.index.snapshot(language)
+    }
+    fn install(&self, snapshot: Snapshot, index: LexicalIndex) {
+        self.model.index.install(snapshot, index);
+        if let Ok(i) = self.model.index.read() {
+            self.metrics.set_lexical(&i);
+        }
+    }
+}
+
+/// What [`Engine::settle_lexical`] did.
+pub struct Settled {
+    pub languages: usize,
+    pub contents: usize,
+    pub seconds: f64,
+    pub bytes: usize,
+}
+
+impl Engine {
+    /// Fits the lexical index of every language that misses writes, now, and from then on
+    /// keeps it current in the background. `None` without lexical retrieval.
+    pub fn settle_lexical(&self) -> Result<Option<Settled>> {
+        let Some(target) = &self.lexical else {
+            return Ok(None);
+        };
+        let t0 = std::time::Instant::now();
+        let languages = refit_stale(target.as_ref());
+        if self.rebuilder.get().is_none() {
+            let r = Rebuilder::start(Arc::downgrade(target))?;
+            let _ = self.rebuilder.set(r);
+        }
+        let index = self.index()?;
+        self.metrics.set_lexical(&index);
+        Ok(Some(Settled {
+            languages,
+            contents: index.sizes().iter().map(|(_, n)| n).sum(),
+            seconds: t0.elapsed().as_secs_f64(),
+            bytes: index.lexical_bytes(),
+        }))
+    }
+
+    /// The index changed (a write, a removal, another replica's change): the gauges follow,
+    /// and the lexical index is refitted once writes pause.
+    pub(super) fn index_changed(&self, index: &Index) {
+        self.metrics.set_index(index);
+        self.metrics.set_lexical(index);
+        if let Some(r) = self.rebuilder.get() {
+            r.changed();
+        }
+    }
+}
