@@ -33,7 +33,7 @@ pub(crate) struct SynthArgs {
     #[arg(long, default_value = "small")]
     scale: String,
     /// Ids as Kolibri Studio and its service use them: topics as dashed UUIDs (a folder's
-    /// `ContentNode.id`), contents as 32 hex digits (`node_id`), instead of Kaggle's `t_…`/`c_…`.
+    /// `ContentNode.id`, version 4) and channels as dashed UUIDs, contents as 32 hex digits (`node_id`), instead of Kaggle's `t_…`/`c_…`.
     #[arg(long)]
     studio_ids: bool,
 }

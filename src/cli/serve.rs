@@ -8,6 +8,8 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Model folder or hub name; repeat to ensemble (similarities averaged, as in `eval`).
+    /// `lexical` adds the character n-gram TF-IDF retriever to the ensemble (it needs a model
+    /// next to it; its index is rebuilt from the stored texts at start and after writes).
     #[arg(long = "model", required = true)]
     models: Vec<String>,
     /// Quantize float models to int8 as they load.
@@ -25,8 +27,9 @@ pub(crate) struct ServeArgs {
     /// Embed a store's contents again when it was made by another model (otherwise refused).
     #[arg(long)]
     reembed: bool,
-    /// Rerank the model's candidates with this `lecr rerank train` folder (trained with this one
-    /// model) and select on its probability; tree context comes from --data's links.
+    /// Rerank the candidates with this `lecr rerank train` folder and select on its
+    /// probability. It must have been trained with one model, or one model and `lexical`,
+    /// given here as --model in the same order; tree context comes from --data's links.
     #[arg(long)]
     reranker: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:8000")]

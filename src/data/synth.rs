@@ -494,7 +494,14 @@ fn studio_id(i: u64, seed: u64, topic: bool) -> String {
         seed ^ 0x51ed,
         16,
     );
-    let hex = format!("{head}4{tail}{}", hex_id("", i, seed ^ 0x77, 3));
+    // Version 4 and the RFC 4122 variant, as Studio's uuid4 ids (its schemas check both).
+    let variant = ['8', '9', 'a', 'b'][(i % 4) as usize];
+    let hex = format!(
+        "{head}4{}{variant}{}{}",
+        &tail[..3],
+        &tail[3..15],
+        hex_id("", i, seed ^ 0x77, 3)
+    );
     if topic {
         format!(
             "{}-{}-{}-{}-{}",
@@ -573,7 +580,11 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<SynthSummary> {
         let category =
             ["source", "aligned", "supplemental"][weighted(&mut rng, &[0.35, 0.35, 0.3])];
         channels.push(Channel {
-            id: hex_id("", ch as u64, cfg.seed, 6),
+            id: if cfg.studio_ids {
+                studio_id(ch as u64, cfg.seed ^ 0xc4a1, true)
+            } else {
+                hex_id("", ch as u64, cfg.seed, 6)
+            },
             language,
             category,
         });

@@ -163,7 +163,9 @@ impl ServeReranker {
         let n_models = columns.iter().filter(|c| **c == Column::Vectors).count();
         anyhow::ensure!(
             n_models == 1 && columns.len() <= 2,
-            "{}: the service reranks the candidates of one model (and of the lexical retriever),              but this reranker was trained with {} ({}); train one with `lecr rerank train              --model <the served model> [--model lexical]`",
+            "{}: the service reranks the candidates of one model (and of the lexical retriever), \
+             but this reranker was trained with {} ({}); train one with `lecr rerank train \
+             --model <the served model> [--model lexical]`",
             dir.display(),
             trained.len(),
             trained.join(", ")
@@ -180,7 +182,8 @@ impl ServeReranker {
             .collect();
         anyhow::ensure!(
             served == columns,
-            "{}: it was trained with --model {}; serve it with the same retrievers in the same              order (given: --model {})",
+            "{}: it was trained with --model {}; serve it with the same retrievers in the same \
+             order (given: --model {})",
             dir.display(),
             trained.join(" --model "),
             models.join(" --model ")
@@ -208,7 +211,8 @@ impl ServeReranker {
         }
         if data.is_none() {
             tracing::warn!(
-                "--reranker without --data: no known links, so its tree-context features are all                  zero (it was trained with them)"
+                "--reranker without --data: no known links, so its tree-context features are all \
+                 zero (it was trained with them)"
             );
         }
         Ok(ServeReranker {

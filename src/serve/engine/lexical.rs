@@ -63,6 +63,12 @@ impl Engine {
         }))
     }
 
+    /// With lexical retrieval, how many languages wait for a refit.
+    pub fn lexical_stale(&self) -> Option<usize> {
+        self.lexical.as_ref()?;
+        self.index().ok().map(|i| i.stale_languages().len())
+    }
+
     /// The index changed (a write, a removal, another replica's change): the gauges follow,
     /// and the lexical index is refitted once writes pause.
     pub(super) fn index_changed(&self, index: &Index) {

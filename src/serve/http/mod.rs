@@ -145,14 +145,20 @@ pub fn router(state: Shared) -> Router {
 /// loading or ready (degraded too: reads are served), 503 once failed (a load balancer takes
 /// the replica out).
 async fn health(axum::extract::State(s): axum::extract::State<Shared>) -> impl IntoResponse {
-    let (phase, reason, queued, degraded) =
+    let (phase, reason, queued, degraded, stale) =
         match &*s.phase.read().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Loading(_) => ("loading", None, None, None),
+            Phase::Loading(_) => ("loading", None, None, None, None),
             Phase::Ready(e) => match e.failure() {
-                None => ("ready", None, Some(e.queued()), e.degraded()),
-                Some(why) => ("failed", Some(why), None, None),
+                None => (
+                    "ready",
+                    None,
+                    Some(e.queued()),
+                    e.degraded(),
+                    e.lexical_stale(),
+                ),
+                Some(why) => ("failed", Some(why), None, None, None),
             },
-            Phase::Failed(why) => ("failed", Some(why.clone()), None, None),
+            Phase::Failed(why) => ("failed", Some(why.clone()), None, None, None),
         };
     // Degraded: the store is unreachable; reads are served, writes get 503.
     let status = match (phase, &degraded) {
@@ -167,6 +173,10 @@ async fn health(axum::extract::State(s): axum::extract::State<Shared>) -> impl I
     }
     if let Some(q) = queued {
         body["queued"] = json!(q);
+    }
+    // Languages whose lexical index misses recent writes (refitted once writes pause).
+    if let Some(n) = stale {
+        body["lexical_stale_languages"] = json!(n);
     }
     let code = if phase == "failed" {
         StatusCode::SERVICE_UNAVAILABLE

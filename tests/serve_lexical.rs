@@ -1,0 +1,281 @@
+//! `lecr serve --model M --model lexical`: the service's ensemble of the model and the lexical
+//! retriever answers as `lecr predict` with the same `--model`s, with and without a reranker
+//! trained on both, and its lexical index follows embed-content and remove-content.
+
+mod common;
+use common::server::Server;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn ids(topic: &Value) -> Vec<String> {
+    topic["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `lecr predict ARGS --out FILE`: each sample topic's selected contents.
+fn predict(root: &Path, name: &str, args: &[&str]) -> HashMap<String, HashSet<String>> {
+    let sub = root.join(name);
+    let mut all = vec!["predict"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", sub.to_str().unwrap()]);
+    common::run_lecr(all);
+    std::fs::read_to_string(&sub)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (t, cs) = l.split_once(',').unwrap();
+            let set = cs
+                .split(' ')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            (t.to_string(), set)
+        })
+        .collect()
+}
+
+/// The sample topics as Studio sends them, with their ancestors: new UUIDs, or (`own_ids`)
+/// the data folder's ids and channels, so the reranker's tree context finds them.
+fn studio_topics(ds: &lecr::data::Dataset, own_ids: bool) -> Vec<(String, Value)> {
+    let index: HashMap<String, usize> = ds
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
+    let forest = lecr::data::tree::Forest::build(&ds.topics, &index);
+    let id = |j: usize| {
+        if own_ids {
+            ds.topics[j].id.clone()
+        } else {
+            uuid()
+        }
+    };
+    ds.sample_topics
+        .iter()
+        .map(|tid| {
+            let i = index[tid];
+            let t = &ds.topics[i];
+            let ancestors: Vec<Value> = forest.breadcrumb(i)[1..]
+                .iter()
+                .map(|&j| {
+                    json!({"id": id(j), "title": ds.topics[j].title,
+                        "description": ds.topics[j].description, "level": ds.topics[j].level})
+                })
+                .collect();
+            let channel = if own_ids { t.channel.clone() } else { uuid() };
+            let topic = json!({"id": id(i), "channel_id": channel, "title": t.title,
+                "description": t.description, "language": t.language, "ancestors": ancestors});
+            (tid.clone(), topic)
+        })
+        .collect()
+}
+
+fn recommend(s: &Server, topics: &[(String, Value)]) -> HashMap<String, HashSet<String>> {
+    let body: Vec<&Value> = topics.iter().map(|t| &t.1).collect();
+    let (code, v) = s.post("/stable/recommend", &json!({ "topics": body }));
+    assert_eq!(code, 200, "{v}");
+    topics
+        .iter()
+        .zip(v["topics"].as_array().unwrap())
+        .map(|((tid, _), got)| (tid.clone(), ids(got).into_iter().collect()))
+        .collect()
+}
+
+/// A gauge of `/metrics`.
+fn metric(s: &Server, name: &str) -> f64 {
+    s.text("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// Waits until the lexical index has caught up with the writes.
+fn refitted(s: &Server) {
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    while metric(s, "lecr_lexical_stale_languages") > 0.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never refitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_lexical_ensemble_recommends_as_predict_and_follows_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = common::serve_corpus(root.path());
+    let args = [
+        "--data", &data, "--model", &model, "--model", "lexical", "--margin", "0.18",
+    ];
+    let predicted = predict(root.path(), "ensemble.csv", &args);
+    let model_only = predict(
+        root.path(),
+        "model.csv",
+        &["--data", &data, "--model", &model, "--margin", "0.18"],
+    );
+    assert_ne!(
+        predicted, model_only,
+        "the lexical retriever changes the answers"
+    );
+    let s = Server::start(&args);
+    assert!(metric(&s, "lecr_lexical_index_bytes") > 0.0);
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let topics = studio_topics(&ds, false);
+    assert!(topics.len() >= 10);
+    let served = recommend(&s, &topics);
+    for (tid, _) in &topics {
+        assert_eq!(served[tid], predicted[tid], "topic {tid}");
+    }
+    // One by one, the same.
+    for t in topics.iter().take(5) {
+        assert_eq!(recommend(&s, std::slice::from_ref(t)), {
+            let mut m = HashMap::new();
+            m.insert(t.0.clone(), served[&t.0].clone());
+            m
+        });
+    }
+    // A new content whose text is the topic's title: found once the lexical index is refitted
+    // (the tiny model alone does not rank it first), and gone once removed.
+    let (tid, topic) = &topics[0];
+    let title = topic["title"].as_str().unwrap();
+    let lang = topic["language"].as_str().unwrap();
+    let new_id = uuid().replace('-', "");
+    let (code, v) = s.post(
+        "/stable/embed-content",
+        &json!({"resources": [{"id": new_id, "channel_id": uuid(), "title": title,
+            "description": "", "text": "", "language": lang}]}),
+    );
+    assert_eq!(code, 200, "{v}");
+    refitted(&s);
+    let (code, v) = s.post(
+        "/stable/recommend?override_threshold=True&top_k=3",
+        &json!({"topics": [topic]}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let top = ids(&v["topics"][0]);
+    assert!(top.contains(&new_id), "{top:?}");
+    // A cosine is at most 1, so without its lexical similarity the mean would be at most ½.
+    let sim = v["topics"][0]["recommendations"][top.iter().position(|i| *i == new_id).unwrap()]
+        ["similarity"]
+        .as_f64()
+        .unwrap();
+    assert!(sim > 0.5, "{sim}");
+    let (code, _) = s.post("/stable/remove-content", &json!({"ids": [new_id]}));
+    assert_eq!(code, 200);
+    refitted(&s);
+    // The language is back to the contents `predict` knows: the same answers again.
+    assert_eq!(recommend(&s, &topics[..1])[tid], predicted[tid]);
+}
+
+/// The data folder without the links of the sample topics: `predict` hides the links of the
+/// topics it predicts from their tree context, the service hides only the requested topic's,
+/// so the two see the same links only when the predicted topics have none.
+fn without_sample_links(data: &str, out: &Path) -> String {
+    let ds = lecr::data::load_dataset(Path::new(data)).unwrap();
+    let sample: HashSet<&str> = ds.sample_topics.iter().map(String::as_str).collect();
+    std::fs::create_dir_all(out).unwrap();
+    for e in std::fs::read_dir(data).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = if name == "correlations.csv" {
+            let mut lines = text.lines();
+            let mut kept = vec![lines.next().unwrap()];
+            kept.extend(lines.filter(|l| !sample.contains(l.split(',').next().unwrap())));
+            kept.join("\n") + "\n"
+        } else {
+            text
+        };
+        std::fs::write(out.join(name), text).unwrap();
+    }
+    out.display().to_string()
+}
+
+#[test]
+fn a_reranker_trained_with_lexical_reranks_as_predict() {
+    let root = tempfile::tempdir().unwrap();
+    // Studio-shaped ids, so requests can name the data folder's topics.
+    let (data, model) = common::split_corpus_and_tiny_model(
+        root.path(),
+        &lecr::data::synth::SynthConfig {
+            topics: 240,
+            contents: 480,
+            languages: vec!["en".into(), "es".into()],
+            seed: 9,
+            studio_ids: true,
+            ..Default::default()
+        },
+        2,
+        "model",
+    );
+    let rr = root.path().join("rr");
+    let rr_path = rr.to_str().unwrap();
+    common::run_lecr([
+        "rerank", "train", "--data", &data, "--fold", "0", "--model", &model, "--model", "lexical",
+        "--k", "8", "--trees", "30", "--out", rr_path,
+    ]);
+    let known = without_sample_links(&data, &root.path().join("known"));
+    let args = [
+        "--data",
+        &known,
+        "--model",
+        &model,
+        "--model",
+        "lexical",
+        "--reranker",
+        rr_path,
+    ];
+    let predicted = predict(root.path(), "reranked.csv", &args);
+    let s = Server::start(&args);
+    let ds = lecr::data::load_dataset(Path::new(&known)).unwrap();
+    // The topics the reranker did not train on (`predict` scores those of fold 0 out of fold).
+    let topics: Vec<(String, Value)> = studio_topics(&ds, true)
+        .into_iter()
+        .filter(|(tid, _)| ds.topic(tid).unwrap().fold != Some(0))
+        .collect();
+    assert!(topics.len() >= 10);
+    let with_parent = topics
+        .iter()
+        .filter(|t| !t.1["ancestors"].as_array().unwrap().is_empty())
+        .count();
+    assert!(with_parent >= 5, "parents' similarities are compared too");
+    let served = recommend(&s, &topics);
+    let mut nonempty = 0;
+    for (tid, _) in &topics {
+        assert_eq!(served[tid], predicted[tid], "topic {tid}");
+        nonempty += !served[tid].is_empty() as usize;
+    }
+    assert!(
+        nonempty >= topics.len() / 2,
+        "{nonempty} of {}",
+        topics.len()
+    );
+    drop(s);
+    // Served with the retrievers in another order, or without lexical: refused, naming them.
+    for bad in [
+        vec!["--model", "lexical", "--model", model.as_str()],
+        vec!["--model", model.as_str()],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+            .arg("serve")
+            .args(&bad)
+            .args(["--reranker", rr_path, "--addr", "127.0.0.1:0"])
+            .env("LECR_NO_PROGRESS", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(err.contains("--model lexical"), "{err}");
+    }
+}
