@@ -47,39 +47,44 @@ fn ngrams(text: &str) -> HashMap<u64, f32> {
     out
 }
 
-/// A fitted TF-IDF index over one set of contents (one language): feature ids and idf, and
-/// the postings of each feature. Built once, then scores any number of topic texts. The batch
-/// pipeline builds one per language and ranking; the service keeps one per language and
-/// rebuilds it when its contents change.
+/// A fitted TF-IDF index over one set of contents (one language): the known features (sorted
+/// hashes; a feature's id is its position) with their idf, and each feature's postings. Built
+/// once, then scores any number of topic texts. The batch pipeline builds one per language
+/// and ranking; the service keeps one per language and refits it when its contents change.
+///
+/// Postings are one flat array with offsets per feature (not a vector per feature): most
+/// n-grams occur in one or two contents, and a vector each would cost more in headers and
+/// allocations than in postings.
 pub struct LexicalIndex {
-    idf: HashMap<u64, (u32, f32)>,
-    /// Postings per feature id: (content position, weight).
-    postings: Vec<Vec<(u32, f32)>>,
+    /// Hashes of the known features, ascending.
+    hashes: Vec<u64>,
+    idf: Vec<f32>,
+    /// Feature `f`'s postings are `postings[offsets[f]..offsets[f + 1]]`.
+    offsets: Vec<u32>,
+    /// (content position, weight), positions ascending within a feature.
+    postings: Vec<(u32, f32)>,
     n: usize,
 }
 
-/// Sublinear tf × idf, L2-normalised, over the known features.
-fn weigh(counts: HashMap<u64, f32>, idf: &HashMap<u64, (u32, f32)>) -> Vec<(u32, f32)> {
-    let mut v: Vec<(u32, f32)> = counts
-        .into_iter()
-        .filter_map(|(h, tf)| idf.get(&h).map(|&(id, w)| (id, (1.0 + tf.ln()) * w)))
-        .collect();
-    v.sort_unstable_by_key(|x| x.0);
-    let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|(_, w)| *w /= norm);
-    }
-    v
+/// How a fit runs: over rayon's pool, or on the calling thread only (a background refit
+/// that must not compete with requests for the pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    Pool,
+    Caller,
 }
 
 impl LexicalIndex {
     /// Fits the index on contents' texts (positions are the slice's order).
     pub fn fit<S: AsRef<str> + Sync>(texts: &[S]) -> LexicalIndex {
-        let counts: Vec<HashMap<u64, f32>> = texts.par_iter().map(|t| ngrams(t.as_ref())).collect();
-        Self::from_counts(counts)
+        Self::fit_with(texts, Threads::Pool)
     }
 
-    fn from_counts(counts: Vec<HashMap<u64, f32>>) -> LexicalIndex {
+    pub fn fit_with<S: AsRef<str> + Sync>(texts: &[S], threads: Threads) -> LexicalIndex {
+        let counts: Vec<HashMap<u64, f32>> = match threads {
+            Threads::Pool => texts.par_iter().map(|t| ngrams(t.as_ref())).collect(),
+            Threads::Caller => texts.iter().map(|t| ngrams(t.as_ref())).collect(),
+        };
         let mut df: HashMap<u64, u32> = HashMap::new();
         for c in &counts {
             for h in c.keys() {
@@ -91,24 +96,49 @@ impl LexicalIndex {
         // Ids in hash order and weights summed in id order: the same texts give the same
         // scores to the last bit on every run and in any order of the contents (HashMap
         // iteration order is random; a content's position changes only where its score goes).
-        let mut df: Vec<(u64, u32)> = df.into_iter().collect();
-        df.sort_unstable();
-        let mut idf = HashMap::new();
-        for (h, d) in df {
-            if (d as usize) <= max_df {
-                let id = idf.len() as u32;
-                idf.insert(h, (id, ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0));
-            }
+        let mut known: Vec<(u64, u32)> = df
+            .into_iter()
+            .filter(|&(_, d)| (d as usize) <= max_df)
+            .collect();
+        known.sort_unstable();
+        let hashes: Vec<u64> = known.iter().map(|k| k.0).collect();
+        let idf: Vec<f32> = known
+            .iter()
+            .map(|&(_, d)| ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0)
+            .collect();
+        let mut offsets = Vec::with_capacity(known.len() + 1);
+        let mut total = 0u32;
+        offsets.push(0);
+        for &(_, d) in &known {
+            total += d;
+            offsets.push(total);
         }
-        let mut postings = vec![Vec::new(); idf.len()];
-        let vecs: Vec<Vec<(u32, f32)>> = counts.into_par_iter().map(|c| weigh(c, &idf)).collect();
+        drop(known);
+        let table = Table {
+            hashes: &hashes,
+            idf: &idf,
+        };
+        let weigh_all = |c: HashMap<u64, f32>| weigh(c, &table);
+        let vecs: Vec<Vec<(u32, f32)>> = match threads {
+            Threads::Pool => counts.into_par_iter().map(weigh_all).collect(),
+            Threads::Caller => counts.into_iter().map(weigh_all).collect(),
+        };
+        let mut postings = vec![(0u32, 0f32); total as usize];
+        let mut next: Vec<u32> = offsets[..offsets.len() - 1].to_vec();
         for (pos, v) in vecs.into_iter().enumerate() {
             for (id, w) in v {
-                postings[id as usize].push((pos as u32, w));
+                let at = &mut next[id as usize];
+                postings[*at as usize] = (pos as u32, w);
+                *at += 1;
             }
         }
-        postings.iter_mut().for_each(|p| p.shrink_to_fit());
-        LexicalIndex { idf, postings, n }
+        LexicalIndex {
+            hashes,
+            idf,
+            offsets,
+            postings,
+            n,
+        }
     }
 
     /// Contents it was fitted on.
@@ -120,12 +150,43 @@ impl LexicalIndex {
         self.n == 0
     }
 
+    /// `text`'s weighted known features, by id.
+    fn query(&self, text: &str) -> Vec<(u32, f32)> {
+        weigh(
+            ngrams(text),
+            &Table {
+                hashes: &self.hashes,
+                idf: &self.idf,
+            },
+        )
+    }
+
+    fn postings(&self, id: u32) -> &[(u32, f32)] {
+        let f = id as usize;
+        &self.postings[self.offsets[f] as usize..self.offsets[f + 1] as usize]
+    }
+
     /// Adds `text`'s similarity to every content into `row` (one value per content position).
     pub fn add_scores(&self, text: &str, row: &mut [f32]) {
         assert_eq!(row.len(), self.n, "a row of the index's contents");
-        for (id, w) in weigh(ngrams(text), &self.idf) {
-            for &(c, wc) in &self.postings[id as usize] {
+        for (id, w) in self.query(text) {
+            for &(c, wc) in self.postings(id) {
                 row[c as usize] += w * wc;
+            }
+        }
+    }
+
+    /// Adds `text`'s similarity to every content into `row` at the slot `slot[position]` of
+    /// each content (`u32::MAX`: nowhere). The same sums in the same order as
+    /// [`add_scores`](Self::add_scores), so each value is equal to the bit.
+    pub fn add_scores_at(&self, text: &str, slot: &[u32], row: &mut [f32]) {
+        assert_eq!(slot.len(), self.n, "a slot per content");
+        for (id, w) in self.query(text) {
+            for &(c, wc) in self.postings(id) {
+                let r = slot[c as usize];
+                if r != u32::MAX {
+                    row[r as usize] += w * wc;
+                }
             }
         }
     }
@@ -137,14 +198,36 @@ impl LexicalIndex {
         row
     }
 
-    /// Bytes held (feature table and postings; approximate for the hash table).
+    /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(u64, (u32, f32))>() + 1;
-        let table = self.idf.capacity() * entry;
-        let lists = self.postings.capacity() * std::mem::size_of::<Vec<(u32, f32)>>();
-        let postings: usize = self.postings.iter().map(|p| p.capacity() * 8).sum();
-        table + lists + postings
+        self.hashes.capacity() * 8
+            + self.idf.capacity() * 4
+            + self.offsets.capacity() * 4
+            + self.postings.capacity() * 8
     }
+}
+
+/// The known features: sorted hashes (a feature's id is its position) and their idf.
+struct Table<'a> {
+    hashes: &'a [u64],
+    idf: &'a [f32],
+}
+
+/// Sublinear tf × idf, L2-normalised, over the known features.
+fn weigh(counts: HashMap<u64, f32>, table: &Table) -> Vec<(u32, f32)> {
+    let mut v: Vec<(u32, f32)> = counts
+        .into_iter()
+        .filter_map(|(h, tf)| {
+            let id = table.hashes.binary_search(&h).ok()?;
+            Some((id as u32, (1.0 + tf.ln()) * table.idf[id]))
+        })
+        .collect();
+    v.sort_unstable_by_key(|x| x.0);
+    let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|(_, w)| *w /= norm);
+    }
+    v
 }
 
 struct LexicalBlock<'a> {
@@ -198,5 +281,35 @@ mod tests {
         assert!((s[0] - 1.0).abs() < 1e-5, "{s:?}");
         assert!(s[1] > s[2], "{s:?}");
         assert!(s[2] >= 0.0 && s[1] < 1.0);
+    }
+
+    #[test]
+    fn scores_do_not_depend_on_content_order_threads_or_slots() {
+        let texts = [
+            "adding fractions # numbers # halves and quarters",
+            "fractional addition # sums",
+            "volcano eruptions # lava",
+            "eruptions and earthquakes",
+            "adding and subtracting # numbers",
+        ];
+        let topic = "adding fractions # arithmetic # ";
+        let a = LexicalIndex::fit(&texts);
+        let order = [3usize, 0, 4, 2, 1];
+        let shuffled: Vec<&str> = order.iter().map(|&i| texts[i]).collect();
+        let b = LexicalIndex::fit_with(&shuffled, Threads::Caller);
+        let (sa, sb) = (a.scores(topic), b.scores(topic));
+        for (k, &i) in order.iter().enumerate() {
+            assert_eq!(sa[i].to_bits(), sb[k].to_bits(), "content {i}");
+        }
+        // Into slots: position p's score lands at slot[p]; NOWHERE drops it.
+        let slot = [2u32, u32::MAX, 0, 1, 3];
+        let mut row = vec![0f32; 4];
+        a.add_scores_at(topic, &slot, &mut row);
+        for (p, &r) in slot.iter().enumerate() {
+            if r != u32::MAX {
+                assert_eq!(row[r as usize].to_bits(), sa[p].to_bits());
+            }
+        }
+        assert!(a.memory_bytes() > 0 && a.len() == 5);
     }
 }

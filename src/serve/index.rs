@@ -4,10 +4,9 @@
 //! product (plus each topic's lexical row), then the top of each row (the same `top_r` and
 //! threshold as `predict`).
 
-use super::lexical::{LexRows, Refit, Snapshot};
+use super::lexical::{Fitted, LexRows, Refit, Snapshot};
 use crate::kernels::scores::PackedRows;
 use crate::rerank::candidates::{from_rows, TopicCandidates};
-use crate::select::lexical::LexicalIndex;
 use crate::select::threshold;
 pub use crate::store::ContentMeta;
 use std::collections::{BTreeMap, HashMap};
@@ -195,8 +194,12 @@ impl Index {
         let lex = match (self.lexical_with, lexical, &m.lexical) {
             (Some(_), Some(texts), Some(lx)) => {
                 use rayon::prelude::*;
-                let rows: Vec<Vec<f32>> = texts.par_iter().map(|t| lx.scores(t)).collect();
-                Some(rows.concat())
+                let n = m.ids.len();
+                let mut rows = vec![0f32; texts.len() * n];
+                rows.par_chunks_mut(n.max(1))
+                    .zip(texts.par_iter())
+                    .for_each(|(row, t)| lx.scores_into(t, row));
+                Some(rows)
             }
             // Lexical retrieval on, but the language was never fitted: nothing scores.
             (Some(_), Some(_), None) => Some(vec![0.0; vectors.len()]),
@@ -356,11 +359,11 @@ impl Index {
     }
 
     /// Puts a language's fitted lexical index in place.
-    pub fn install(&mut self, snap: Snapshot, index: LexicalIndex) {
+    pub fn install(&mut self, snap: Snapshot, fitted: Fitted) {
         let Some(m) = self.langs.get_mut(&snap.language) else {
             return;
         };
-        m.lexical = Some(LexRows::new(snap.ids, index, &m.ids));
+        m.lexical = Some(LexRows::new(fitted, &m.ids, snap.version == m.version));
         m.fitted = Some(snap.version);
     }
 
@@ -393,9 +396,9 @@ impl Refit for RwLock<Index> {
     fn snapshot(&self, language: &str) -> Option<Snapshot> {
         self.read().ok()?.snapshot(language)
     }
-    fn install(&self, snapshot: Snapshot, index: LexicalIndex) {
+    fn install(&self, snapshot: Snapshot, fitted: Fitted) {
         if let Ok(mut i) = self.write() {
-            i.install(snapshot, index);
+            i.install(snapshot, fitted);
         }
     }
 }
@@ -462,7 +465,7 @@ mod tests {
 
     fn refit(ix: Index) -> Index {
         let lock = RwLock::new(ix);
-        crate::serve::lexical::refit_stale(&lock);
+        crate::serve::lexical::refit_stale(&lock, crate::select::lexical::Threads::Caller);
         lock.into_inner().unwrap()
     }
 
@@ -472,7 +475,7 @@ mod tests {
             .iter()
             .map(|t| crate::text::content_text_of_short(t, "", ""))
             .collect();
-        let lex = LexicalIndex::fit(&full).scores(topic);
+        let lex = crate::select::lexical::LexicalIndex::fit(&full).scores(topic);
         let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
         let v = PackedRows::from_rows(&flat, 2).scores(&tv, 1);
         v.iter().zip(&lex).map(|(a, b)| (a + b) * 0.5).collect()

@@ -16,67 +16,101 @@
 //!   last fit has no position and scores 0 until the next one (a language with such rows is
 //!   *stale*; `/metrics` counts them and `/health` says so).
 
-use crate::select::lexical::LexicalIndex;
+use crate::select::lexical::{LexicalIndex, Threads};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// No position in the fitted index (written since the fit).
-pub const UNFITTED: u32 = u32::MAX;
+/// No position in the fitted index (written since the fit), or no row (removed since).
+pub const NOWHERE: u32 = u32::MAX;
+
+/// A fitted index and the position of each content it was fitted on, made outside any lock.
+pub struct Fitted {
+    index: LexicalIndex,
+    pos: HashMap<String, u32>,
+}
+
+impl Fitted {
+    /// Fits on `texts` of `ids` (in that order); `threads` says where the work runs.
+    pub fn fit(ids: &[String], texts: &[String], threads: Threads) -> Fitted {
+        Fitted {
+            index: LexicalIndex::fit_with(texts, threads),
+            pos: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i as u32))
+                .collect(),
+        }
+    }
+}
 
 /// The lexical side of one language.
 pub struct LexRows {
     index: LexicalIndex,
-    /// Position of each matrix row in `index` (or [`UNFITTED`]).
+    /// Position of each matrix row in `index` (or [`NOWHERE`]).
     map: Vec<u32>,
-    /// Position of each fitted content.
-    pos: HashMap<String, u32>,
+    /// Matrix row of each fitted position (or [`NOWHERE`]): where its score goes.
+    slot: Vec<u32>,
 }
 
 impl LexRows {
-    /// Fitted on `texts` of `ids` (in that order), mapped onto the matrix rows `rows`.
-    pub fn new(ids: Vec<String>, index: LexicalIndex, rows: &[String]) -> LexRows {
-        let pos: HashMap<String, u32> = ids
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| (id, i as u32))
-            .collect();
-        let map = rows
-            .iter()
-            .map(|id| pos.get(id).copied().unwrap_or(UNFITTED))
-            .collect();
-        LexRows { index, map, pos }
+    /// `fitted` mapped onto the matrix rows `rows` (ids in row order). `same` says the rows are
+    /// the ones it was fitted on, in that order (no change since): no lookups needed.
+    pub fn new(fitted: Fitted, rows: &[String], same: bool) -> LexRows {
+        let map: Vec<u32> = if same {
+            (0..rows.len() as u32).collect()
+        } else {
+            rows.iter()
+                .map(|id| fitted.pos.get(id).copied().unwrap_or(NOWHERE))
+                .collect()
+        };
+        let mut slot = vec![NOWHERE; fitted.index.len()];
+        for (r, &p) in map.iter().enumerate() {
+            if p != NOWHERE {
+                slot[p as usize] = r as u32;
+            }
+        }
+        LexRows {
+            index: fitted.index,
+            map,
+            slot,
+        }
     }
 
     /// A row was appended to the matrix (a written content: not fitted yet).
     pub fn push_unfitted(&mut self) {
-        self.map.push(UNFITTED);
+        self.map.push(NOWHERE);
     }
 
-    /// The matrix moved its last row into `r`.
+    /// The matrix moved its last row into `r` (a removal).
     pub fn swap_remove(&mut self, r: usize) {
+        let last = self.map.len() - 1;
+        if self.map[r] != NOWHERE {
+            self.slot[self.map[r] as usize] = NOWHERE;
+        }
         self.map.swap_remove(r);
+        if r != last && self.map[r] != NOWHERE {
+            self.slot[self.map[r] as usize] = r as u32;
+        }
+    }
+
+    /// `text`'s lexical similarity to every matrix row, into `row` (zeroed first).
+    pub fn scores_into(&self, text: &str, row: &mut [f32]) {
+        assert_eq!(row.len(), self.map.len(), "a value per matrix row");
+        row.fill(0.0);
+        self.index.add_scores_at(text, &self.slot, row);
     }
 
     /// `text`'s lexical similarity to every matrix row.
     pub fn scores(&self, text: &str) -> Vec<f32> {
-        let fitted = self.index.scores(text);
-        self.map
-            .iter()
-            .map(|&p| {
-                if p == UNFITTED {
-                    0.0
-                } else {
-                    fitted[p as usize]
-                }
-            })
-            .collect()
+        let mut row = vec![0f32; self.map.len()];
+        self.scores_into(text, &mut row);
+        row
     }
 
-    /// Bytes held (the index, the row map and the id table).
+    /// Bytes held (the index and the two maps).
     pub fn memory_bytes(&self) -> usize {
-        let ids: usize = self.pos.keys().map(|k| k.capacity() + 40).sum();
-        self.index.memory_bytes() + self.map.capacity() * 4 + ids
+        self.index.memory_bytes() + (self.map.capacity() + self.slot.capacity()) * 4
     }
 }
 
@@ -94,24 +128,24 @@ pub struct Snapshot {
 pub trait Refit: Send + Sync + 'static {
     fn stale_languages(&self) -> Vec<String>;
     fn snapshot(&self, language: &str) -> Option<Snapshot>;
-    fn install(&self, snapshot: Snapshot, index: LexicalIndex);
+    fn install(&self, snapshot: Snapshot, fitted: Fitted);
 }
 
 /// Fits every stale language of `target` now; returns how many it fitted.
-pub fn refit_stale(target: &dyn Refit) -> usize {
+pub fn refit_stale(target: &dyn Refit, threads: Threads) -> usize {
     let mut n = 0;
     for lang in target.stale_languages() {
         let Some(snap) = target.snapshot(&lang) else {
             continue;
         };
         let t0 = Instant::now();
-        let index = LexicalIndex::fit(&snap.texts);
+        let fitted = Fitted::fit(&snap.ids, &snap.texts, threads);
         tracing::debug!(
             "lexical index of `{lang}` refitted on {} contents in {:.2} s",
             snap.ids.len(),
             t0.elapsed().as_secs_f64()
         );
-        target.install(snap, index);
+        target.install(snap, fitted);
         n += 1;
     }
     n
@@ -119,8 +153,12 @@ pub fn refit_stale(target: &dyn Refit) -> usize {
 
 /// Quiet time after the last write before a refit starts.
 pub const QUIET: Duration = Duration::from_millis(200);
-/// Longest a change waits for its refit under a steady stream of writes.
+/// Longest a change waits for quiet under a steady stream of writes.
 pub const MAX_WAIT: Duration = Duration::from_secs(3);
+/// After a refit that took T, the next starts no sooner than `REST × T` later: refits take at
+/// most a fifth of one core however steady the writes (a 154k-content corpus takes seconds to
+/// refit, and a publish writes for minutes).
+pub const REST: u32 = 4;
 
 #[derive(Default)]
 struct Pending {
@@ -130,7 +168,8 @@ struct Pending {
     closed: bool,
 }
 
-/// The background thread that refits stale languages after writes.
+/// The background thread that refits stale languages after writes: on one thread at low
+/// priority, outside rayon's pool, so requests keep the cores.
 pub struct Rebuilder {
     shared: Arc<(Mutex<Pending>, Condvar)>,
 }
@@ -142,7 +181,10 @@ impl Rebuilder {
         let s = shared.clone();
         std::thread::Builder::new()
             .name("lecr-lexical".into())
-            .spawn(move || rebuild_loop(&s, target))?;
+            .spawn(move || {
+                lower_priority();
+                rebuild_loop(&s, target)
+            })?;
         Ok(Rebuilder { shared })
     }
 
@@ -168,8 +210,19 @@ impl Drop for Rebuilder {
     }
 }
 
+/// Nice 10 for the calling thread (Linux keeps a nice value per thread); elsewhere nothing.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 fn rebuild_loop<T: Refit>(shared: &(Mutex<Pending>, Condvar), target: Weak<T>) {
     let (m, cv) = shared;
+    let mut not_before = Instant::now();
     loop {
         {
             let Ok(mut p) = m.lock() else { return };
@@ -184,7 +237,7 @@ fn rebuild_loop<T: Refit>(shared: &(Mutex<Pending>, Condvar), target: Weak<T>) {
                     };
                     continue;
                 };
-                let due = (last + QUIET).min(since + MAX_WAIT);
+                let due = (last + QUIET).min(since + MAX_WAIT).max(not_before);
                 let now = Instant::now();
                 if now >= due {
                     p.since = None;
@@ -198,9 +251,13 @@ fn rebuild_loop<T: Refit>(shared: &(Mutex<Pending>, Condvar), target: Weak<T>) {
             }
         }
         let Some(t) = target.upgrade() else { return };
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| refit_stale(&*t)));
+        let t0 = Instant::now();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            refit_stale(&*t, Threads::Caller)
+        }));
         if caught.is_err() {
             tracing::error!("refitting the lexical index panicked; it stays as it was");
         }
+        not_before = Instant::now() + t0.elapsed() * REST;
     }
 }

@@ -3,9 +3,9 @@
 //! than stored).
 
 use super::Engine;
-use crate::select::lexical::LexicalIndex;
+use crate::select::lexical::Threads;
 use crate::serve::index::Index;
-use crate::serve::lexical::{refit_stale, Rebuilder, Refit, Snapshot};
+use crate::serve::lexical::{refit_stale, Fitted, Rebuilder, Refit, Snapshot};
 use crate::serve::metrics::Metrics;
 use crate::serve::queue::ModelSide;
 use anyhow::Result;
@@ -24,8 +24,8 @@ impl Refit for LexicalTarget {
     fn snapshot(&self, language: &str) -> Option<Snapshot> {
         self.model.index.snapshot(language)
     }
-    fn install(&self, snapshot: Snapshot, index: LexicalIndex) {
-        self.model.index.install(snapshot, index);
+    fn install(&self, snapshot: Snapshot, fitted: Fitted) {
+        self.model.index.install(snapshot, fitted);
         if let Ok(i) = self.model.index.read() {
             self.metrics.set_lexical(&i);
         }
@@ -48,7 +48,8 @@ impl Engine {
             return Ok(None);
         };
         let t0 = std::time::Instant::now();
-        let languages = refit_stale(target.as_ref());
+        // Before the first request: all cores.
+        let languages = refit_stale(target.as_ref(), Threads::Pool);
         if self.rebuilder.get().is_none() {
             let r = Rebuilder::start(Arc::downgrade(target))?;
             let _ = self.rebuilder.set(r);
