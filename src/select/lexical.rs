@@ -114,11 +114,13 @@ impl LexicalIndex {
             offsets.push(total);
         }
         drop(known);
-        let table = Table {
-            hashes: &hashes,
-            idf: &idf,
-        };
-        let weigh_all = |c: HashMap<u64, f32>| weigh(c, &table);
+        // A hash table for the fit's many lookups (the sorted hashes answer queries).
+        let ids: HashMap<u64, u32> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| (h, i as u32))
+            .collect();
+        let weigh_all = |c: HashMap<u64, f32>| weigh(c, |h| ids.get(&h).copied(), &idf);
         let vecs: Vec<Vec<(u32, f32)>> = match threads {
             Threads::Pool => counts.into_par_iter().map(weigh_all).collect(),
             Threads::Caller => counts.into_iter().map(weigh_all).collect(),
@@ -152,13 +154,8 @@ impl LexicalIndex {
 
     /// `text`'s weighted known features, by id.
     fn query(&self, text: &str) -> Vec<(u32, f32)> {
-        weigh(
-            ngrams(text),
-            &Table {
-                hashes: &self.hashes,
-                idf: &self.idf,
-            },
-        )
+        let lookup = |h| self.hashes.binary_search(&h).ok().map(|i| i as u32);
+        weigh(ngrams(text), lookup, &self.idf)
     }
 
     fn postings(&self, id: u32) -> &[(u32, f32)] {
@@ -207,19 +204,17 @@ impl LexicalIndex {
     }
 }
 
-/// The known features: sorted hashes (a feature's id is its position) and their idf.
-struct Table<'a> {
-    hashes: &'a [u64],
-    idf: &'a [f32],
-}
-
-/// Sublinear tf × idf, L2-normalised, over the known features.
-fn weigh(counts: HashMap<u64, f32>, table: &Table) -> Vec<(u32, f32)> {
+/// Sublinear tf × idf, L2-normalised, over the known features (`id` finds a hash's id).
+fn weigh(
+    counts: HashMap<u64, f32>,
+    id: impl Fn(u64) -> Option<u32>,
+    idf: &[f32],
+) -> Vec<(u32, f32)> {
     let mut v: Vec<(u32, f32)> = counts
         .into_iter()
         .filter_map(|(h, tf)| {
-            let id = table.hashes.binary_search(&h).ok()?;
-            Some((id as u32, (1.0 + tf.ln()) * table.idf[id]))
+            let i = id(h)?;
+            Some((i, (1.0 + tf.ln()) * idf[i as usize]))
         })
         .collect();
     v.sort_unstable_by_key(|x| x.0);

@@ -51,6 +51,9 @@ pub struct LexRows {
     map: Vec<u32>,
     /// Matrix row of each fitted position (or [`NOWHERE`]): where its score goes.
     slot: Vec<u32>,
+    /// Whether each fitted position is its own row (no removal since the fit): then the
+    /// scores need no slots.
+    identity: bool,
 }
 
 impl LexRows {
@@ -74,6 +77,7 @@ impl LexRows {
             index: fitted.index,
             map,
             slot,
+            identity: same,
         }
     }
 
@@ -84,6 +88,7 @@ impl LexRows {
 
     /// The matrix moved its last row into `r` (a removal).
     pub fn swap_remove(&mut self, r: usize) {
+        self.identity = false;
         let last = self.map.len() - 1;
         if self.map[r] != NOWHERE {
             self.slot[self.map[r] as usize] = NOWHERE;
@@ -98,7 +103,12 @@ impl LexRows {
     pub fn scores_into(&self, text: &str, row: &mut [f32]) {
         assert_eq!(row.len(), self.map.len(), "a value per matrix row");
         row.fill(0.0);
-        self.index.add_scores_at(text, &self.slot, row);
+        if self.identity {
+            // Rows written since the fit come after the fitted ones.
+            self.index.add_scores(text, &mut row[..self.slot.len()]);
+        } else {
+            self.index.add_scores_at(text, &self.slot, row);
+        }
     }
 
     /// `text`'s lexical similarity to every matrix row.
