@@ -32,8 +32,9 @@ pub(crate) struct SynthArgs {
     /// `small` (default) or `lecr` (the size of the real competition data).
     #[arg(long, default_value = "small")]
     scale: String,
-    /// Ids as Kolibri Studio and its service use them: topics as dashed UUIDs (a folder's
-    /// `ContentNode.id`, version 4) and channels as dashed UUIDs, contents as 32 hex digits (`node_id`), instead of Kaggle's `t_…`/`c_…`.
+    /// Ids as Kolibri Studio and its service use them: topics (a folder's `ContentNode.id`)
+    /// and channels as dashed version-4 UUIDs, contents as 32 hex digits (`node_id`), instead
+    /// of Kaggle's `t_…`/`c_…`.
     #[arg(long)]
     studio_ids: bool,
 }

@@ -148,6 +148,22 @@ impl Index {
         self.meta.insert(meta.id.clone(), meta);
     }
 
+    /// Whether the index holds exactly this content: the same metadata, and (recommendable)
+    /// the same vector.
+    pub fn holds(&self, meta: &ContentMeta, vector: &[f32]) -> bool {
+        if self.meta.get(&meta.id) != Some(meta) {
+            return false;
+        }
+        match (&meta.language, self.row.get(&meta.id)) {
+            (Some(lang), Some(&r)) => self
+                .langs
+                .get(lang)
+                .is_some_and(|m| m.vectors.row(r) == vector),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// Removes a content; false when it was not there.
     pub fn remove(&mut self, id: &str) -> bool {
         let Some(old) = self.meta.remove(id) else {
@@ -432,8 +448,13 @@ mod tests {
         let ids: Vec<&str> = hits.iter().map(|h| h.content.as_str()).collect();
         assert_eq!(ids, ["a", "c", "b"]);
         // Removing the first row moves the last into its place; search still finds the rest.
+        assert!(ix.holds(&meta("a", Some("en")), &[1.0, 0.0]));
+        assert!(!ix.holds(&meta("a", Some("en")), &[0.0, 1.0]));
+        assert!(!ix.holds(&meta("a", Some("es")), &[1.0, 0.0]));
+        assert!(ix.holds(&meta("x", None), &[0.0, 0.0]));
         assert!(ix.remove("a"));
         assert!(!ix.remove("a"));
+        assert!(!ix.holds(&meta("a", Some("en")), &[1.0, 0.0]));
         let hits = &ix.search("en", &[1.0, 0.0], None, 3)[0];
         assert_eq!(hits.len(), 2);
         assert_eq!(hits[0].content, "c");

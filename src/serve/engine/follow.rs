@@ -1,7 +1,7 @@
 //! A server follows its store: a thread applies to this server's in-memory index, catalog and
 //! reranker context every change other processes commit (other replicas of a PostgreSQL
 //! store; `lecr feedback import --store` beside a server on either back end). Its own changes
-//! come back too, and applying them again changes nothing. On PostgreSQL it wakes on the
+//! come back too and are skipped where the index already holds them. On PostgreSQL it wakes on the
 //! store's notification, or every 250 ms when none comes, so a lost notification only delays;
 //! on SQLite it polls every 250 ms.
 
@@ -52,9 +52,17 @@ impl Engine {
             let mut rows = self.checked(store.contents(&ids))?;
             if !ids.is_empty() {
                 let mut index = self.index_mut()?;
+                // This server's own writes come back as they are in the index: left alone
+                // (an upsert would move their rows and mark the lexical index stale).
+                let mut changed = false;
                 for id in &ids {
                     match rows.remove(*id) {
-                        Some(c) if c.vector.len() == index.dim() => index.upsert(c.meta, &c.vector),
+                        Some(c) if c.vector.len() == index.dim() => {
+                            if !index.holds(&c.meta, &c.vector) {
+                                index.upsert(c.meta, &c.vector);
+                                changed = true;
+                            }
+                        }
                         Some(c) => tracing::warn!(
                             "content {} has a vector of {} values, this model gives {}: not \
                              followed",
@@ -62,12 +70,12 @@ impl Engine {
                             c.vector.len(),
                             index.dim()
                         ),
-                        None => {
-                            index.remove(id);
-                        }
+                        None => changed |= index.remove(id),
                     }
                 }
-                self.index_changed(&index);
+                if changed {
+                    self.index_changed(&index);
+                }
             }
             for ch in &batch {
                 match ch.kind {
