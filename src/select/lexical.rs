@@ -16,6 +16,8 @@ pub struct LexicalSim {
 }
 
 const MIN_N: usize = 3;
+/// Texts a fit holds the n-gram counts of at once.
+const FIT_SLICE: usize = 4096;
 const MAX_N: usize = 5;
 
 /// Hashed n-gram counts of a text.
@@ -80,18 +82,26 @@ impl LexicalIndex {
         Self::fit_with(texts, Threads::Pool)
     }
 
+    /// [`fit`](Self::fit), with the work where `threads` says. Two passes over the texts, a
+    /// slice at a time (document frequencies, then weights straight into the postings), so
+    /// the n-gram counts of a whole language are never held at once: they would take more
+    /// memory than the index itself.
     pub fn fit_with<S: AsRef<str> + Sync>(texts: &[S], threads: Threads) -> LexicalIndex {
-        let counts: Vec<HashMap<u64, f32>> = match threads {
-            Threads::Pool => texts.par_iter().map(|t| ngrams(t.as_ref())).collect(),
-            Threads::Caller => texts.iter().map(|t| ngrams(t.as_ref())).collect(),
+        let counts = |part: &[S]| -> Vec<HashMap<u64, f32>> {
+            match threads {
+                Threads::Pool => part.par_iter().map(|t| ngrams(t.as_ref())).collect(),
+                Threads::Caller => part.iter().map(|t| ngrams(t.as_ref())).collect(),
+            }
         };
         let mut df: HashMap<u64, u32> = HashMap::new();
-        for c in &counts {
-            for h in c.keys() {
-                *df.entry(*h).or_insert(0) += 1;
+        for part in texts.chunks(FIT_SLICE) {
+            for c in counts(part) {
+                for h in c.into_keys() {
+                    *df.entry(h).or_insert(0) += 1;
+                }
             }
         }
-        let n = counts.len();
+        let n = texts.len();
         let max_df = if n >= 20 { n / 2 } else { n };
         // Ids in hash order and weights summed in id order: the same texts give the same
         // scores to the last bit on every run and in any order of the contents (HashMap
@@ -121,17 +131,20 @@ impl LexicalIndex {
             .map(|(i, &h)| (h, i as u32))
             .collect();
         let weigh_all = |c: HashMap<u64, f32>| weigh(c, |h| ids.get(&h).copied(), &idf);
-        let vecs: Vec<Vec<(u32, f32)>> = match threads {
-            Threads::Pool => counts.into_par_iter().map(weigh_all).collect(),
-            Threads::Caller => counts.into_iter().map(weigh_all).collect(),
-        };
         let mut postings = vec![(0u32, 0f32); total as usize];
         let mut next: Vec<u32> = offsets[..offsets.len() - 1].to_vec();
-        for (pos, v) in vecs.into_iter().enumerate() {
-            for (id, w) in v {
-                let at = &mut next[id as usize];
-                postings[*at as usize] = (pos as u32, w);
-                *at += 1;
+        for (k, part) in texts.chunks(FIT_SLICE).enumerate() {
+            let vecs: Vec<Vec<(u32, f32)>> = match threads {
+                Threads::Pool => counts(part).into_par_iter().map(weigh_all).collect(),
+                Threads::Caller => counts(part).into_iter().map(weigh_all).collect(),
+            };
+            for (i, v) in vecs.into_iter().enumerate() {
+                let pos = (k * FIT_SLICE + i) as u32;
+                for (id, w) in v {
+                    let at = &mut next[id as usize];
+                    postings[*at as usize] = (pos, w);
+                    *at += 1;
+                }
             }
         }
         LexicalIndex {
@@ -306,5 +319,19 @@ mod tests {
             }
         }
         assert!(a.memory_bytes() > 0 && a.len() == 5);
+    }
+
+    #[test]
+    fn a_fit_over_several_slices_puts_each_content_at_its_position() {
+        let texts: Vec<String> = (0..FIT_SLICE + 900)
+            .map(|i| format!("w{i}x common words"))
+            .collect();
+        let ix = LexicalIndex::fit(&texts);
+        for at in [3, FIT_SLICE - 1, FIT_SLICE, FIT_SLICE + 899] {
+            let s = ix.scores(&texts[at]);
+            let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
+            assert_eq!(best, at);
+            assert!((s[at] - 1.0).abs() < 1e-5, "{}", s[at]);
+        }
     }
 }
