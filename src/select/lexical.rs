@@ -8,7 +8,34 @@
 use super::similarity::{BlockScorer, Similarity};
 use anyhow::Result;
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Maps keyed by n-gram hashes: they are hashes already, so the map only mixes them (the
+/// murmur3 finaliser) instead of running SipHash over them, a fifth of a fit's time.
+type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<Mix>>;
+
+#[derive(Default)]
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 ^= v;
+    }
+}
 
 pub struct LexicalSim {
     pub topic_texts: Vec<String>,
@@ -22,8 +49,9 @@ const MAX_N: usize = 5;
 
 /// Hashed n-gram counts of a text.
 fn ngrams(text: &str) -> HashMap<u64, f32> {
-    let mut out = HashMap::new();
     let lower = text.to_lowercase();
+    // Distinct n-grams are about one per byte of a typical text.
+    let mut out = HashMap::with_capacity_and_hasher(lower.len(), Default::default());
     for word in lower
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -93,7 +121,7 @@ impl LexicalIndex {
                 Threads::Caller => part.iter().map(|t| ngrams(t.as_ref())).collect(),
             }
         };
-        let mut df: HashMap<u64, u32> = HashMap::new();
+        let mut df: HashMap<u64, u32> = HashMap::default();
         for part in texts.chunks(FIT_SLICE) {
             for c in counts(part) {
                 for h in c.into_keys() {

@@ -166,9 +166,9 @@ pub const QUIET: Duration = Duration::from_millis(200);
 /// Longest a change waits for quiet under a steady stream of writes.
 pub const MAX_WAIT: Duration = Duration::from_secs(3);
 /// After a refit that took T, the next starts no sooner than `REST × T` later: refits take at
-/// most a fifth of one core however steady the writes (a 154k-content corpus takes seconds to
+/// most a ninth of the time however steady the writes (a 154k-content corpus takes seconds to
 /// refit, and a publish writes for minutes).
-pub const REST: u32 = 4;
+pub const REST: u32 = 8;
 
 #[derive(Default)]
 struct Pending {
