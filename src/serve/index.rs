@@ -486,7 +486,7 @@ mod tests {
 
     fn refit(ix: Index) -> Index {
         let lock = RwLock::new(ix);
-        crate::serve::lexical::refit_stale(&lock, crate::select::lexical::Threads::Caller);
+        crate::serve::lexical::refit_stale(&lock, false);
         lock.into_inner().unwrap()
     }
 

@@ -141,11 +141,30 @@ pub trait Refit: Send + Sync + 'static {
     fn install(&self, snapshot: Snapshot, fitted: Fitted);
 }
 
-/// Fits every stale language of `target` now; returns how many it fitted.
-pub fn refit_stale(target: &dyn Refit, threads: Threads) -> usize {
+/// Fits every stale language of `target` now; returns how many it fitted. In the
+/// `background`, the fits run on this thread alone in the machine's idle time, while the
+/// snapshot and the swap (which hold the index's lock) run at normal priority: a thread that
+/// waits for idle time must not hold a lock that requests wait for.
+pub fn refit_stale(target: &dyn Refit, background: bool) -> usize {
+    let threads = if background {
+        Threads::Caller
+    } else {
+        Threads::Pool
+    };
+    let locked = |f: &mut dyn FnMut()| {
+        if background {
+            set_idle(false);
+        }
+        f();
+        if background {
+            set_idle(true);
+        }
+    };
     let mut n = 0;
     for lang in target.stale_languages() {
-        let Some(snap) = target.snapshot(&lang) else {
+        let mut snap = None;
+        locked(&mut || snap = target.snapshot(&lang));
+        let Some(snap) = snap else {
             continue;
         };
         let t0 = Instant::now();
@@ -155,16 +174,25 @@ pub fn refit_stale(target: &dyn Refit, threads: Threads) -> usize {
             snap.ids.len(),
             t0.elapsed().as_secs_f64()
         );
-        target.install(snap, fitted);
+        let mut parts = Some((snap, fitted));
+        locked(&mut || {
+            if let Some((snap, fitted)) = parts.take() {
+                target.install(snap, fitted);
+            }
+        });
         n += 1;
     }
     n
 }
 
-/// Quiet time after the last write before a refit starts.
-pub const QUIET: Duration = Duration::from_millis(200);
-/// Longest a change waits for quiet under a steady stream of writes.
-pub const MAX_WAIT: Duration = Duration::from_secs(3);
+/// Quiet time after the last write before a refit starts: longer than the gap between the
+/// embed-content requests of one publish (each commits a batch), so a publish is one burst.
+pub const QUIET: Duration = Duration::from_secs(2);
+/// Longest a change waits for quiet under a steady stream of writes (a publish): refitting
+/// during one costs its recommends even in idle time (the cores' caches, and on machines whose
+/// cores are hyperthreads of one, the core itself), while its new contents are recommended by
+/// their vectors meanwhile.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// After a refit that took T, the next starts no sooner than `REST × T` later: refits take at
 /// most a ninth of the time however steady the writes (a 154k-content corpus takes seconds to
 /// refit, and a publish writes for minutes).
@@ -178,8 +206,8 @@ struct Pending {
     closed: bool,
 }
 
-/// The background thread that refits stale languages after writes: on one thread at low
-/// priority, outside rayon's pool, so requests keep the cores.
+/// The background thread that refits stale languages after writes: on one thread in the
+/// machine's idle time, outside rayon's pool, so requests keep the cores.
 pub struct Rebuilder {
     shared: Arc<(Mutex<Pending>, Condvar)>,
 }
@@ -192,7 +220,7 @@ impl Rebuilder {
         std::thread::Builder::new()
             .name("lecr-lexical".into())
             .spawn(move || {
-                lower_priority();
+                set_idle(true);
                 rebuild_loop(&s, target)
             })?;
         Ok(Rebuilder { shared })
@@ -220,14 +248,31 @@ impl Drop for Rebuilder {
     }
 }
 
-/// Nice 10 for the calling thread (Linux keeps a nice value per thread); elsewhere nothing.
-fn lower_priority() {
+/// `idle`: the calling thread runs only when no other thread wants a core (Linux's
+/// `SCHED_IDLE`; nice 19 where that is refused; elsewhere nothing), so a refit takes no time
+/// from requests (at nice 10 it still halved the recommends of a server under load while
+/// Studio published). Otherwise: back to the normal class.
+fn set_idle(idle: bool) {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id.
+    // SAFETY: plain system calls on the calling thread's own id, with a valid parameter.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 0 };
+        let class = if idle {
+            libc::SCHED_IDLE
+        } else {
+            libc::SCHED_OTHER
+        };
+        if libc::sched_setscheduler(tid, class, &param) != 0 {
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                if idle { 19 } else { 0 },
+            );
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = idle;
 }
 
 fn rebuild_loop<T: Refit>(shared: &(Mutex<Pending>, Condvar), target: Weak<T>) {
@@ -262,9 +307,8 @@ fn rebuild_loop<T: Refit>(shared: &(Mutex<Pending>, Condvar), target: Weak<T>) {
         }
         let Some(t) = target.upgrade() else { return };
         let t0 = Instant::now();
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            refit_stale(&*t, Threads::Caller)
-        }));
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| refit_stale(&*t, true)));
         if caught.is_err() {
             tracing::error!("refitting the lexical index panicked; it stays as it was");
         }

@@ -3,7 +3,6 @@
 //! than stored).
 
 use super::Engine;
-use crate::select::lexical::Threads;
 use crate::serve::index::Index;
 use crate::serve::lexical::{refit_stale, Fitted, Rebuilder, Refit, Snapshot};
 use crate::serve::metrics::Metrics;
@@ -49,7 +48,7 @@ impl Engine {
         };
         let t0 = std::time::Instant::now();
         // Before the first request: all cores.
-        let languages = refit_stale(target.as_ref(), Threads::Pool);
+        let languages = refit_stale(target.as_ref(), false);
         if self.rebuilder.get().is_none() {
             let r = Rebuilder::start(Arc::downgrade(target))?;
             let _ = self.rebuilder.set(r);
