@@ -4,7 +4,7 @@
 //! change refused, the bearer token, and equality with `lecr predict`.
 
 mod common;
-use common::server::Server;
+use common::server::{ids, Server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -18,15 +18,6 @@ fn uuid() -> String {
 
 fn topic(title: &str, lang: &str) -> Value {
     json!({"id": uuid(), "channel_id": uuid(), "title": title, "description": "", "language": lang})
-}
-
-fn ids(topic: &Value) -> Vec<String> {
-    topic["recommendations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn metric(s: &Server, name: &str) -> f64 {

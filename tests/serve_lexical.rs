@@ -3,7 +3,7 @@
 //! trained on both, and its lexical index follows embed-content and remove-content.
 
 mod common;
-use common::server::Server;
+use common::server::{ids, Server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-fn ids(topic: &Value) -> Vec<String> {
-    topic["recommendations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// `lecr predict ARGS --out FILE`: each sample topic's selected contents.
@@ -206,19 +197,7 @@ fn without_sample_links(data: &str, out: &Path) -> String {
 fn a_reranker_trained_with_lexical_reranks_as_predict() {
     let root = tempfile::tempdir().unwrap();
     // Studio-shaped ids, so requests can name the data folder's topics.
-    let (data, model) = common::split_corpus_and_tiny_model(
-        root.path(),
-        &lecr::data::synth::SynthConfig {
-            topics: 240,
-            contents: 480,
-            languages: vec!["en".into(), "es".into()],
-            seed: 9,
-            studio_ids: true,
-            ..Default::default()
-        },
-        2,
-        "model",
-    );
+    let (data, model) = common::serve_corpus_with(root.path(), true);
     let rr = root.path().join("rr");
     let rr_path = rr.to_str().unwrap();
     common::run_lecr([

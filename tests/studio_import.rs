@@ -583,19 +583,7 @@ fn store_decisions_reach_the_curator_page_on_sqlite_and_postgres() {
     use common::server::Server;
     use serde_json::json;
     let root = tempfile::tempdir().unwrap();
-    let (data, model) = common::split_corpus_and_tiny_model(
-        root.path(),
-        &lecr::data::synth::SynthConfig {
-            topics: 240,
-            contents: 480,
-            languages: vec!["en".into(), "es".into()],
-            seed: 9,
-            studio_ids: true,
-            ..Default::default()
-        },
-        2,
-        "model",
-    );
+    let (data, model) = common::serve_corpus_with(root.path(), true);
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
     let t = ds
         .topics

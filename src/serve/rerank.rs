@@ -131,6 +131,15 @@ pub struct TopicQuery<'a> {
     pub children: usize,
 }
 
+/// The similarity column of a `--model` argument.
+fn column_of(model: &str) -> Column {
+    if model == "lexical" {
+        Column::Lexical
+    } else {
+        Column::Vectors
+    }
+}
+
 pub struct ServeReranker {
     pub rr: Reranker,
     pub dir: std::path::PathBuf,
@@ -150,16 +159,7 @@ impl ServeReranker {
     ) -> Result<ServeReranker> {
         let rr = Reranker::load(dir)?;
         let trained = &rr.meta.retrievers;
-        let columns: Vec<Column> = trained
-            .iter()
-            .map(|r| {
-                if r == "lexical" {
-                    Column::Lexical
-                } else {
-                    Column::Vectors
-                }
-            })
-            .collect();
+        let columns: Vec<Column> = trained.iter().map(|r| column_of(r)).collect();
         let n_models = columns.iter().filter(|c| **c == Column::Vectors).count();
         anyhow::ensure!(
             n_models == 1 && columns.len() <= 2,
@@ -170,16 +170,7 @@ impl ServeReranker {
             trained.len(),
             trained.join(", ")
         );
-        let served: Vec<Column> = models
-            .iter()
-            .map(|m| {
-                if m == "lexical" {
-                    Column::Lexical
-                } else {
-                    Column::Vectors
-                }
-            })
-            .collect();
+        let served: Vec<Column> = models.iter().map(|m| column_of(m)).collect();
         anyhow::ensure!(
             served == columns,
             "{}: it was trained with --model {}; serve it with the same retrievers in the same \

@@ -190,6 +190,11 @@ where
 /// The service tests' corpus (240 topics, 480 contents, English and Spanish, 5 folds) and a
 /// 2-layer tiny model over its words.
 pub fn serve_corpus(root: &Path) -> (String, String) {
+    serve_corpus_with(root, false)
+}
+
+/// [`serve_corpus`], with Studio-shaped ids when `studio_ids` (requests can name its topics).
+pub fn serve_corpus_with(root: &Path, studio_ids: bool) -> (String, String) {
     split_corpus_and_tiny_model(
         root,
         &lecr::data::synth::SynthConfig {
@@ -197,6 +202,7 @@ pub fn serve_corpus(root: &Path) -> (String, String) {
             contents: 480,
             languages: vec!["en".into(), "es".into()],
             seed: 9,
+            studio_ids,
             ..Default::default()
         },
         2,

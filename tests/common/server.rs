@@ -126,3 +126,13 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The ids of a recommend answer's topic, in rank order.
+pub fn ids(topic: &Value) -> Vec<String> {
+    topic["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
