@@ -39,13 +39,8 @@ fn predict(root: &Path, name: &str, args: &[&str]) -> HashMap<String, HashSet<St
 /// The sample topics as Studio sends them, with their ancestors: new UUIDs, or (`own_ids`)
 /// the data folder's ids and channels, so the reranker's tree context finds them.
 fn studio_topics(ds: &lecr::data::Dataset, own_ids: bool) -> Vec<(String, Value)> {
-    let index: HashMap<String, usize> = ds
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.clone(), i))
-        .collect();
-    let forest = lecr::data::tree::Forest::build(&ds.topics, &index);
+    let index = &ds.topic_index;
+    let forest = lecr::data::tree::Forest::build(&ds.topics, index);
     let id = |j: usize| {
         if own_ids {
             ds.topics[j].id.clone()
