@@ -92,7 +92,8 @@ fn refitted(s: &Server) {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(50));
     while metric(s, "lecr_lexical_stale_languages") > 0.0 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never refitted");
+        // Generous: the refit runs in idle time, and CI machines are busy.
+        assert!(t0.elapsed() < Duration::from_secs(120), "never refitted");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
