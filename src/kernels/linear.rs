@@ -6,7 +6,8 @@
 //! gradient for each of them.
 
 use super::{f32_slice, for_rows};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 struct LinearInfer {
     gelu: bool,
@@ -125,6 +126,64 @@ fn matmul(
     }
 }
 
+/// `lhs · rhs` (`m × k` times `k × n`) into a new row-major `m × n` matrix, written once by
+/// gemm (no zero-fill first).
+fn product(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let spare = &mut out.spare_capacity_mut()[..m * n];
+    // SAFETY: `MaybeUninit<f32>` has f32's layout; gemm with `accumulate == false` (and k > 0)
+    // writes every element of the m × n destination without reading it.
+    let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<f32>(), m * n) };
+    matmul(m, n, k, dst, lhs, rhs, false);
+    // SAFETY: all m·n elements were just written.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+/// The sums of the columns of a row-major matrix (last dimension = columns): the bias
+/// gradient. Rows are summed in blocks on all threads, then the block sums in order.
+struct ColumnSum;
+
+simd_fn! {
+    fn add_rows(acc: &mut [f32], rows: &[f32]) {
+        for r in rows.chunks_exact(acc.len()) {
+            for (a, &v) in acc.iter_mut().zip(r) {
+                *a += v;
+            }
+        }
+    }
+}
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "lecr-column-sum"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s, l, self.name())?;
+        let cols = *l.dims().last().unwrap_or(&1);
+        if cols == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from(0)));
+        }
+        let per = (1 << 15) / cols + 1;
+        let partial: Vec<Vec<f32>> = g
+            .par_chunks(per * cols)
+            .map(|block| {
+                let mut acc = vec![0f32; cols];
+                add_rows(&mut acc, block);
+                acc
+            })
+            .collect();
+        let mut sum = vec![0f32; cols];
+        for p in &partial {
+            add_rows(&mut sum, p);
+        }
+        Ok((CpuStorage::F32(sum), Shape::from(cols)))
+    }
+}
+
 /// `x Wᵀ + b`, differentiable in `x`, `W` and `b`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.contiguous()?
@@ -159,7 +218,7 @@ impl CustomOp3 for LinearTrain {
         let g = grad.contiguous()?;
         let dx = g.apply_op2_no_bwd(w, &InputGrad)?;
         let dw = g.apply_op2_no_bwd(x, &WeightGrad)?;
-        let db = g.reshape(((), w.dim(0)?))?.sum(0)?;
+        let db = g.apply_op1_no_bwd(&ColumnSum)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -182,15 +241,12 @@ impl CustomOp2 for InputGrad {
         let w = f32_slice(s2, l2, self.name())?;
         let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
         let rows = g.len() / out_dim.max(1);
-        let mut dx = super::zeroed(rows * in_dim);
-        matmul(
+        let dx = product(
             rows,
             in_dim,
             out_dim,
-            &mut dx,
             Operand::rows(g, out_dim),
             Operand::rows(w, in_dim),
-            false,
         );
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("non-empty dims") = in_dim;
@@ -217,16 +273,13 @@ impl CustomOp2 for WeightGrad {
         let out_dim = *l1.dims().last().unwrap_or(&1);
         let in_dim = *l2.dims().last().unwrap_or(&1);
         let rows = g.len() / out_dim.max(1);
-        let mut dw = super::zeroed(out_dim * in_dim);
         // g (rows × out) is read as its transpose.
-        matmul(
+        let dw = product(
             out_dim,
             in_dim,
             rows,
-            &mut dw,
             Operand::cols(g, out_dim),
             Operand::rows(x, in_dim),
-            false,
         );
         Ok((CpuStorage::F32(dw), Shape::from((out_dim, in_dim))))
     }
