@@ -117,6 +117,20 @@ fn minilm_int8_stays_close_to_sentence_transformers() {
     );
 }
 
+/// A text of more than 150 tokens (565+ characters).
+const LONG_TEXT: &str =
+    "Photosynthesis is the process by which green plants, algae and some bacteria \
+        turn light energy into chemical energy. In the chloroplasts, chlorophyll absorbs light, \
+        mostly blue and red wavelengths, and uses its energy to split water molecules, releasing \
+        oxygen. The energy captured is stored in ATP and NADPH, which the Calvin cycle then uses \
+        to fix carbon dioxide from the air into sugars such as glucose. Those sugars feed the \
+        plant's growth and, through food chains, nearly every other living thing on Earth. \
+        Factors such as light intensity, temperature and the concentration of carbon dioxide \
+        limit the rate of photosynthesis, and students can measure it by counting the bubbles \
+        of oxygen released by pondweed under a lamp placed at different distances. This lesson \
+        covers the light-dependent reactions, the Calvin cycle, limiting factors, and the \
+        experiments that first revealed where the oxygen comes from.";
+
 /// A long text embedded at the model's full length (256 tokens) by an int8 model with the
 /// default calibration stays within cosine 0.99 of the float model: the default calibration
 /// covers late positions, not only short texts.
@@ -134,17 +148,7 @@ fn int8_keeps_long_texts_close_to_float() {
     )
     .unwrap();
     assert_eq!(int8.tokenizer.max_len, 256);
-    let long = "Photosynthesis is the process by which green plants, algae and some bacteria \
-        turn light energy into chemical energy. In the chloroplasts, chlorophyll absorbs light, \
-        mostly blue and red wavelengths, and uses its energy to split water molecules, releasing \
-        oxygen. The energy captured is stored in ATP and NADPH, which the Calvin cycle then uses \
-        to fix carbon dioxide from the air into sugars such as glucose. Those sugars feed the \
-        plant's growth and, through food chains, nearly every other living thing on Earth. \
-        Factors such as light intensity, temperature and the concentration of carbon dioxide \
-        limit the rate of photosynthesis, and students can measure it by counting the bubbles \
-        of oxygen released by pondweed under a lamp placed at different distances. This lesson \
-        covers the light-dependent reactions, the Calvin cycle, limiting factors, and the \
-        experiments that first revealed where the oxygen comes from.";
+    let long = LONG_TEXT;
     assert!(long.len() >= 565);
     let texts = vec![long.to_string()];
     let n_tokens = int8.tokenizer.encode(&[long]).unwrap()[0].len();
@@ -174,4 +178,65 @@ fn int8_keeps_long_texts_close_to_float() {
     let (min, _) = lecr::bench::agreement(&float, &saved, &texts).unwrap();
     eprintln!("long text: `lecr quantize` folder vs float cosine {min:.5}");
     assert!(min >= 0.99, "cosine {min}");
+}
+
+/// 7-bit weights (the faster AVX2 kernel's format), quantized at load and by `lecr quantize
+/// --weight-bits 7`, stay within cosine 0.99 of float on the reference texts and a long text;
+/// the saved folder keeps its weights within ±63, so it runs that kernel after reloading.
+#[test]
+fn seven_bit_weights_stay_close_to_float() {
+    let fx = fixture();
+    let spec = common::minilm_dir();
+    let spec = spec.to_str().unwrap();
+    let opts = LoadOptions {
+        int8: true,
+        int8_weight_bits: lecr::kernels::int8::WeightBits::Seven,
+        ..Default::default()
+    };
+    let model = SentenceModel::load(spec, &opts).unwrap();
+    assert!(model.params.int8.iter().all(|(_, p)| p.seven_bit()));
+    let (cos, _) = compare(&model, &fx, 0.99, 1.0);
+    eprintln!("int8 7-bit weights at load: min cosine {cos:.5}");
+    let float = SentenceModel::load(spec, &LoadOptions::default()).unwrap();
+    let texts = vec![LONG_TEXT.to_string()];
+    let (min, _) = lecr::bench::agreement(&float, &model, &texts).unwrap();
+    eprintln!("long text: int8 7-bit weights vs float cosine {min:.5}");
+    assert!(min >= 0.99, "cosine {min}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8-7");
+    let report = common::run_lecr([
+        "quantize",
+        "--model",
+        spec,
+        "--out",
+        out.to_str().unwrap(),
+        "--weight-bits",
+        "7",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&report).contains("7-bit weights"),
+        "{}",
+        String::from_utf8_lossy(&report)
+    );
+    let note: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("quantization.json")).unwrap())
+            .unwrap();
+    assert_eq!(note["weight_bits"], 7);
+    let saved = SentenceModel::load(out.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    assert!(saved.params.int8.iter().all(|(_, p)| p.seven_bit()));
+    let (min, _) = lecr::bench::agreement(&float, &saved, &texts).unwrap();
+    eprintln!("long text: `lecr quantize --weight-bits 7` folder vs float cosine {min:.5}");
+    assert!(min >= 0.99, "cosine {min}");
+    // An 8-bit folder is not 7-bit.
+    assert!(!float.is_int8());
+    let eight = SentenceModel::load(
+        spec,
+        &LoadOptions {
+            int8: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(eight.params.int8.iter().any(|(_, p)| !p.seven_bit()));
 }

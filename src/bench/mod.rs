@@ -198,13 +198,19 @@ pub fn load_random(model: &str, max_len: usize) -> Result<SentenceModel> {
     SentenceModel::random(&cfg, &dir.join("tokenizer.json"), max_len, 1)
 }
 
-/// Loads the model for the benchmark (max length = the padded length), int8 if asked.
-pub fn load(model: &str, max_len: usize, int8: bool) -> Result<SentenceModel> {
+/// Loads the model for the benchmark (max length = the padded length), quantized to int8 with
+/// `int8` bits per weight if asked.
+pub fn load(
+    model: &str,
+    max_len: usize,
+    int8: Option<crate::kernels::int8::WeightBits>,
+) -> Result<SentenceModel> {
     SentenceModel::load(
         model,
         &LoadOptions {
             max_len: Some(max_len),
-            int8,
+            int8: int8.is_some(),
+            int8_weight_bits: int8.unwrap_or_default(),
             ..Default::default()
         },
     )

@@ -33,6 +33,8 @@ pub struct LoadOptions {
     pub layers: Option<Vec<usize>>,
     /// Quantize the encoder's dense layers to int8 as they load (inference only).
     pub int8: bool,
+    /// Bits per weight of that quantization (7: the faster AVX2 kernel).
+    pub int8_weight_bits: crate::kernels::int8::WeightBits,
     pub seed: u64,
     /// The prompt of topic texts: a prompt name of the folder, or the text itself ("" for
     /// none); default: the folder's query prompt.
@@ -152,7 +154,12 @@ impl SentenceModel {
             }
         }
         if opts.int8 && !m.is_int8() {
-            quantize::calibrate_and_quantize(&mut m, None, quantize::DEFAULT_ALPHA)?;
+            quantize::calibrate_and_quantize_bits(
+                &mut m,
+                None,
+                quantize::DEFAULT_ALPHA,
+                opts.int8_weight_bits,
+            )?;
         }
         if m.is_int8() {
             let kernel = crate::kernels::int8::Int8Kernel::detect();

@@ -12,7 +12,7 @@
 use super::bert::Linear;
 use super::params::LinearWeight;
 use super::SentenceModel;
-use crate::kernels::int8::{PackedInt8, QuantizedMatrix};
+use crate::kernels::int8::{PackedInt8, QuantizedMatrix, WeightBits};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,8 @@ pub const DEFAULT_ALPHA: f32 = 0.5;
 pub struct Calibration {
     pub input_max: HashMap<String, Vec<f32>>,
     pub alpha: f32,
+    /// Bits per quantized weight (8, or 7 for the faster AVX2 kernel).
+    pub weight_bits: WeightBits,
 }
 
 impl SentenceModel {
@@ -50,7 +52,11 @@ impl SentenceModel {
             }
         }
         run?;
-        Ok(Calibration { input_max, alpha })
+        Ok(Calibration {
+            input_max,
+            alpha,
+            weight_bits: WeightBits::Eight,
+        })
     }
 
     /// Replaces every float dense layer of the encoder by its int8 form (smoothed where `c`
@@ -122,9 +128,9 @@ fn quantize_layer(
                 None => column_max(&values, cols),
             };
             let smooth = smoothing(&wmax, xmax, c.alpha);
-            QuantizedMatrix::quantize_smoothed(&values, rows, cols, &smooth)
+            QuantizedMatrix::quantize_smoothed(&values, rows, cols, &smooth, c.weight_bits)
         }
-        _ => QuantizedMatrix::quantize(&values, rows, cols),
+        _ => QuantizedMatrix::quantize_bits(&values, rows, cols, c.weight_bits),
     };
     let packed = Arc::new(PackedInt8::pack(&q));
     l.weight = LinearWeight::Int8(packed.clone());
@@ -175,11 +181,22 @@ pub const VOCABULARY_SEED: u64 = 0x5eed;
 /// Seed of the held-out vocabulary texts that agreement is reported on (never calibrated on).
 pub const HELD_OUT_SEED: u64 = 0xc0ffee;
 
-/// Calibrates on `texts`, or on [`vocabulary_texts`] when there are none, then quantizes.
+/// Calibrates on `texts`, or on [`vocabulary_texts`] when there are none, then quantizes
+/// (8-bit weights).
 pub fn calibrate_and_quantize(
     model: &mut SentenceModel,
     texts: Option<&[String]>,
     alpha: f32,
+) -> Result<()> {
+    calibrate_and_quantize_bits(model, texts, alpha, WeightBits::Eight)
+}
+
+/// [`calibrate_and_quantize`] with `bits` per weight.
+pub fn calibrate_and_quantize_bits(
+    model: &mut SentenceModel,
+    texts: Option<&[String]>,
+    alpha: f32,
+    bits: WeightBits,
 ) -> Result<()> {
     let generated;
     let texts = match texts {
@@ -189,7 +206,8 @@ pub fn calibrate_and_quantize(
             &generated
         }
     };
-    let c = model.calibrate(texts, 32, alpha)?;
+    let mut c = model.calibrate(texts, 32, alpha)?;
+    c.weight_bits = bits;
     model.quantize(&c)
 }
 

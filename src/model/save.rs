@@ -28,6 +28,7 @@ fn quantization_note(int8: &[(String, QuantizedMatrix)]) -> serde_json::Value {
         "format": "lecr-int8",
         "version": 1,
         "weights": "int8, symmetric, one scale per output row: W[n, k] = weight[n, k] * weight_scale[n] / weight_smooth[k]",
+        "weight_bits": if int8.iter().all(|(_, q)| q.fits_seven_bits()) { 7 } else { 8 },
         "scales": format!("`<name>{}` (F32, one per output row) beside each I8 `<name>`", super::params::SCALE_SUFFIX),
         "smoothing": format!("optional `<name>{}` (F32, one per input; SmoothQuant): inputs are divided by it before they are quantized; absent = ones", super::params::SMOOTH_SUFFIX),
         "activations": "quantized at run time to int8 over each token's own range: one scale and zero point per token",
