@@ -664,11 +664,15 @@ pub fn up_gelu_quantized(
         acts.rows,
         down.k4,
         Vec::new,
-        |scratch: &mut Vec<MaybeUninit<f32>>, r0, here, out| {
-            scratch.resize(here * n, MaybeUninit::new(0.0));
-            run_tile(acts, up, bias, kernel, r0, here, scratch);
+        |scratch: &mut Vec<f32>, r0, here, out| {
+            // Uninitialised room, not a zero-filled one: rayon makes a new scratch for each
+            // piece of work it splits off, and filling it showed as 4% of an int8 encode.
+            scratch.clear();
+            scratch.reserve(here * n);
+            let buf = &mut scratch.spare_capacity_mut()[..here * n];
+            run_tile(acts, up, bias, kernel, r0, here, buf);
             // SAFETY: `run_tile` wrote all `here × n` values.
-            let y = unsafe { &mut *(&mut scratch[..] as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            let y = unsafe { &mut *(buf as *mut [MaybeUninit<f32>] as *mut [f32]) };
             for (i, row) in y.chunks_mut(n).enumerate() {
                 super::gelu::gelu_in_place(row);
                 out.put(i, row, down.inv_smooth.as_deref());
