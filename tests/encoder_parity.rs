@@ -228,8 +228,7 @@ fn seven_bit_weights_stay_close_to_float() {
     let (min, _) = lecr::bench::agreement(&float, &saved, &texts).unwrap();
     eprintln!("long text: `lecr quantize --weight-bits 7` folder vs float cosine {min:.5}");
     assert!(min >= 0.99, "cosine {min}");
-    // An 8-bit folder is not 7-bit.
-    assert!(!float.is_int8());
+    // The default 8-bit quantization does not take the 7-bit kernel.
     let eight = SentenceModel::load(
         spec,
         &LoadOptions {
