@@ -1,0 +1,179 @@
+//! Tests of the live content index (`index.rs`).
+
+use super::*;
+
+fn meta(id: &str, lang: Option<&str>) -> ContentMeta {
+    ContentMeta {
+        id: id.into(),
+        channel_id: "c".into(),
+        title: id.into(),
+        description: String::new(),
+        kind: "video".into(),
+        language: lang.map(str::to_string),
+        short_text: String::new(),
+    }
+}
+
+#[test]
+fn upsert_replace_remove_keep_rows_consistent() {
+    let mut ix = Index::new(2);
+    ix.upsert(meta("a", Some("en")), &[1.0, 0.0]);
+    ix.upsert(meta("b", Some("en")), &[0.0, 1.0]);
+    ix.upsert(meta("c", Some("en")), &[0.6, 0.8]);
+    ix.upsert(meta("x", None), &[1.0, 0.0]);
+    assert_eq!(ix.sizes(), vec![("en".to_string(), 3)]);
+    assert_eq!(ix.without_language(), 1);
+    let hits = &ix.search("en", &[1.0, 0.0], None, 3)[0];
+    let ids: Vec<&str> = hits.iter().map(|h| h.content.as_str()).collect();
+    assert_eq!(ids, ["a", "c", "b"]);
+    // Removing the first row moves the last into its place; search still finds the rest.
+    assert!(ix.holds(&meta("a", Some("en")), &[1.0, 0.0]));
+    assert!(!ix.holds(&meta("a", Some("en")), &[0.0, 1.0]));
+    assert!(!ix.holds(&meta("a", Some("es")), &[1.0, 0.0]));
+    assert!(ix.holds(&meta("x", None), &[0.0, 0.0]));
+    assert!(ix.remove("a"));
+    assert!(!ix.remove("a"));
+    assert!(!ix.holds(&meta("a", Some("en")), &[1.0, 0.0]));
+    let hits = &ix.search("en", &[1.0, 0.0], None, 3)[0];
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].content, "c");
+    assert!((hits[0].similarity - 0.6).abs() < 1e-6);
+    // Replacing moves a content to another language; the language-less one gets one.
+    ix.upsert(meta("c", Some("es")), &[0.6, 0.8]);
+    ix.upsert(meta("x", Some("es")), &[0.0, 1.0]);
+    assert_eq!(
+        ix.sizes(),
+        vec![("en".to_string(), 1), ("es".to_string(), 2)]
+    );
+    assert_eq!(ix.without_language(), 0);
+    let hits = &ix.search("es", &[0.0, 1.0, 1.0, 0.0], None, 1);
+    assert_eq!(hits[0][0].content, "x");
+    assert_eq!(hits[1][0].content, "c");
+    assert!(ix.search("fr", &[1.0, 0.0], None, 5)[0].is_empty());
+}
+
+/// Contents with texts (their titles) and 2-d vectors, lexical retrieval on.
+fn lexical_index(items: &[(&str, &str, [f32; 2])]) -> Index {
+    let mut ix = Index::new(2).with_lexical(1);
+    for (id, title, v) in items {
+        let mut m = meta(id, Some("en"));
+        m.title = title.to_string();
+        ix.upsert(m, v);
+    }
+    ix
+}
+
+fn refit(ix: Index) -> Index {
+    let lock = RwLock::new(ix);
+    crate::serve::lexical::refit_stale(&lock, false);
+    lock.into_inner().unwrap()
+}
+
+/// What `predict` computes for the same contents: (vector + lexical) × ½.
+fn batch_ensemble(texts: &[&str], vectors: &[[f32; 2]], topic: &str, tv: [f32; 2]) -> Vec<f32> {
+    let full: Vec<String> = texts
+        .iter()
+        .map(|t| crate::text::content_text_of_short(t, "", ""))
+        .collect();
+    let lex = crate::select::lexical::LexicalIndex::fit(&full).scores(topic);
+    let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
+    let v = PackedRows::from_rows(&flat, 2).scores(&tv, 1);
+    v.iter().zip(&lex).map(|(a, b)| (a + b) * 0.5).collect()
+}
+
+#[test]
+fn the_lexical_ensemble_equals_the_batch_and_follows_writes_after_a_refit() {
+    let items = [
+        ("a", "adding fractions", [0.6, 0.8]),
+        ("b", "volcano eruptions", [1.0, 0.0]),
+        ("c", "fractional parts of shapes", [0.0, 1.0]),
+        ("d", "eruptions of ideas", [0.8, 0.6]),
+    ];
+    let ix = lexical_index(&items);
+    assert_eq!(ix.stale_languages(), vec!["en".to_string()]);
+    let ix = refit(ix);
+    assert!(ix.stale_languages().is_empty());
+    assert!(ix.lexical_bytes() > 0);
+    let topic = "fractions # arithmetic # ";
+    let tv = [0.6f32, 0.8];
+    let texts: Vec<&str> = items.iter().map(|x| x.1).collect();
+    let vecs: Vec<[f32; 2]> = items.iter().map(|x| x.2).collect();
+    let want = batch_ensemble(&texts, &vecs, topic, tv);
+    let hits = &ix.search("en", &tv, Some(&[topic]), 4)[0];
+    assert_eq!(hits[0].content, "a");
+    for h in hits {
+        let k = items.iter().position(|x| x.0 == h.content).unwrap();
+        assert_eq!(h.similarity.to_bits(), want[k].to_bits(), "{}", h.content);
+    }
+    // Without lexical texts the same index ranks by the vectors alone.
+    let plain = &ix.search("en", &tv, None, 4)[0];
+    assert_eq!(plain[0].similarity, 1.0);
+    // A removal moves the last row into the hole: every other content keeps its score.
+    let mut ix = ix;
+    ix.remove("a");
+    assert_eq!(ix.stale_languages(), vec!["en".to_string()]);
+    let stale = &ix.search("en", &tv, Some(&[topic]), 4)[0];
+    for h in stale {
+        let k = items.iter().position(|x| x.0 == h.content).unwrap();
+        assert_eq!(h.similarity.to_bits(), want[k].to_bits(), "{}", h.content);
+    }
+    // A new content scores by its vector alone until the refit; then all equal a fresh fit.
+    let mut e = meta("e", Some("en"));
+    e.title = "fractions".into();
+    ix.upsert(e, &[0.6, 0.8]);
+    let before = &ix.search("en", &tv, Some(&[topic]), 4)[0];
+    let e_before = before.iter().find(|h| h.content == "e").unwrap().similarity;
+    assert_eq!(e_before, 0.5);
+    let ix = refit(ix);
+    let items2 = [items[1], items[2], items[3], ("e", "fractions", [0.6, 0.8])];
+    let texts: Vec<&str> = items2.iter().map(|x| x.1).collect();
+    let vecs: Vec<[f32; 2]> = items2.iter().map(|x| x.2).collect();
+    let want = batch_ensemble(&texts, &vecs, topic, tv);
+    let after = &ix.search("en", &tv, Some(&[topic]), 4)[0];
+    assert_eq!(after[0].content, "e");
+    assert!(after[0].similarity > e_before);
+    for h in after {
+        let k = items2.iter().position(|x| x.0 == h.content).unwrap();
+        assert_eq!(h.similarity.to_bits(), want[k].to_bits(), "{}", h.content);
+    }
+}
+
+#[test]
+fn candidates_carry_every_column_and_the_parent_similarities() {
+    let ix = refit(lexical_index(&[
+        ("a", "adding fractions", [0.6, 0.8]),
+        ("b", "volcano eruptions", [1.0, 0.0]),
+        ("c", "fractional parts", [0.0, 1.0]),
+    ]));
+    let topic = "fractions # ";
+    let parent = "volcano # ";
+    let cols = [Column::Vectors, Column::Lexical];
+    let p = Parent {
+        vector: &[1.0, 0.0],
+        lexical: Some(parent),
+    };
+    let out = ix.candidates("en", &[0.0, 1.0], Some(&[topic]), &[Some(p)], &cols, 1);
+    let c = &out[0];
+    // The top 1 of each column and of the mean: c (vectors), a (lexical).
+    assert!(c.ids.contains(&"c".to_string()) && c.ids.contains(&"a".to_string()));
+    let lex = ix.langs["en"].lexical.as_ref().unwrap().scores(topic);
+    let plex = ix.langs["en"].lexical.as_ref().unwrap().scores(parent);
+    for (cand, id) in c.topic.candidates.iter().zip(&c.ids) {
+        let r = ix.row[id];
+        assert_eq!(cand.content as usize, r);
+        assert_eq!(cand.sims.len(), 3);
+        assert_eq!(cand.sims[1], lex[r]);
+        assert_eq!(cand.sims[2], (cand.sims[0] + cand.sims[1]) * 0.5);
+        assert_eq!(cand.parent_sims[0], ix.similarity(id, &[1.0, 0.0]).unwrap());
+        assert_eq!(cand.parent_sims[1], plex[r]);
+    }
+    assert_eq!(c.topic.best.len(), 3);
+    // No parent: NaN parent similarities; an unknown language: no candidates.
+    let out = ix.candidates("en", &[0.0, 1.0], Some(&[topic]), &[None], &cols, 1);
+    assert!(out[0].topic.candidates[0].parent_sims[0].is_nan());
+    assert!(
+        ix.candidates("fr", &[0.0, 1.0], Some(&[topic]), &[None], &cols, 1)[0]
+            .ids
+            .is_empty()
+    );
+}
