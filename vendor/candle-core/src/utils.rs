@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 
-const DEFAULT_BARRIER_POOL_SPIN_LIMIT: u32 = 25_000;
+// lecr: 200 instead of upstream's 25_000 (see LECR-NOTE.md). An idle pool worker spun that long
+// after every element-wise op while lecr's own kernels (on rayon's threads) needed the cores.
+const DEFAULT_BARRIER_POOL_SPIN_LIMIT: u32 = 200;
 
 /// Per-worker control on its own 64-byte cache line to prevent false sharing.
 #[repr(C, align(64))]
