@@ -149,8 +149,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes contents and deletes ids in one transaction; returns how many rows were deleted.
-    pub fn apply(&mut self, upserts: &[StoredContent], deletes: &[String]) -> Result<usize> {
+    /// Writes contents and deletes ids in one transaction; returns the ids that were there to
+    /// delete (in `deletes`' order). The store is the answer to "was it known", not a
+    /// replica's index: the index follows the change log on its own thread and may already
+    /// have applied this very deletion.
+    pub fn apply(&mut self, upserts: &[StoredContent], deletes: &[String]) -> Result<Vec<String>> {
         const UPSERT: &str = "INSERT INTO contents
                  (id, channel_id, title, description, kind, language, text, vector)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -159,7 +162,7 @@ impl Store {
                  kind = excluded.kind, language = excluded.language,
                  text = excluded.text, vector = excluded.vector";
         const DELETE: &str = "DELETE FROM contents WHERE id = $1";
-        let mut deleted = 0;
+        let mut deleted = Vec::new();
         // What the change log names: every id written or deleted.
         let keys: Vec<&str> = upserts
             .iter()
@@ -186,7 +189,9 @@ impl Store {
                     }
                     let mut del = tx.prepare_cached(DELETE)?;
                     for id in deletes {
-                        deleted += del.execute([id])?;
+                        if del.execute([id])? > 0 {
+                            deleted.push(id.clone());
+                        }
                     }
                 }
                 super::changes::log_sqlite(&tx, super::changes::ChangeKind::Content, &keys)?;
@@ -214,7 +219,9 @@ impl Store {
                 }
                 let del = tx.prepare(DELETE)?;
                 for id in deletes {
-                    deleted += tx.execute(&del, &[id])? as usize;
+                    if tx.execute(&del, &[id])? > 0 {
+                        deleted.push(id.clone());
+                    }
                 }
                 super::changes::log(&mut tx, super::changes::ChangeKind::Content, &keys)?;
                 tx.commit()?;
@@ -283,8 +290,13 @@ mod tests {
                 s.set_meta("model", "m2").unwrap();
                 s.apply(&[c("a", Some("en")), c("b", None), c("x", None)], &[])
                     .unwrap();
-                let deleted = s.apply(&[c("b", Some("es"))], &["x".to_string()]).unwrap();
-                assert_eq!(deleted, 1, "{loc}");
+                let deleted = s
+                    .apply(
+                        &[c("b", Some("es"))],
+                        &["x".to_string(), "never".to_string()],
+                    )
+                    .unwrap();
+                assert_eq!(deleted, ["x"], "{loc}: only what was there");
             }
             let s = Store::open_at(loc).unwrap();
             assert_eq!(s.get_meta("model").unwrap().as_deref(), Some("m2"));

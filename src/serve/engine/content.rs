@@ -295,10 +295,16 @@ impl Engine {
         blocking(move || {
             cancel.begin_commit()?;
             let mut store = eng.store()?;
-            eng.checked(store.apply(&[], &ids))?;
+            // Known or not is the store's answer: once the deletion commits, this process's
+            // change follower may apply it to the index before the lines below do.
+            let deleted: HashSet<String> =
+                eng.checked(store.apply(&[], &ids))?.into_iter().collect();
             let mut index = eng.index_mut()?;
-            let unknown: Vec<String> = ids.into_iter().filter(|id| !index.remove(id)).collect();
+            for id in &ids {
+                index.remove(id);
+            }
             eng.index_changed(&index);
+            let unknown: Vec<String> = ids.into_iter().filter(|id| !deleted.contains(id)).collect();
             Ok(RemoveSummary {
                 removed: seen.len() - unknown.len(),
                 unknown,
