@@ -2,6 +2,7 @@
 //! the way `bench/baseline.py` measures PyTorch and ONNX Runtime, optionally running that script
 //! in the same invocation and printing ratios.
 
+pub mod catalog;
 pub mod serve;
 
 use crate::model::{LoadOptions, SentenceModel};

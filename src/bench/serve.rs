@@ -77,7 +77,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Spawns `cmd`, reads the port from its stdout (`listening on http://ADDR/` or
     /// `baseline ready on port N`) and waits for `/stable/connect`.
-    fn start(mut cmd: Command, what: &str, timeout: Duration) -> Result<Self> {
+    pub fn start(mut cmd: Command, what: &str, timeout: Duration) -> Result<Self> {
         let t0 = Instant::now();
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -122,15 +122,31 @@ impl ServerProcess {
 
     /// Peak resident memory of the server process so far (VmHWM), MiB.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Resident memory of the server process now (VmRSS), MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
+                    .find(|l| l.starts_with(field))
                     .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             })
             .map(|kb| kb / 1024.0)
             .unwrap_or(0.0)
+    }
+
+    /// SIGKILL, as a crash or `kill -9` would end it (no shutdown, no store close).
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// SIGTERM and wait (the server finishes in-flight requests and closes its store).

@@ -15,6 +15,11 @@ pub(crate) enum BenchCmd {
     /// throughput, restart time; against the Python baseline (bench/serve_baseline.py) when
     /// --python is given.
     Serve(lecr::bench::serve::ServeBenchOptions),
+    /// The served catalog's cost at N contents: a generated corpus written into a store with
+    /// random vectors (no encoder time), then `lecr serve` on it: store build and start times,
+    /// RSS, the index's bytes per content by part, recommend p50/p99 at 16 clients, how soon
+    /// new contents are recommendable, and kill -9 + restart with the same answers.
+    Catalog(lecr::bench::catalog::CatalogBenchOptions),
     /// Selection and scoring of a validation fold with precomputed random embeddings: blocked
     /// per-language scoring (lecr) against materialising each language's full matrix.
     Select {
@@ -347,6 +352,10 @@ pub(crate) fn bench(b: BenchCmd) -> Result<i32> {
         } => select(&data, fold, sample, dim, margin, no_baseline),
         BenchCmd::Serve(o) => {
             lecr::bench::serve::run(&o)?;
+            Ok(0)
+        }
+        BenchCmd::Catalog(o) => {
+            lecr::bench::catalog::run(&o)?;
             Ok(0)
         }
         BenchCmd::Encode {

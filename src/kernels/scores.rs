@@ -51,6 +51,16 @@ impl PackedRows {
         self.n == 0
     }
 
+    /// Gives back the allocation's spare capacity.
+    pub fn shrink_to_fit(&mut self) {
+        self.data.shrink_to_fit();
+    }
+
+    /// Bytes the packed values hold (their allocation, padding and spare capacity included).
+    pub fn memory_bytes(&self) -> usize {
+        self.data.capacity() * std::mem::size_of::<f32>()
+    }
+
     fn at(&self, i: usize, k: usize) -> usize {
         ((i / BLOCK) * self.d + k) * BLOCK + i % BLOCK
     }

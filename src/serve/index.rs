@@ -63,6 +63,8 @@ pub struct Index {
     /// With lexical retrieval: how many models the vectors average (the lexical similarity
     /// is one more member of the mean).
     lexical_with: Option<usize>,
+    /// Heap bytes of the ids and metadata ([`heap_bytes`] summed).
+    heap: usize,
 }
 
 impl Index {
@@ -73,6 +75,7 @@ impl Index {
             meta: HashMap::new(),
             row: HashMap::new(),
             lexical_with: None,
+            heap: 0,
         }
     }
 
@@ -145,7 +148,19 @@ impl Index {
                 lx.push_unfitted();
             }
         }
+        self.heap += heap_bytes(&meta);
         self.meta.insert(meta.id.clone(), meta);
+    }
+
+    /// Gives back the spare capacity of the row-ordered parts (after a bulk load: growing
+    /// by doubling leaves up to half of each allocation unused).
+    pub fn shrink_to_fit(&mut self) {
+        for m in self.langs.values_mut() {
+            m.ids.shrink_to_fit();
+            m.vectors.shrink_to_fit();
+        }
+        self.meta.shrink_to_fit();
+        self.row.shrink_to_fit();
     }
 
     /// Whether the index holds exactly this content: the same metadata, and (recommendable)
@@ -169,6 +184,7 @@ impl Index {
         let Some(old) = self.meta.remove(id) else {
             return false;
         };
+        self.heap -= heap_bytes(&old);
         if let (Some(lang), Some(r)) = (old.language, self.row.remove(id)) {
             let m = self
                 .langs
@@ -391,6 +407,53 @@ impl Index {
             .map(LexRows::memory_bytes)
             .sum()
     }
+
+    /// What the index holds in memory, part by part (allocations, spare capacity included;
+    /// hash tables counted by their buckets). Constant time: the heap bytes of the ids and
+    /// metadata are counted as contents come and go.
+    pub fn memory(&self) -> IndexMemory {
+        let table = |cap: usize, entry: usize| cap * (entry + 1);
+        let ids: usize = self
+            .langs
+            .values()
+            .map(|m| m.ids.capacity() * std::mem::size_of::<String>())
+            .sum();
+        IndexMemory {
+            vectors: self.langs.values().map(|m| m.vectors.memory_bytes()).sum(),
+            lexical: self.lexical_bytes(),
+            metadata: table(
+                self.meta.capacity(),
+                std::mem::size_of::<(String, ContentMeta)>(),
+            ) + table(self.row.capacity(), std::mem::size_of::<(String, usize)>())
+                + ids
+                + self.heap,
+        }
+    }
+}
+
+/// Heap bytes of a content's strings in the index: its metadata, and its id as the key of the
+/// metadata table, of the row table and in its language's row order.
+fn heap_bytes(m: &ContentMeta) -> usize {
+    let keys = if m.language.is_some() { 3 } else { 1 };
+    m.id.capacity()
+        + m.id.len() * keys
+        + m.channel_id.capacity()
+        + m.title.capacity()
+        + m.description.capacity()
+        + m.kind.capacity()
+        + m.language.as_ref().map_or(0, String::capacity)
+        + m.short_text.capacity()
+}
+
+/// Bytes the index holds in memory, by part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexMemory {
+    /// The packed content vectors.
+    pub vectors: usize,
+    /// The lexical indexes (with their row maps).
+    pub lexical: usize,
+    /// Ids, the metadata recommendations return and the row lookup.
+    pub metadata: usize,
 }
 
 /// The mean of equal-length rows as `predict`'s ensemble computes it: summed in order, then

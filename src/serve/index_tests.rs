@@ -177,3 +177,25 @@ fn candidates_carry_every_column_and_the_parent_similarities() {
             .is_empty()
     );
 }
+
+#[test]
+fn memory_counts_what_comes_and_goes() {
+    let mut ix = Index::new(2);
+    let empty = ix.memory();
+    assert_eq!((empty.vectors, empty.lexical, ix.heap), (0, 0, 0));
+    ix.upsert(meta("a", Some("en")), &[1.0, 0.0]);
+    ix.upsert(meta("b", None), &[0.0, 1.0]);
+    let m = ix.memory();
+    // At least the strings themselves, and one padded block pair of vectors.
+    let strings = |c: &ContentMeta| {
+        c.id.len() + c.channel_id.len() + c.title.len() + c.description.len() + c.kind.len()
+    };
+    assert!(ix.heap >= strings(&meta("a", Some("en"))) + strings(&meta("b", None)));
+    assert!(m.metadata > ix.heap);
+    assert_eq!(m.vectors, 2 * 16 * 2 * 4);
+    // Replacing a content counts it once; removing everything leaves no string bytes.
+    ix.upsert(meta("a", Some("es")), &[1.0, 0.0]);
+    ix.remove("a");
+    ix.remove("b");
+    assert_eq!(ix.heap, 0);
+}

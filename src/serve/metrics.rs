@@ -14,6 +14,7 @@ pub struct Metrics {
     pub without_language: IntGauge,
     pub lexical_stale: IntGauge,
     pub lexical_bytes: IntGauge,
+    pub index_bytes: IntGaugeVec,
 }
 
 impl Metrics {
@@ -67,6 +68,14 @@ impl Metrics {
             "Memory held by the lexical indexes",
         )
         .expect("valid metric");
+        let index_bytes = IntGaugeVec::new(
+            Opts::new(
+                "lecr_index_bytes",
+                "Memory held by the content index by part (vectors, lexical, metadata)",
+            ),
+            &["part"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -75,6 +84,7 @@ impl Metrics {
             Box::new(without_language.clone()),
             Box::new(lexical_stale.clone()),
             Box::new(lexical_bytes.clone()),
+            Box::new(index_bytes.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -87,6 +97,7 @@ impl Metrics {
             without_language,
             lexical_stale,
             lexical_bytes,
+            index_bytes,
         }
     }
 
@@ -99,12 +110,28 @@ impl Metrics {
                 .set(n as i64);
         }
         self.without_language.set(index.without_language() as i64);
+        self.set_memory(index);
+    }
+
+    /// The memory gauges from the index.
+    fn set_memory(&self, index: &super::index::Index) {
+        let m = index.memory();
+        for (part, bytes) in [
+            ("vectors", m.vectors),
+            ("lexical", m.lexical),
+            ("metadata", m.metadata),
+        ] {
+            self.index_bytes
+                .with_label_values(&[part])
+                .set(bytes as i64);
+        }
     }
 
     /// The lexical gauges from the index.
     pub fn set_lexical(&self, index: &super::index::Index) {
         self.lexical_stale.set(index.stale_languages().len() as i64);
         self.lexical_bytes.set(index.lexical_bytes() as i64);
+        self.set_memory(index);
     }
 
     pub fn render(&self) -> String {

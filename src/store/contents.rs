@@ -41,26 +41,45 @@ impl Store {
 
     /// Every stored content, in insertion order.
     pub fn all(&self) -> Result<Vec<StoredContent>> {
+        let mut out = Vec::new();
+        self.each(|c| {
+            out.push(c);
+            Ok::<(), super::StoreError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every stored content in insertion order, one row at a time (streamed: the
+    /// catalog is never held twice, as rows and as `visit`'s copy). Stops at `visit`'s error.
+    pub fn each<E: From<super::StoreError>>(
+        &self,
+        mut visit: impl FnMut(StoredContent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let sql = format!(
             "SELECT {META_COLUMNS}, vector FROM contents ORDER BY {}",
             self.order_column()
         );
-        let map = stored_row;
         match &self.db {
-            Db::Sqlite(c) => sqlite_rows(c, &sql, [], |r| map(r)),
-            // Streamed: the whole result set is never held as wire rows besides the contents.
+            Db::Sqlite(c) => {
+                let mut st = c.prepare_cached(&sql).map_err(super::StoreError::from)?;
+                let mut rows = st.query([]).map_err(super::StoreError::from)?;
+                while let Some(r) = rows.next().map_err(super::StoreError::from)? {
+                    visit(stored_row(r)?)?;
+                }
+            }
             Db::Postgres(c) => {
                 use postgres::fallible_iterator::FallibleIterator;
                 let mut c = c.borrow_mut()?;
                 let none: [&(dyn postgres::types::ToSql + Sync); 0] = [];
-                let mut rows = c.query_raw(sql.as_str(), none)?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(map(&r)?);
+                let mut rows = c
+                    .query_raw(sql.as_str(), none)
+                    .map_err(super::StoreError::from)?;
+                while let Some(r) = rows.next().map_err(super::StoreError::from)? {
+                    visit(stored_row(&r)?)?;
                 }
-                Ok(out)
             }
         }
+        Ok(())
     }
 
     /// One stored content with its vector (`None`: not stored, e.g. deleted).

@@ -120,7 +120,8 @@ impl Engine {
         if settings.lexical {
             index = index.with_lexical(embedder.members());
         }
-        for c in store.all()? {
+        // Streamed row by row: the catalog is held once, in the index.
+        store.each(|c| {
             anyhow::ensure!(
                 c.vector.len() == index.dim(),
                 "{place}: content {} has a vector of {} values, the model gives {}",
@@ -129,7 +130,9 @@ impl Engine {
                 index.dim()
             );
             index.upsert(c.meta, &c.vector);
-        }
+            Ok(())
+        })?;
+        index.shrink_to_fit();
         metrics.set_index(&index);
         let mut catalog = Catalog::default();
         catalog.add(store.topics()?);

@@ -1,0 +1,476 @@
+//! `lecr bench catalog`: the served catalog's cost at a size of your choice. It generates a
+//! corpus of N contents across many channels and languages (`lecr synth`'s invented words),
+//! writes them straight into a store with **random L2-normalised vectors** (no encoder time:
+//! the figures are those of the index, not of embedding), then starts `lecr serve` on that
+//! store and measures what an operator sizes a machine by:
+//!
+//! - time to build the store, time to start the server on it, resident memory after the start;
+//! - the index's bytes per content, part by part (from the server's own `lecr_index_bytes`);
+//! - Studio-shaped recommend requests at 16 clients (p50/p99);
+//! - how long new contents (embed-content, Studio's batches of 20) take to become
+//!   recommendable once their request returned;
+//! - `kill -9` and restart: the start time and whether every answer is the same.
+//!
+//! Recommendations over random vectors rank nothing meaningful; only their cost is measured.
+
+use super::serve::{load, studio_bodies, ServerProcess};
+use crate::data::synth::{generate, SynthConfig, DEFAULT_LANGUAGES};
+use crate::data::Dataset;
+use crate::store::{ContentMeta, Store, StoredContent};
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What `lecr bench catalog` is told (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogBenchOptions {
+    /// The served model (embeds the requests' topics and the new contents); repeat it, or add
+    /// `--model lexical`, as for `lecr serve`.
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    #[arg(long)]
+    pub int8: bool,
+    /// Contents in the catalog (LECR has 154,000).
+    #[arg(long, default_value_t = 154_000)]
+    pub contents: usize,
+    /// Languages of the generated channels.
+    #[arg(long, value_delimiter = ',')]
+    pub languages: Option<Vec<String>>,
+    /// Store folder to build (must not hold contents yet; default: a temporary one, removed
+    /// at the end).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds of recommend load.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// New contents to publish for the freshness figure (batches of 20, as Studio sends).
+    #[arg(long, default_value_t = 1000)]
+    pub fresh: usize,
+    /// Topics whose answers are compared across the kill -9 and restart.
+    #[arg(long, default_value_t = 50)]
+    pub compare: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogFigures {
+    pub contents: usize,
+    pub generate_s: f64,
+    pub build_s: f64,
+    pub start_s: f64,
+    pub rss_mib: f64,
+    pub peak_rss_mib: f64,
+    /// RSS of the same server on the empty store (model, runtime): what no content costs.
+    pub empty_rss_mib: f64,
+    /// (part, bytes) from the server's `lecr_index_bytes`.
+    pub parts: Vec<(String, f64)>,
+    pub requests: usize,
+    pub errors: usize,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub fresh: usize,
+    pub publish_s: f64,
+    /// Longest time from an embed-content's return until its contents were recommended.
+    pub fresh_max_s: f64,
+    pub restart_s: f64,
+    pub compared: usize,
+    pub same: usize,
+}
+
+/// Contents per transaction while the store is built.
+const CHUNK: usize = 10_000;
+/// How long a new content may take to show up before the run says it never did.
+const FRESH_LIMIT: Duration = Duration::from_secs(120);
+
+fn serve_cmd(o: &CatalogBenchOptions, store: &Path) -> Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.arg("serve");
+    for m in &o.models {
+        c.args(["--model", m]);
+    }
+    if o.int8 {
+        c.arg("--int8");
+    }
+    c.arg("--store").arg(store).args(["--addr", "127.0.0.1:0"]);
+    c.env("LECR_NO_PROGRESS", "1");
+    Ok(c)
+}
+
+/// The vector dimension of the served model(s): the server's own answer to embed-topics.
+fn served_dim(base: &str) -> Result<usize> {
+    let v: Value = ureq::post(&format!("{base}/stable/embed-topics"))
+        .set("content-type", "application/json")
+        .send_string(&topic_body(&json!("dimension"), &json!(""), &json!("en")))
+        .context("embed-topics (the model's dimension)")?
+        .into_json()?;
+    v["dim"]
+        .as_u64()
+        .map(|d| d as usize)
+        .with_context(|| format!("embed-topics answered without a dim: {v}"))
+}
+
+/// The generated contents written into `store` with random unit vectors of `dim` values,
+/// each content in the channel of the first topic it is linked to.
+fn build_store(ds: &Dataset, store: &Path, dim: usize, seed: u64) -> Result<()> {
+    let mut st = Store::open(Some(store))?;
+    anyhow::ensure!(
+        st.count()? == 0,
+        "{}: the store holds contents already; give an empty or new --store",
+        store.display()
+    );
+    let mut channel: Vec<Option<&str>> = vec![None; ds.contents.len()];
+    for (t, c) in ds.pairs() {
+        channel[c].get_or_insert(ds.topics[t].channel.as_str());
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let bar = crate::progress::bar(ds.contents.len() as u64, "storing");
+    for (k, chunk) in ds.contents.chunks(CHUNK).enumerate() {
+        let rows: Vec<StoredContent> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, c)| StoredContent {
+                meta: ContentMeta {
+                    id: c.id.clone(),
+                    channel_id: channel[k * CHUNK + j].unwrap_or_default().to_string(),
+                    title: c.title.clone(),
+                    description: c.description.clone(),
+                    kind: c.kind.clone(),
+                    language: Some(c.language.clone()).filter(|l| !l.is_empty()),
+                    short_text: crate::text::short_text(&c.text),
+                },
+                text: crate::text::content_text_parts(&c.title, &c.description, &c.text),
+                vector: random_unit(&mut rng, dim),
+            })
+            .collect();
+        st.apply(&rows, &[])?;
+        bar.inc(rows.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A vector of independent normal values, L2-normalised (uniform on the sphere).
+pub fn random_unit(rng: &mut impl Rng, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            // Box–Muller.
+            let (u, w): (f64, f64) = (rng.gen::<f64>().max(1e-300), rng.gen());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()) as f32
+        })
+        .collect();
+    let n = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// A Studio-shaped request body of one root topic.
+fn topic_body(title: &Value, description: &Value, language: &Value) -> String {
+    let uuid = || uuid::Uuid::new_v4().to_string();
+    json!({"topics": [{"id": uuid(), "channel_id": uuid(), "title": title,
+        "description": description, "language": language, "ancestors": []}],
+        "metadata": {"channel_id": uuid()}})
+    .to_string()
+}
+
+/// `lecr_index_bytes{part="..."}` and `lecr_lexical_stale_languages` of a `/metrics` text.
+fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
+    let text = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .context("GET /metrics")?
+        .into_string()?;
+    let mut parts = Vec::new();
+    let mut stale = 0.0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("lecr_index_bytes{part=\"") {
+            if let Some((part, value)) = rest.split_once("\"} ") {
+                parts.push((part.to_string(), value.trim().parse().unwrap_or(0.0)));
+            }
+        } else if let Some(v) = line.strip_prefix("lecr_lexical_stale_languages ") {
+            stale = v.trim().parse().unwrap_or(0.0);
+        }
+    }
+    anyhow::ensure!(
+        !parts.is_empty(),
+        "{base}/metrics has no lecr_index_bytes (another version of lecr?)"
+    );
+    Ok((parts, stale))
+}
+
+/// Waits until no language's lexical index misses writes (answers are final then).
+fn settle(base: &str) -> Result<()> {
+    let t0 = Instant::now();
+    while metrics(base)?.1 > 0.0 {
+        anyhow::ensure!(
+            t0.elapsed() < FRESH_LIMIT,
+            "the lexical index was still stale after {FRESH_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// The recommended content ids of each body, in order (the default selection).
+fn answers(base: &str, bodies: &[String]) -> Result<Vec<Vec<String>>> {
+    let url = format!("{base}/stable/recommend?override_threshold=False");
+    bodies
+        .iter()
+        .map(|b| {
+            let v: Value = ureq::post(&url)
+                .set("content-type", "application/json")
+                .send_string(b)
+                .context("recommend")?
+                .into_json()?;
+            Ok(ids_of(&v))
+        })
+        .collect()
+}
+
+fn ids_of(v: &Value) -> Vec<String> {
+    v["topics"][0]["recommendations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Publishes `n` new contents (copies of generated texts under new ids) in batches of 20 and
+/// returns (seconds publishing, the longest wait from a batch's return until one of its
+/// contents was recommended for a topic made of that content's own title and description).
+fn freshness(base: &str, ds: &Dataset, n: usize) -> Result<(f64, f64)> {
+    let url = format!("{base}/stable/embed-content");
+    let rec = format!("{base}/stable/recommend?override_threshold=True&top_k=20");
+    let channel = uuid::Uuid::new_v4().to_string();
+    let t0 = Instant::now();
+    let mut worst = 0f64;
+    let mut published = 0;
+    for (b, chunk) in ds
+        .contents
+        .iter()
+        .cycle()
+        .take(n)
+        .collect::<Vec<_>>()
+        .chunks(20)
+        .enumerate()
+    {
+        let resources: Vec<Value> = chunk
+            .iter()
+            .map(|c| {
+                json!({"id": uuid::Uuid::new_v4().simple().to_string(), "title": c.title,
+                       "description": c.description, "text": "", "language": c.language,
+                       "files": null})
+            })
+            .collect();
+        let body = json!({"resources": resources, "metadata": {"channel_id": channel}});
+        let r: Value = ureq::post(&url)
+            .set("content-type", "application/json")
+            .send_string(&body.to_string())
+            .with_context(|| format!("embed-content batch {b}"))?
+            .into_json()?;
+        let returned = Instant::now();
+        anyhow::ensure!(
+            r["added"].as_u64() == Some(chunk.len() as u64),
+            "embed-content batch {b}: {r}"
+        );
+        published += chunk.len();
+        // The batch's last content, asked for by a topic with its own words.
+        let probe = &resources[resources.len() - 1];
+        let id = probe["id"].as_str().unwrap_or_default();
+        let topic = topic_body(&probe["title"], &probe["description"], &probe["language"]);
+        loop {
+            let v: Value = ureq::post(&rec)
+                .set("content-type", "application/json")
+                .send_string(&topic)
+                .context("recommend (freshness)")?
+                .into_json()?;
+            if ids_of(&v).iter().any(|x| x == id) {
+                break;
+            }
+            anyhow::ensure!(
+                returned.elapsed() < FRESH_LIMIT,
+                "content {id} was not recommended {FRESH_LIMIT:?} after embed-content returned"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worst = worst.max(returned.elapsed().as_secs_f64());
+    }
+    anyhow::ensure!(published == n, "published {published} of {n}");
+    Ok((t0.elapsed().as_secs_f64(), worst))
+}
+
+/// The whole benchmark; prints the table. Fails when an answer changed across the restart.
+pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
+    anyhow::ensure!(o.contents >= 2, "--contents must be at least 2");
+    let tmp = tempfile::tempdir()?;
+    let store = o.store.clone().unwrap_or_else(|| tmp.path().join("store"));
+    let languages = o
+        .languages
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LANGUAGES.iter().map(|s| s.to_string()).collect());
+    println!(
+        "bench catalog: {} contents in {} languages; CPU: {}; {} threads",
+        o.contents,
+        languages.len(),
+        super::serve::cpu_features(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "content vectors are random (independent normals, L2-normalised), not the model's: the \
+         figures are the index's cost, not embedding time or accuracy"
+    );
+    let mut f = CatalogFigures {
+        contents: o.contents,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let corpus = tmp.path().join("corpus");
+    generate(
+        &SynthConfig {
+            topics: (o.contents / 2).max(2),
+            contents: o.contents,
+            languages,
+            seed: o.seed,
+            studio_ids: true,
+            ..Default::default()
+        },
+        &corpus,
+    )?;
+    let ds = crate::data::load_dataset(&corpus)?;
+    f.generate_s = t0.elapsed().as_secs_f64();
+    println!(
+        "generated {} contents, {} topics in {:.1}s",
+        ds.contents.len(),
+        ds.topics.len(),
+        f.generate_s
+    );
+    f.contents = ds.contents.len();
+    let limit = Duration::from_secs(3600);
+    // A first start on the empty store records the model's id there (and tells the dimension).
+    let first = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve (empty store)", limit)?;
+    let dim = served_dim(&first.base)?;
+    f.empty_rss_mib = first.rss_mib();
+    first.stop()?;
+    let t0 = Instant::now();
+    build_store(&ds, &store, dim, o.seed)?;
+    f.build_s = t0.elapsed().as_secs_f64();
+    println!(
+        "store built: {} contents x {dim} dims in {:.1}s ({})",
+        f.contents,
+        f.build_s,
+        store.display()
+    );
+    let server = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve", limit)?;
+    f.start_s = server.ready_s;
+    f.rss_mib = server.rss_mib();
+    f.peak_rss_mib = server.peak_rss_mib();
+    f.parts = metrics(&server.base)?.0;
+    println!(
+        "started in {:.1}s; RSS {:.0} MiB (peak {:.0} MiB)",
+        f.start_s, f.rss_mib, f.peak_rss_mib
+    );
+    let bodies = studio_bodies(&ds, 2000, o.seed);
+    anyhow::ensure!(
+        !bodies.is_empty(),
+        "the generated corpus has no topic with content"
+    );
+    let r = load(&server.base, &bodies, o.clients, o.seconds);
+    (f.requests, f.errors, f.per_second, f.p50_ms, f.p99_ms) =
+        (r.requests, r.errors, r.per_second, r.p50_ms, r.p99_ms);
+    if o.fresh > 0 {
+        (f.publish_s, f.fresh_max_s) = freshness(&server.base, &ds, o.fresh)?;
+        f.fresh = o.fresh;
+    }
+    settle(&server.base)?;
+    let probe = &bodies[..o.compare.min(bodies.len())];
+    let before = answers(&server.base, probe)?;
+    server.kill()?;
+    let again = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve (after kill -9)", limit)?;
+    f.restart_s = again.ready_s;
+    settle(&again.base)?;
+    let after = answers(&again.base, probe)?;
+    again.stop()?;
+    f.compared = before.len();
+    f.same = before.iter().zip(&after).filter(|(a, b)| a == b).count();
+    print_table(&f, o);
+    anyhow::ensure!(
+        f.same == f.compared,
+        "{} of {} topics got other answers after kill -9 and restart",
+        f.compared - f.same,
+        f.compared
+    );
+    if o.store.is_some() {
+        println!("store kept: {}", store.display());
+    }
+    Ok(f)
+}
+
+fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
+    let n = f.contents.max(1) as f64;
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    println!(
+        "\ncatalog of {} contents (generated texts, random vectors; CPU: {})",
+        f.contents,
+        super::serve::cpu_features()
+    );
+    println!("| figure | value |\n| --- | --- |");
+    println!(
+        "| generate the corpus (not part of serving) | {:.1} s |",
+        f.generate_s
+    );
+    println!("| build the store | {:.1} s |", f.build_s);
+    println!(
+        "| start `lecr serve` on the store (to ready) | {:.1} s |",
+        f.start_s
+    );
+    println!(
+        "| RSS after start | {:.0} MiB (peak {:.0} MiB; on the empty store {:.0} MiB) |",
+        f.rss_mib, f.peak_rss_mib, f.empty_rss_mib
+    );
+    println!(
+        "| RSS the contents add (after start, less the empty store's) | {:.0} bytes per content |",
+        (f.rss_mib - f.empty_rss_mib) * (1u64 << 20) as f64 / n
+    );
+    let mut total = 0.0;
+    for (part, bytes) in &f.parts {
+        total += bytes;
+        println!(
+            "| index: {part} | {:.0} bytes per content ({:.1} MiB) |",
+            bytes / n,
+            mib(*bytes)
+        );
+    }
+    println!(
+        "| index: all parts | {:.0} bytes per content ({:.1} MiB) |",
+        total / n,
+        mib(total)
+    );
+    println!(
+        "| recommend, Studio-shaped, {} clients, {:.0} s | {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors |",
+        o.clients, o.seconds, f.per_second, f.p50_ms, f.p99_ms, f.errors
+    );
+    if f.fresh > 0 {
+        println!(
+            "| {} new contents (embed-content, batches of 20) | published in {:.1} s; recommendable at most {:.3} s after their request returned |",
+            f.fresh, f.publish_s, f.fresh_max_s
+        );
+    }
+    println!(
+        "| kill -9, then restart (to ready) | {:.1} s; {}/{} topics answered the same |",
+        f.restart_s, f.same, f.compared
+    );
+}
