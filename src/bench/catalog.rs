@@ -209,13 +209,14 @@ fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
     Ok((parts, stale))
 }
 
-/// Waits until no language's lexical index misses writes (answers are final then).
-fn settle(base: &str) -> Result<()> {
+/// Waits until no language's lexical index misses writes (answers are final then), at most
+/// `limit` (a refit runs in idle time, so it takes longer the larger the catalog).
+fn settle(base: &str, limit: Duration) -> Result<()> {
     let t0 = Instant::now();
     while metrics(base)?.1 > 0.0 {
         anyhow::ensure!(
-            t0.elapsed() < FRESH_LIMIT,
-            "the lexical index was still stale after {FRESH_LIMIT:?}"
+            t0.elapsed() < limit,
+            "the lexical index was still stale after {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -391,17 +392,30 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     let r = load(&server.base, &bodies, o.clients, o.seconds);
     (f.requests, f.errors, f.per_second, f.p50_ms, f.p99_ms) =
         (r.requests, r.errors, r.per_second, r.p50_ms, r.p99_ms);
+    println!(
+        "recommend at {} clients: {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+        o.clients, f.per_second, f.p50_ms, f.p99_ms, f.errors
+    );
     if o.fresh > 0 {
         (f.publish_s, f.fresh_max_s) = freshness(&server.base, &ds, o.fresh)?;
         f.fresh = o.fresh;
+        println!(
+            "{} new contents published in {:.1}s; recommendable at most {:.3}s after their \
+             request returned",
+            f.fresh, f.publish_s, f.fresh_max_s
+        );
     }
-    settle(&server.base)?;
+    let (parts, _) = metrics(&server.base)?;
+    println!("index bytes after the load: {parts:?}");
+    // A refit fits what the start fitted, in idle time: allow it several start times.
+    let settle_limit = FRESH_LIMIT.max(Duration::from_secs_f64(f.start_s * 4.0));
+    settle(&server.base, settle_limit)?;
     let probe = &bodies[..o.compare.min(bodies.len())];
     let before = answers(&server.base, probe)?;
     server.kill()?;
     let again = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve (after kill -9)", limit)?;
     f.restart_s = again.ready_s;
-    settle(&again.base)?;
+    settle(&again.base, settle_limit)?;
     let after = answers(&again.base, probe)?;
     again.stop()?;
     f.compared = before.len();
