@@ -68,8 +68,15 @@ impl PackedRows {
     pub fn push(&mut self, row: &[f32]) {
         assert_eq!(row.len(), self.d, "row of the packed dimension");
         let blocks = (self.n + 1).div_ceil(BLOCK).next_multiple_of(2);
-        if self.data.len() < blocks * self.d * BLOCK {
-            self.data.resize(blocks * self.d * BLOCK, 0.0);
+        let need = blocks * self.d * BLOCK;
+        if self.data.len() < need {
+            // Grow by an eighth, not by doubling: a large catalog's matrix would otherwise
+            // hold up to twice its size after one write past a full allocation.
+            if self.data.capacity() < need {
+                let step = (need - self.data.len()).max(self.data.len() / 8);
+                self.data.reserve_exact(step);
+            }
+            self.data.resize(need, 0.0);
         }
         self.n += 1;
         self.set(self.n - 1, row);

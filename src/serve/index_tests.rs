@@ -199,3 +199,20 @@ fn memory_counts_what_comes_and_goes() {
     ix.remove("b");
     assert_eq!(ix.heap, 0);
 }
+
+#[test]
+fn a_write_after_a_full_matrix_grows_it_by_an_eighth_not_double() {
+    let mut ix = Index::new(4);
+    for i in 0..3200 {
+        ix.upsert(meta(&format!("c{i}"), Some("en")), &[1.0, 0.0, 0.0, 0.0]);
+    }
+    ix.shrink_to_fit();
+    let full = ix.memory().vectors;
+    assert_eq!(full, 3200 * 4 * 4, "3,200 rows: 200 blocks, no spare");
+    ix.upsert(meta("one more", Some("en")), &[0.0, 1.0, 0.0, 0.0]);
+    let grown = ix.memory().vectors;
+    assert!(
+        grown > full && grown <= full + full / 8 + 2 * 16 * 4 * 4,
+        "{full} -> {grown}"
+    );
+}
