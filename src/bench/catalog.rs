@@ -13,7 +13,7 @@
 //!
 //! Recommendations over random vectors rank nothing meaningful; only their cost is measured.
 
-use super::serve::{load, studio_bodies, ServerProcess};
+use super::serve::{load, new_resources, studio_bodies, ServerProcess};
 use crate::data::synth::{generate, SynthConfig, DEFAULT_LANGUAGES};
 use crate::data::Dataset;
 use crate::store::{ContentMeta, Store, StoredContent};
@@ -269,14 +269,7 @@ fn freshness(base: &str, ds: &Dataset, n: usize) -> Result<(f64, f64)> {
         .chunks(20)
         .enumerate()
     {
-        let resources: Vec<Value> = chunk
-            .iter()
-            .map(|c| {
-                json!({"id": uuid::Uuid::new_v4().simple().to_string(), "title": c.title,
-                       "description": c.description, "text": "", "language": c.language,
-                       "files": null})
-            })
-            .collect();
+        let resources = new_resources(chunk.iter().copied());
         let body = json!({"resources": resources, "metadata": {"channel_id": channel}});
         let r: Value = ureq::post(&url)
             .set("content-type", "application/json")

@@ -267,6 +267,20 @@ pub fn load(base: &str, bodies: &[String], clients: usize, seconds: f64) -> Load
     }
 }
 
+/// Studio-shaped embed-content resources: copies of `contents` under new ids.
+pub fn new_resources<'a>(
+    contents: impl IntoIterator<Item = &'a crate::data::Content>,
+) -> Vec<Value> {
+    contents
+        .into_iter()
+        .map(|c| {
+            json!({"id": uuid::Uuid::new_v4().simple().to_string(), "title": c.title,
+                   "description": c.description, "text": "", "language": c.language,
+                   "files": null})
+        })
+        .collect()
+}
+
 /// Posts `batches` embed-content requests of 20 new resources each (Studio's shape, copies of
 /// the data's contents under new ids), one after another; returns resources per second.
 pub fn embed_content_rate(base: &str, ds: &Dataset, batches: usize) -> Result<f64> {
@@ -275,14 +289,7 @@ pub fn embed_content_rate(base: &str, ds: &Dataset, batches: usize) -> Result<f6
     let t0 = Instant::now();
     let mut n = 0;
     for (b, chunk) in ds.contents.chunks(20).take(batches).enumerate() {
-        let resources: Vec<Value> = chunk
-            .iter()
-            .map(|c| {
-                json!({"id": uuid::Uuid::new_v4().simple().to_string(), "title": c.title,
-                       "description": c.description, "text": "", "language": c.language,
-                       "files": null})
-            })
-            .collect();
+        let resources = new_resources(chunk);
         n += resources.len();
         let body = json!({"resources": resources, "metadata": {"channel_id": channel}});
         let r = ureq::post(&url)
@@ -319,14 +326,7 @@ pub fn load_while_publishing(
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let resources: Vec<Value> = chunk
-                    .iter()
-                    .map(|c| {
-                        json!({"id": uuid::Uuid::new_v4().simple().to_string(),
-                               "title": c.title, "description": c.description, "text": "",
-                               "language": c.language, "files": null})
-                    })
-                    .collect();
+                let resources = new_resources(chunk);
                 let body = json!({"resources": resources, "metadata": {"channel_id": channel}});
                 if ureq::post(&url)
                     .set("content-type", "application/json")
