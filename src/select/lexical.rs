@@ -5,8 +5,10 @@
 //! on the contents of the language being scored; n-grams in more than half of the contents
 //! are dropped (they carry no signal and make the postings lists long); tf is sublinear.
 
+use super::postings::{self, log_count, Sizer, Writer};
 use super::similarity::{BlockScorer, Similarity};
 use anyhow::Result;
+use bitpacking::{BitPacker, BitPacker4x};
 use rayon::prelude::*;
 use std::collections::HashMap as StdHashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -78,21 +80,33 @@ fn ngrams(text: &str) -> HashMap<u64, f32> {
 }
 
 /// A fitted TF-IDF index over one set of contents (one language): the known features (sorted
-/// hashes; a feature's id is its position) with their idf, and each feature's postings. Built
+/// hashes; a feature's id is its position) and each feature's postings, compressed. Built
 /// once, then scores any number of topic texts. The batch pipeline builds one per language
 /// and ranking; the service keeps one per language and refits it when its contents change.
 ///
-/// Postings are one flat array with offsets per feature (not a vector per feature): most
+/// **Compact.** A posting is not stored as its weight but as what the weight is computed from:
+/// the content's position and the n-gram's count in it, compressed ([`postings`]: gaps
+/// bit-packed in blocks of 128, short lists as varints), about 1.5 bytes where a (position,
+/// f32 weight) pair took 8. A feature's document frequency heads its list (its idf follows
+/// from it), and each content's L2 norm is kept once. A query sums `(w · idf) · (1 + ln tf)`
+/// per content and divides each sum by the content's norm once; the cosine is the same up to
+/// f32 rounding (a few units in the last place) as weights stored per posting would give,
+/// and every caller (`eval`, `predict`, the service) runs this same code, so they agree to
+/// the bit.
+///
+/// Postings are one flat byte array with offsets per feature (not a vector per feature): most
 /// n-grams occur in one or two contents, and a vector each would cost more in headers and
 /// allocations than in postings.
 pub struct LexicalIndex {
     /// Hashes of the known features, ascending.
     hashes: Vec<u64>,
-    idf: Vec<f32>,
-    /// Feature `f`'s postings are `postings[offsets[f]..offsets[f + 1]]`.
-    offsets: Vec<u32>,
-    /// (content position, weight), positions ascending within a feature.
-    postings: Vec<(u32, f32)>,
+    /// Feature `f`'s list is `postings[offsets[f]..offsets[f + 1]]` ([`postings`]' format:
+    /// its length, which is the feature's document frequency, then its postings).
+    offsets: Vec<u64>,
+    postings: Vec<u8>,
+    packer: BitPacker4x,
+    /// Each content's L2 norm of its weights (1 for a content with no known feature).
+    norms: Vec<f32>,
     n: usize,
 }
 
@@ -111,9 +125,9 @@ impl LexicalIndex {
     }
 
     /// [`fit`](Self::fit), with the work where `threads` says. Two passes over the texts, a
-    /// slice at a time (document frequencies, then weights straight into the postings), so
-    /// the n-gram counts of a whole language are never held at once: they would take more
-    /// memory than the index itself.
+    /// slice at a time (document frequencies and list sizes, then the lists written straight
+    /// into place), so the n-gram counts of a whole language are never held at once: they
+    /// would take more memory than the index itself.
     pub fn fit_with<S: AsRef<str> + Sync>(texts: &[S], threads: Threads) -> LexicalIndex {
         let counts = |part: &[S]| -> Vec<HashMap<u64, f32>> {
             match threads {
@@ -121,11 +135,12 @@ impl LexicalIndex {
                 Threads::Caller => part.iter().map(|t| ngrams(t.as_ref())).collect(),
             }
         };
-        let mut df: HashMap<u64, u32> = HashMap::default();
-        for part in texts.chunks(FIT_SLICE) {
-            for c in counts(part) {
-                for h in c.into_keys() {
-                    *df.entry(h).or_insert(0) += 1;
+        let mut seen: HashMap<u64, Sizer> = HashMap::default();
+        for (k, part) in texts.chunks(FIT_SLICE).enumerate() {
+            for (i, c) in counts(part).into_iter().enumerate() {
+                let pos = (k * FIT_SLICE + i) as u32;
+                for (h, tf) in c {
+                    seen.entry(h).or_default().add(pos, tf as u32);
                 }
             }
         }
@@ -134,52 +149,54 @@ impl LexicalIndex {
         // Ids in hash order and weights summed in id order: the same texts give the same
         // scores to the last bit on every run and in any order of the contents (HashMap
         // iteration order is random; a content's position changes only where its score goes).
-        let mut known: Vec<(u64, u32)> = df
+        let mut known: Vec<(u64, Sizer)> = seen
             .into_iter()
-            .filter(|&(_, d)| (d as usize) <= max_df)
+            .filter(|(_, s)| (s.postings() as usize) <= max_df)
             .collect();
-        known.sort_unstable();
+        known.sort_unstable_by_key(|k| k.0);
         let hashes: Vec<u64> = known.iter().map(|k| k.0).collect();
-        let idf: Vec<f32> = known
-            .iter()
-            .map(|&(_, d)| ((1.0 + n as f32) / (1.0 + d as f32)).ln() + 1.0)
-            .collect();
+        let idf: Vec<f32> = known.iter().map(|(_, s)| idf_of(n, s.postings())).collect();
+        let lens: Vec<u32> = known.iter().map(|(_, s)| s.postings()).collect();
         let mut offsets = Vec::with_capacity(known.len() + 1);
-        let mut total = 0u32;
-        offsets.push(0);
-        for &(_, d) in &known {
-            total += d;
-            offsets.push(total);
+        offsets.push(0u64);
+        for (_, s) in &known {
+            offsets.push(offsets[offsets.len() - 1] + s.bytes());
         }
         drop(known);
+        let mut postings = vec![0u8; offsets[offsets.len() - 1] as usize];
+        let mut writer = Writer::new(&mut postings, &offsets, &lens);
+        drop(lens);
         // A hash table for the fit's many lookups (the sorted hashes answer queries).
         let ids: HashMap<u64, u32> = hashes
             .iter()
             .enumerate()
             .map(|(i, &h)| (h, i as u32))
             .collect();
-        let weigh_all = |c: HashMap<u64, f32>| weigh(c, |h| ids.get(&h).copied(), &idf);
-        let mut postings = vec![(0u32, 0f32); total as usize];
-        let mut next: Vec<u32> = offsets[..offsets.len() - 1].to_vec();
+        let known_counts =
+            |c: HashMap<u64, f32>| counted(c, |h| ids.get(&h).copied(), |f| idf[f as usize]);
+        let mut norms = vec![0f32; n];
         for (k, part) in texts.chunks(FIT_SLICE).enumerate() {
-            let vecs: Vec<Vec<(u32, f32)>> = match threads {
-                Threads::Pool => counts(part).into_par_iter().map(weigh_all).collect(),
-                Threads::Caller => counts(part).into_iter().map(weigh_all).collect(),
+            let vecs: Vec<(Vec<(u32, u32)>, f32)> = match threads {
+                Threads::Pool => counts(part).into_par_iter().map(known_counts).collect(),
+                Threads::Caller => counts(part).into_iter().map(known_counts).collect(),
             };
-            for (i, v) in vecs.into_iter().enumerate() {
-                let pos = (k * FIT_SLICE + i) as u32;
-                for (id, w) in v {
-                    let at = &mut next[id as usize];
-                    postings[*at as usize] = (pos, w);
-                    *at += 1;
+            for (i, (v, norm)) in vecs.into_iter().enumerate() {
+                let pos = k * FIT_SLICE + i;
+                // A content without known features has no postings: its sums stay 0, and
+                // dividing them by 1 keeps them so (no branch in the division loop).
+                norms[pos] = if norm > 0.0 { norm } else { 1.0 };
+                for (id, tf) in v {
+                    writer.add(&mut postings, id as usize, pos as u32, tf);
                 }
             }
         }
+        debug_assert!(writer.complete(&offsets), "every list filled to its size");
         LexicalIndex {
             hashes,
-            idf,
             offsets,
             postings,
+            packer: BitPacker4x::new(),
+            norms,
             n,
         }
     }
@@ -193,38 +210,66 @@ impl LexicalIndex {
         self.n == 0
     }
 
-    /// `text`'s weighted known features, by id.
-    fn query(&self, text: &str) -> Vec<(u32, f32)> {
-        let lookup = |h| self.hashes.binary_search(&h).ok().map(|i| i as u32);
-        weigh(ngrams(text), lookup, &self.idf)
-    }
-
-    fn postings(&self, id: u32) -> &[(u32, f32)] {
-        let f = id as usize;
+    /// Feature `f`'s list.
+    fn list(&self, f: u32) -> &[u8] {
+        let f = f as usize;
         &self.postings[self.offsets[f] as usize..self.offsets[f + 1] as usize]
     }
 
-    /// Adds `text`'s similarity to every content into `row` (one value per content position).
-    pub fn add_scores(&self, text: &str, row: &mut [f32]) {
-        assert_eq!(row.len(), self.n, "a row of the index's contents");
-        for (id, w) in self.query(text) {
-            for &(c, wc) in self.postings(id) {
-                row[c as usize] += w * wc;
-            }
+    fn idf(&self, f: u32) -> f32 {
+        idf_of(self.n, postings::len(self.list(f)))
+    }
+
+    /// `text`'s known features: (id, normalised weight), ids ascending.
+    fn query(&self, text: &str) -> Vec<(u32, f32)> {
+        let lookup = |h| self.hashes.binary_search(&h).ok().map(|i| i as u32);
+        let (found, norm) = counted(ngrams(text), lookup, |f| self.idf(f));
+        found
+            .into_iter()
+            .map(|(f, tf)| {
+                let w = log_count(tf) * self.idf(f);
+                (f, if norm > 0.0 { w / norm } else { w })
+            })
+            .collect()
+    }
+
+    /// Calls `add(position, x)` for each posting of each of `text`'s features, features in id
+    /// order and positions ascending in each, with `x = (w · idf) · (1 + ln tf)` (`w` the
+    /// feature's weight in `text`): a content's sum of them, divided by its norm, is its
+    /// cosine similarity to `text`.
+    #[inline]
+    fn each_product(&self, text: &str, mut add: impl FnMut(usize, f32)) {
+        for (f, w) in self.query(text) {
+            let c = w * self.idf(f);
+            postings::each(&self.packer, self.list(f), |pos, lt| add(pos, c * lt));
         }
     }
 
-    /// Adds `text`'s similarity to every content into `row` at the slot `slot[position]` of
-    /// each content (`u32::MAX`: nowhere). The same sums in the same order as
-    /// [`add_scores`](Self::add_scores), so each value is equal to the bit.
-    pub fn add_scores_at(&self, text: &str, slot: &[u32], row: &mut [f32]) {
+    /// Writes `text`'s similarity to every content into `row` (one value per content
+    /// position; `row` must hold zeros).
+    pub fn scores_into(&self, text: &str, row: &mut [f32]) {
+        assert_eq!(row.len(), self.n, "a row of the index's contents");
+        self.each_product(text, |c, x| row[c] += x);
+        for (r, &norm) in row.iter_mut().zip(&self.norms) {
+            *r /= norm;
+        }
+    }
+
+    /// Writes `text`'s similarity to every content into `row` at the slot `slot[position]`
+    /// of each content (`u32::MAX`: nowhere; `row` must hold zeros at the slots). The same
+    /// sums in the same order as [`scores_into`](Self::scores_into), so each value is equal
+    /// to the bit.
+    pub fn scores_into_slots(&self, text: &str, slot: &[u32], row: &mut [f32]) {
         assert_eq!(slot.len(), self.n, "a slot per content");
-        for (id, w) in self.query(text) {
-            for &(c, wc) in self.postings(id) {
-                let r = slot[c as usize];
-                if r != u32::MAX {
-                    row[r as usize] += w * wc;
-                }
+        self.each_product(text, |c, x| {
+            let r = slot[c];
+            if r != u32::MAX {
+                row[r as usize] += x;
+            }
+        });
+        for (&r, &norm) in slot.iter().zip(&self.norms) {
+            if r != u32::MAX {
+                row[r as usize] /= norm;
             }
         }
     }
@@ -232,38 +277,53 @@ impl LexicalIndex {
     /// `text`'s similarity to every content, by position.
     pub fn scores(&self, text: &str) -> Vec<f32> {
         let mut row = vec![0f32; self.n];
-        self.add_scores(text, &mut row);
+        self.scores_into(text, &mut row);
         row
     }
 
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.hashes.capacity() * 8
-            + self.idf.capacity() * 4
-            + self.offsets.capacity() * 4
-            + self.postings.capacity() * 8
+            + self.offsets.capacity() * 8
+            + self.postings.capacity()
+            + self.norms.capacity() * 4
+    }
+
+    /// Known features and postings (for the memory model).
+    pub fn sizes(&self) -> (usize, usize) {
+        let postings = (0..self.hashes.len() as u32)
+            .map(|f| postings::len(self.list(f)) as usize)
+            .sum();
+        (self.hashes.len(), postings)
     }
 }
 
-/// Sublinear tf × idf, L2-normalised, over the known features (`id` finds a hash's id).
-fn weigh(
+/// A feature's idf among `n` contents, `df` of which hold it (smoothed, as scikit-learn's).
+fn idf_of(n: usize, df: u32) -> f32 {
+    ((1.0 + n as f32) / (1.0 + df as f32)).ln() + 1.0
+}
+
+/// The known features of n-gram `counts` (`id` finds a hash's id) with their counts, ids
+/// ascending, and the L2 norm of their weights `(1 + ln tf) · idf` summed in id order.
+fn counted(
     counts: HashMap<u64, f32>,
     id: impl Fn(u64) -> Option<u32>,
-    idf: &[f32],
-) -> Vec<(u32, f32)> {
-    let mut v: Vec<(u32, f32)> = counts
+    idf: impl Fn(u32) -> f32,
+) -> (Vec<(u32, u32)>, f32) {
+    let mut v: Vec<(u32, u32)> = counts
         .into_iter()
-        .filter_map(|(h, tf)| {
-            let i = id(h)?;
-            Some((i, (1.0 + tf.ln()) * idf[i as usize]))
-        })
+        .filter_map(|(h, tf)| Some((id(h)?, tf as u32)))
         .collect();
     v.sort_unstable_by_key(|x| x.0);
-    let norm = v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|(_, w)| *w /= norm);
-    }
-    v
+    let norm = v
+        .iter()
+        .map(|&(f, tf)| {
+            let w = log_count(tf) * idf(f);
+            w * w
+        })
+        .sum::<f32>()
+        .sqrt();
+    (v, norm)
 }
 
 struct LexicalBlock<'a> {
@@ -293,7 +353,7 @@ impl BlockScorer for LexicalBlock<'_> {
         let mut out = vec![0f32; topics.len() * n];
         out.par_chunks_mut(n.max(1))
             .zip(topics.par_iter())
-            .for_each(|(row, &t)| self.index.add_scores(&self.sim.topic_texts[t], row));
+            .for_each(|(row, &t)| self.index.scores_into(&self.sim.topic_texts[t], row));
         Ok(out)
     }
 }
@@ -340,7 +400,7 @@ mod tests {
         // Into slots: position p's score lands at slot[p]; NOWHERE drops it.
         let slot = [2u32, u32::MAX, 0, 1, 3];
         let mut row = vec![0f32; 4];
-        a.add_scores_at(topic, &slot, &mut row);
+        a.scores_into_slots(topic, &slot, &mut row);
         for (p, &r) in slot.iter().enumerate() {
             if r != u32::MAX {
                 assert_eq!(row[r as usize].to_bits(), sa[p].to_bits());
@@ -357,9 +417,94 @@ mod tests {
         let ix = LexicalIndex::fit(&texts);
         for at in [3, FIT_SLICE - 1, FIT_SLICE, FIT_SLICE + 899] {
             let s = ix.scores(&texts[at]);
-            let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
+            let best = (0..s.len())
+                .max_by(|&a, &b| s[a].total_cmp(&s[b]))
+                .unwrap();
             assert_eq!(best, at);
             assert!((s[at] - 1.0).abs() < 1e-5, "{}", s[at]);
         }
+    }
+
+    /// The index's scores against TF-IDF computed the plain way (each content's counts as a
+    /// map; the topic's weights normalised, summed in feature order, then divided by the
+    /// content's norm): the compressed postings must give the same value to the bit, through
+    /// repeated n-grams (counts above 1), long gaps (varints of several bytes) and the
+    /// dropped frequent n-grams.
+    #[test]
+    fn compressed_postings_score_as_plain_tf_idf_to_the_bit() {
+        let vocab = ["ab", "cde", "fghij", "klm", "nopq", "rs", "tuvw", "xyz"];
+        let mut texts: Vec<String> = (0..700)
+            .map(|i| {
+                let mut t = format!("the common word{} ", i * 7919 % 1000);
+                for k in 0..(i % 5 + 1) {
+                    t.push_str(vocab[(i * 31 + k * 7) % vocab.len()]);
+                    t.push(' ');
+                }
+                t
+            })
+            .collect();
+        // A rare n-gram far apart (gaps past one varint byte) and a repeated one.
+        texts[3].push_str(" zzqq zzqq zzqq zzqq");
+        texts[650].push_str(" zzqq");
+        let ix = LexicalIndex::fit(&texts);
+        let n = texts.len();
+        let mut df: StdHashMap<u64, usize> = StdHashMap::new();
+        let grams: Vec<HashMap<u64, f32>> = texts.iter().map(|t| ngrams(t)).collect();
+        for g in &grams {
+            for &h in g.keys() {
+                *df.entry(h).or_default() += 1;
+            }
+        }
+        let idf = |h: &u64| ((1.0 + n as f32) / (1.0 + df[h] as f32)).ln() + 1.0;
+        // Known features with their (1 + ln tf) and idf, in hash order, and the norm.
+        let known = |g: &HashMap<u64, f32>| -> (Vec<(u64, f32, f32)>, f32) {
+            let mut v: Vec<(u64, f32, f32)> = g
+                .iter()
+                .filter(|(h, _)| df.get(h).is_some_and(|&d| d <= n / 2))
+                .map(|(&h, &tf)| (h, 1.0 + tf.ln(), idf(&h)))
+                .collect();
+            v.sort_by_key(|x| x.0);
+            let norm = v
+                .iter()
+                .map(|x| (x.1 * x.2) * (x.1 * x.2))
+                .sum::<f32>()
+                .sqrt();
+            (v, norm)
+        };
+        let docs: Vec<(StdHashMap<u64, f32>, f32)> = grams
+            .iter()
+            .map(|g| {
+                let (v, norm) = known(g);
+                (v.into_iter().map(|(h, lt, _)| (h, lt)).collect(), norm)
+            })
+            .collect();
+        for topic in [
+            "zzqq common",
+            "fghij klm word7",
+            "nothing here",
+            "xyz xyz rs",
+        ] {
+            let (q, qnorm) = known(&ngrams(topic));
+            let got = ix.scores(topic);
+            for (c, (d, norm)) in docs.iter().enumerate() {
+                let mut want = 0f32;
+                for &(h, lt, idf) in &q {
+                    if let Some(&ltc) = d.get(&h) {
+                        want += ((lt * idf) / qnorm * idf) * ltc;
+                    }
+                }
+                if *norm > 0.0 {
+                    want /= norm;
+                }
+                assert_eq!(got[c].to_bits(), want.to_bits(), "{topic}: content {c}");
+            }
+        }
+        assert!(ix.scores("zzqq")[3] > ix.scores("zzqq")[650]);
+        let (features, postings) = ix.sizes();
+        assert!(features > 0 && postings > features, "{features} {postings}");
+        assert!(
+            ix.postings.len() < postings * 4,
+            "about 2 bytes a posting"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! with the dynamic threshold, score F2 / precision / recall and ranking metrics.
 
 pub mod lexical;
+pub mod postings;
 pub mod score;
 pub mod similarity;
 pub mod threshold;

@@ -105,9 +105,9 @@ impl LexRows {
         row.fill(0.0);
         if self.identity {
             // Rows written since the fit come after the fitted ones.
-            self.index.add_scores(text, &mut row[..self.slot.len()]);
+            self.index.scores_into(text, &mut row[..self.slot.len()]);
         } else {
-            self.index.add_scores_at(text, &self.slot, row);
+            self.index.scores_into_slots(text, &self.slot, row);
         }
     }
 
