@@ -125,16 +125,24 @@ impl Sizer {
     }
 }
 
+/// Where the second pass is in one list (one cache line's worth, read and written together
+/// for each posting: the lists are written in the contents' order, so consecutive postings
+/// hit lists far apart).
+#[derive(Clone, Copy)]
+struct Cursor {
+    /// Where the list is written up to.
+    at: u64,
+    last: u32,
+    written: u32,
+    len: u32,
+    /// Its open block (index into `open`) when it has a full block, else `u32::MAX`.
+    slot: u32,
+}
+
 /// The second pass: writes each list into its place, given the lists' lengths and offsets.
 pub struct Writer {
     packer: BitPacker4x,
-    /// Where each list is written up to.
-    at: Vec<u64>,
-    last: Vec<u32>,
-    written: Vec<u32>,
-    len: Vec<u32>,
-    /// The open block of each list with a full block (index into `open`), else `u32::MAX`.
-    slot: Vec<u32>,
+    lists: Vec<Cursor>,
     /// Per open block: its positions and counts less 1 so far, and the position before it.
     open: Vec<(Vec<u32>, Vec<u32>, u32)>,
 }
@@ -142,38 +150,45 @@ pub struct Writer {
 impl Writer {
     /// Heads each list (its length) in `out`, whose list `f` spans `offsets[f]..offsets[f+1]`.
     pub fn new(out: &mut [u8], offsets: &[u64], lens: &[u32]) -> Writer {
-        let mut at = Vec::with_capacity(lens.len());
-        let mut slot = vec![u32::MAX; lens.len()];
         let mut open = Vec::new();
-        for (f, &n) in lens.iter().enumerate() {
-            at.push(put_at(out, offsets[f] as usize, n as u64) as u64);
-            if n as usize >= BLOCK {
-                slot[f] = open.len() as u32;
-                open.push((Vec::with_capacity(BLOCK), Vec::with_capacity(BLOCK), 0));
-            }
-        }
+        let lists = lens
+            .iter()
+            .enumerate()
+            .map(|(f, &n)| {
+                let slot = if n as usize >= BLOCK {
+                    open.push((Vec::with_capacity(BLOCK), Vec::with_capacity(BLOCK), 0));
+                    open.len() as u32 - 1
+                } else {
+                    u32::MAX
+                };
+                Cursor {
+                    at: put_at(out, offsets[f] as usize, n as u64) as u64,
+                    last: 0,
+                    written: 0,
+                    len: n,
+                    slot,
+                }
+            })
+            .collect();
         Writer {
             packer: BitPacker4x::new(),
-            at,
-            last: vec![0; lens.len()],
-            written: vec![0; lens.len()],
-            len: lens.to_vec(),
-            slot,
+            lists,
             open,
         }
     }
 
     /// List `f`'s next posting (positions ascending).
     pub fn add(&mut self, out: &mut [u8], f: usize, pos: u32, count: u32) {
-        let k = self.written[f] as usize;
-        self.written[f] += 1;
-        let full = self.len[f] as usize / BLOCK * BLOCK;
+        let l = &mut self.lists[f];
+        let k = l.written as usize;
+        l.written += 1;
+        let full = l.len as usize / BLOCK * BLOCK;
         if k < full {
-            let (docs, counts, before) = &mut self.open[self.slot[f] as usize];
+            let (docs, counts, before) = &mut self.open[l.slot as usize];
             docs.push(pos);
             counts.push(count - 1);
             if docs.len() == BLOCK {
-                let at = self.at[f] as usize;
+                let at = l.at as usize;
                 let initial = *before;
                 let gap_bits = self.packer.num_bits_sorted(initial, docs);
                 let count_bits = self.packer.num_bits(counts);
@@ -187,25 +202,25 @@ impl Writer {
                     p += self.packer.compress(counts, &mut out[p..], count_bits);
                 }
                 debug_assert_eq!((p - at) as u64, block_bytes(gap_bits, count_bits));
-                self.at[f] = p as u64;
+                l.at = p as u64;
                 *before = pos;
                 docs.clear();
                 counts.clear();
             }
         } else {
-            let (head, more) = tail_posting(pos - self.last[f], count);
-            let mut p = put_at(out, self.at[f] as usize, head);
+            let (head, more) = tail_posting(pos - l.last, count);
+            let mut p = put_at(out, l.at as usize, head);
             if let Some(c) = more {
                 p = put_at(out, p, c);
             }
-            self.at[f] = p as u64;
+            l.at = p as u64;
         }
-        self.last[f] = pos;
+        l.last = pos;
     }
 
     /// Whether every list was written to its end (`offsets[f + 1]`).
     pub fn complete(&self, offsets: &[u64]) -> bool {
-        self.at.iter().zip(&offsets[1..]).all(|(a, b)| a == b)
+        self.lists.iter().zip(&offsets[1..]).all(|(l, &end)| l.at == end)
     }
 }
 
