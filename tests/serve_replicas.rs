@@ -92,6 +92,25 @@ fn replicas_over_one_postgres_store_follow_each_other_and_survive_its_restart() 
         b.try_get(&format!("/api/topics/{topic_id}")).unwrap().1["decisions"][&new_id]
             == json!("accept")
     });
+    // A's three writes (a content, a topic, a decision) came back to A's follower marked as
+    // its own and were skipped, not read again; B read them as others'.
+    let followed = |s: &Server, by: &str| -> f64 {
+        let key = format!("lecr_changes_followed_total{{writer=\"{by}\"}} ");
+        s.text("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&key).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0.0)
+    };
+    within(Duration::from_secs(2), "A skipping its own changes", || {
+        followed(&a, "this_server") >= 3.0
+    });
+    assert_eq!(
+        followed(&a, "others"),
+        0.0,
+        "A follows nobody else's writes yet"
+    );
+    assert!(followed(&b, "others") >= 3.0);
+    assert_eq!(followed(&b, "this_server"), 0.0, "B wrote nothing");
 
     // Another model (here: another max_len) refuses the store, and --reembed is refused while
     // other replicas are connected.

@@ -417,9 +417,7 @@ mod tests {
         let ix = LexicalIndex::fit(&texts);
         for at in [3, FIT_SLICE - 1, FIT_SLICE, FIT_SLICE + 899] {
             let s = ix.scores(&texts[at]);
-            let best = (0..s.len())
-                .max_by(|&a, &b| s[a].total_cmp(&s[b]))
-                .unwrap();
+            let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
             assert_eq!(best, at);
             assert!((s[at] - 1.0).abs() < 1e-5, "{}", s[at]);
         }
@@ -502,9 +500,6 @@ mod tests {
         assert!(ix.scores("zzqq")[3] > ix.scores("zzqq")[650]);
         let (features, postings) = ix.sizes();
         assert!(features > 0 && postings > features, "{features} {postings}");
-        assert!(
-            ix.postings.len() < postings * 4,
-            "about 2 bytes a posting"
-        );
+        assert!(ix.postings.len() < postings * 4, "about 2 bytes a posting");
     }
 }

@@ -142,47 +142,72 @@ pub trait Refit: Send + Sync + 'static {
 }
 
 /// Fits every stale language of `target` now; returns how many it fitted. In the
-/// `background`, the fits run on this thread alone in the machine's idle time, while the
-/// snapshot and the swap (which hold the index's lock) run at normal priority: a thread that
-/// waits for idle time must not hold a lock that requests wait for.
+/// `background`, the fits run one after another on this thread alone in the machine's idle
+/// time, while the snapshot and the swap (which hold the index's lock) run at normal
+/// priority: a thread that waits for idle time must not hold a lock that requests wait for.
+/// Otherwise (before the first request) the languages are fitted side by side, one per core,
+/// each on its own thread: part of a fit (merging counts, writing the postings) runs on one
+/// thread, so fitting one language at a time over the pool left cores idle; and one fit per
+/// core bounds the fits held in memory at once (rayon's work stealing would not).
 pub fn refit_stale(target: &dyn Refit, background: bool) -> usize {
-    let threads = if background {
-        Threads::Caller
-    } else {
-        Threads::Pool
-    };
-    let locked = |f: &mut dyn FnMut()| {
-        if background {
-            set_idle(false);
-        }
-        f();
-        if background {
-            set_idle(true);
-        }
-    };
-    let mut n = 0;
-    for lang in target.stale_languages() {
-        let mut snap = None;
-        locked(&mut || snap = target.snapshot(&lang));
-        let Some(snap) = snap else {
-            continue;
-        };
-        let t0 = Instant::now();
-        let fitted = Fitted::fit(&snap.ids, &snap.texts, threads);
-        tracing::debug!(
-            "lexical index of `{lang}` refitted on {} contents in {:.2} s",
-            snap.ids.len(),
-            t0.elapsed().as_secs_f64()
-        );
-        let mut parts = Some((snap, fitted));
-        locked(&mut || {
-            if let Some((snap, fitted)) = parts.take() {
-                target.install(snap, fitted);
-            }
+    let languages = target.stale_languages();
+    if !background {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let queue = Mutex::new(languages.iter());
+        let direct = |f: &mut dyn FnMut()| f();
+        return std::thread::scope(|s| {
+            let workers: Vec<_> = (0..cores.min(languages.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut n = 0;
+                        while let Some(lang) = queue.lock().ok().and_then(|mut q| q.next()) {
+                            n += usize::from(refit_one(target, lang, Threads::Caller, &direct));
+                        }
+                        n
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
         });
-        n += 1;
     }
-    n
+    let locked = |f: &mut dyn FnMut()| {
+        set_idle(false);
+        f();
+        set_idle(true);
+    };
+    languages
+        .iter()
+        .filter(|lang| refit_one(target, lang, Threads::Caller, &locked))
+        .count()
+}
+
+/// Fits one language of `target` (false: it is gone); `locked` runs the steps that take the
+/// index's lock.
+fn refit_one(
+    target: &dyn Refit,
+    lang: &str,
+    threads: Threads,
+    locked: &dyn Fn(&mut dyn FnMut()),
+) -> bool {
+    let mut snap = None;
+    locked(&mut || snap = target.snapshot(lang));
+    let Some(snap) = snap else {
+        return false;
+    };
+    let t0 = Instant::now();
+    let fitted = Fitted::fit(&snap.ids, &snap.texts, threads);
+    tracing::debug!(
+        "lexical index of `{lang}` refitted on {} contents in {:.2} s",
+        snap.ids.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let mut parts = Some((snap, fitted));
+    locked(&mut || {
+        if let Some((snap, fitted)) = parts.take() {
+            target.install(snap, fitted);
+        }
+    });
+    true
 }
 
 /// Quiet time after the last write before a refit starts: longer than the gap between the

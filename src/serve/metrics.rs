@@ -15,6 +15,9 @@ pub struct Metrics {
     pub lexical_stale: IntGauge,
     pub lexical_bytes: IntGauge,
     pub index_bytes: IntGaugeVec,
+    /// Changes of the store's log this server followed, by who wrote them: `this_server`
+    /// (skipped: applied as written) or `others` (read and applied).
+    pub changes_followed: IntCounterVec,
 }
 
 impl Metrics {
@@ -76,8 +79,18 @@ impl Metrics {
             &["part"],
         )
         .expect("valid metric");
+        let changes_followed = IntCounterVec::new(
+            Opts::new(
+                "lecr_changes_followed_total",
+                "Changes of the store's log followed, by writer (this_server: skipped, \
+                 already applied; others: read and applied)",
+            ),
+            &["writer"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(changes_followed.clone()),
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
             Box::new(index_contents.clone()),
@@ -98,6 +111,7 @@ impl Metrics {
             lexical_stale,
             lexical_bytes,
             index_bytes,
+            changes_followed,
         }
     }
 

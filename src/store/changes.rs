@@ -44,17 +44,24 @@ pub struct Change {
     pub seq: i64,
     pub kind: ChangeKind,
     pub key: String,
+    /// The server that wrote it ([`Store::set_writer`]); `None`: another writer.
+    pub writer: Option<String>,
 }
 
 /// Appends change rows for `keys` inside a PostgreSQL transaction, and the notification
 /// (delivered when the transaction commits).
-pub(crate) fn log(tx: &mut postgres::Transaction, kind: ChangeKind, keys: &[&str]) -> Result<()> {
+pub(crate) fn log(
+    tx: &mut postgres::Transaction,
+    writer: Option<&str>,
+    kind: ChangeKind,
+    keys: &[&str],
+) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO changes (kind, key) SELECT $1, k FROM unnest($2::text[]) AS k",
-        &[&kind.as_str(), &keys],
+        "INSERT INTO changes (kind, key, writer) SELECT $1, k, $3 FROM unnest($2::text[]) AS k",
+        &[&kind.as_str(), &keys, &writer],
     )?;
     tx.execute(&format!("NOTIFY {CHANNEL}"), &[])?;
     Ok(())
@@ -64,17 +71,31 @@ pub(crate) fn log(tx: &mut postgres::Transaction, kind: ChangeKind, keys: &[&str
 /// them once it commits).
 pub(crate) fn log_sqlite(
     tx: &rusqlite::Transaction,
+    writer: Option<&str>,
     kind: ChangeKind,
     keys: &[&str],
 ) -> Result<()> {
-    let mut st = tx.prepare_cached("INSERT INTO changes (kind, key) VALUES (?1, ?2)")?;
+    let mut st =
+        tx.prepare_cached("INSERT INTO changes (kind, key, writer) VALUES (?1, ?2, ?3)")?;
     for k in keys {
-        st.execute(rusqlite::params![kind.as_str(), k])?;
+        st.execute(rusqlite::params![kind.as_str(), k, writer])?;
     }
     Ok(())
 }
 
 impl Store {
+    /// Logs this connection's changes as written by `writer` (a server's id, unique to the
+    /// process and the moment it started), so that the server following the log can tell
+    /// its own changes from others'.
+    pub fn set_writer(&mut self, writer: &str) {
+        self.writer = Some(writer.to_string());
+    }
+
+    /// Who this connection's changes are logged as.
+    pub fn writer(&self) -> Option<&str> {
+        self.writer.as_deref()
+    }
+
     /// Whether this store is shared (PostgreSQL) and so has a change log to follow.
     pub fn is_shared(&self) -> bool {
         matches!(self.db, Db::Postgres(_))
@@ -97,7 +118,8 @@ impl Store {
 
     /// Changes after `seq`, oldest first, at most `limit`.
     pub fn changes_after(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
-        const SQL: &str = "SELECT seq, kind, key FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2";
+        const SQL: &str =
+            "SELECT seq, kind, key, writer FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2";
         let map = |r: &dyn Cells| -> Result<Change> {
             let kind = r.text(1)?;
             Ok(Change {
@@ -105,6 +127,7 @@ impl Store {
                 kind: ChangeKind::parse(&kind)
                     .ok_or_else(|| StoreError::Invalid(format!("unknown change kind `{kind}`")))?,
                 key: r.text(2)?,
+                writer: r.opt_text(3)?,
             })
         };
         match &self.db {
@@ -238,9 +261,22 @@ mod tests {
                     origin: DecisionOrigin::Studio,
                 })
                 .unwrap();
+            // A deletion logged as a server's (the others are nobody's).
+            s.set_writer("server-1");
             s.apply(&[], &["c1".to_string()]).unwrap();
             // Another connection (another process) reads them in order.
             let other = Store::open_at(loc).unwrap();
+            let writers: Vec<Option<String>> = other
+                .changes_after(start, 100)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.writer)
+                .collect();
+            assert_eq!(
+                writers,
+                [None, None, None, Some("server-1".to_string())],
+                "who wrote each change"
+            );
             let got: Vec<(ChangeKind, String)> = other
                 .changes_after(start, 100)
                 .unwrap()

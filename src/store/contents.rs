@@ -213,7 +213,12 @@ impl Store {
                         }
                     }
                 }
-                super::changes::log_sqlite(&tx, super::changes::ChangeKind::Content, &keys)?;
+                super::changes::log_sqlite(
+                    &tx,
+                    self.writer.as_deref(),
+                    super::changes::ChangeKind::Content,
+                    &keys,
+                )?;
                 tx.commit()?;
             }
             Db::Postgres(c) => {
@@ -242,7 +247,12 @@ impl Store {
                         deleted.push(id.clone());
                     }
                 }
-                super::changes::log(&mut tx, super::changes::ChangeKind::Content, &keys)?;
+                super::changes::log(
+                    &mut tx,
+                    self.writer.as_deref(),
+                    super::changes::ChangeKind::Content,
+                    &keys,
+                )?;
                 tx.commit()?;
             }
         }

@@ -150,7 +150,12 @@ impl Store {
                 }
                 let keys: Vec<String> = seqs.iter().map(i64::to_string).collect();
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                super::changes::log_sqlite(&tx, super::changes::ChangeKind::Decision, &keys)?;
+                super::changes::log_sqlite(
+                    &tx,
+                    self.writer.as_deref(),
+                    super::changes::ChangeKind::Decision,
+                    &keys,
+                )?;
                 tx.commit()?;
             }
             Db::Postgres(c) => {
@@ -176,7 +181,12 @@ impl Store {
                 }
                 let keys: Vec<String> = seqs.iter().map(i64::to_string).collect();
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                super::changes::log(&mut tx, super::changes::ChangeKind::Decision, &keys)?;
+                super::changes::log(
+                    &mut tx,
+                    self.writer.as_deref(),
+                    super::changes::ChangeKind::Decision,
+                    &keys,
+                )?;
                 tx.commit()?;
             }
         }

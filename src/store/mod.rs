@@ -130,7 +130,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// The schema, one step per version: step `k` takes a store from version `k` to `k + 1`.
 /// Version 1 is the layout of the releases before versioning (`CREATE ... IF NOT EXISTS`, so
 /// it is a no-op on such a store); version 2 adds the decision's origin; version 3 the change
-/// log replicas follow.
+/// log replicas follow; version 4 who wrote each change (a server skips its own).
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,6 +175,9 @@ const MIGRATIONS: &[&str] = &[
          key TEXT NOT NULL,
          at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
      );",
+    // 3 → 4: the server that wrote a change (NULL: any other writer, such as an import), so
+    // that a server following the log skips what it already applied.
+    "ALTER TABLE changes ADD COLUMN writer TEXT;",
 ];
 
 /// The same steps for PostgreSQL (insertion order from an `added` sequence, since there is no
@@ -225,6 +228,8 @@ const PG_MIGRATIONS: &[&str] = &[
          key TEXT NOT NULL,
          at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
+    // 3 → 4
+    "ALTER TABLE changes ADD COLUMN IF NOT EXISTS writer TEXT;",
 ];
 
 /// The schema version this lecr writes.
@@ -288,6 +293,8 @@ pub struct Store {
     db: Db,
     /// Where it lives, for messages (a URL without its password).
     place: String,
+    /// Who this connection's changes are logged as ([`Store::set_writer`]).
+    writer: Option<String>,
 }
 
 impl Store {
@@ -332,7 +339,11 @@ impl Store {
                 Db::Sqlite(conn)
             }
         };
-        Ok(Store { db, place })
+        Ok(Store {
+            db,
+            place,
+            writer: None,
+        })
     }
 
     /// Opens an existing store (for readers such as `feedback export`): a directory without

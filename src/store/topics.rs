@@ -60,7 +60,12 @@ impl Store {
                         ])?;
                     }
                 }
-                super::changes::log_sqlite(&tx, super::changes::ChangeKind::Topic, &keys)?;
+                super::changes::log_sqlite(
+                    &tx,
+                    self.writer.as_deref(),
+                    super::changes::ChangeKind::Topic,
+                    &keys,
+                )?;
                 tx.commit()?;
             }
             Db::Postgres(c) => {
@@ -83,7 +88,12 @@ impl Store {
                         ],
                     )?;
                 }
-                super::changes::log(&mut tx, super::changes::ChangeKind::Topic, &keys)?;
+                super::changes::log(
+                    &mut tx,
+                    self.writer.as_deref(),
+                    super::changes::ChangeKind::Topic,
+                    &keys,
+                )?;
                 tx.commit()?;
             }
         }

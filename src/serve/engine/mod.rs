@@ -73,6 +73,9 @@ pub struct Engine {
     store_down: Mutex<Option<String>>,
     /// The shared store's last change before the index was loaded: following starts there.
     followed_from: i64,
+    /// Who this server's changes are logged as (a version-4 UUID drawn at start): following
+    /// the log skips them, since this server applied them as it wrote them.
+    writer: String,
     /// With lexical retrieval: what its refits change, and the thread that refits.
     lexical: Option<Arc<lexical::LexicalTarget>>,
     rebuilder: OnceLock<crate::serve::lexical::Rebuilder>,
@@ -91,6 +94,8 @@ impl Engine {
         settings: EngineSettings,
     ) -> Result<Self> {
         let mut store = Store::open_at(store.unwrap_or(&crate::store::Location::Memory))?;
+        let writer = uuid::Uuid::new_v4().to_string();
+        store.set_writer(&writer);
         let place = store.place().to_string();
         // Read before the index is loaded, so no change of another replica falls in between.
         let followed_from = store.last_change()?;
@@ -164,6 +169,7 @@ impl Engine {
             failure: OnceLock::new(),
             store_down: Mutex::new(None),
             followed_from,
+            writer,
             lexical,
             rebuilder: OnceLock::new(),
         })
