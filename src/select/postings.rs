@@ -35,15 +35,6 @@ pub fn put_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// Appends `v` as a varint.
-pub fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Writes `v` as a varint at `out[at..]`; returns the position after it.
 fn put_at(out: &mut [u8], mut at: usize, mut v: u64) -> usize {
     while v >= 0x80 {
