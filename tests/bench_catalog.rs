@@ -8,7 +8,9 @@ mod common;
 fn per_content(out: &str, part: &str) -> f64 {
     let row = out
         .lines()
-        .find(|l| l.starts_with(&format!("| index: {part} |")))
+        .find(|l| {
+            l.starts_with(&format!("| index: {part} |")) || l.starts_with(&format!("| {part}"))
+        })
         .unwrap_or_else(|| panic!("no {part} row in:\n{out}"));
     row.split('|')
         .nth(2)
@@ -47,12 +49,19 @@ fn a_generated_catalog_survives_kill_9_with_the_same_answers() {
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("20/20 topics answered the same"), "{out}");
     assert!(out.contains("40 new contents"), "{out}");
-    // The parts the server reports: f32 vectors of 384 values, a fitted lexical index, ids and
-    // metadata, each counted.
-    assert!(per_content(&out, "vectors") >= 384.0 * 4.0, "{out}");
+    // The parts the server reports: int8 vectors of 384 values (with a scale and a bound
+    // each), a fitted lexical index, ids and metadata, each counted; the exact f32 vectors
+    // on disk.
+    let vectors = per_content(&out, "vectors");
+    assert!((384.0 + 8.0..384.0 * 2.0).contains(&vectors), "{out}");
+    assert_eq!(
+        per_content(&out, "exact f32 vectors, on disk"),
+        384.0 * 4.0,
+        "{out}"
+    );
     assert!(per_content(&out, "lexical") > 0.0, "{out}");
     assert!(per_content(&out, "metadata") > 32.0, "{out}");
-    let all = per_content(&out, "all parts");
+    let all = per_content(&out, "all parts, in memory");
     let sum: f64 = ["vectors", "lexical", "metadata"]
         .iter()
         .map(|p| per_content(&out, p))

@@ -71,6 +71,8 @@ pub struct CatalogFigures {
     pub empty_rss_mib: f64,
     /// (part, bytes) from the server's `lecr_index_bytes`.
     pub parts: Vec<(String, f64)>,
+    /// Bytes of the exact vectors' files on disk (`lecr_index_exact_vectors_file_bytes`).
+    pub exact_file_bytes: f64,
     pub requests: usize,
     pub errors: usize,
     pub per_second: f64,
@@ -185,7 +187,8 @@ fn topic_body(title: &Value, description: &Value, language: &Value) -> String {
     .to_string()
 }
 
-/// `lecr_index_bytes{part="..."}` and `lecr_lexical_stale_languages` of a `/metrics` text.
+/// `lecr_index_bytes{part="..."}` (with `exact_on_disk` last: the exact vectors' file) and
+/// `lecr_lexical_stale_languages` of a `/metrics` text.
 fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
     let text = ureq::get(&format!("{base}/metrics"))
         .call()
@@ -193,11 +196,14 @@ fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
         .into_string()?;
     let mut parts = Vec::new();
     let mut stale = 0.0;
+    let mut exact = 0.0;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("lecr_index_bytes{part=\"") {
             if let Some((part, value)) = rest.split_once("\"} ") {
                 parts.push((part.to_string(), value.trim().parse().unwrap_or(0.0)));
             }
+        } else if let Some(v) = line.strip_prefix("lecr_index_exact_vectors_file_bytes ") {
+            exact = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = line.strip_prefix("lecr_lexical_stale_languages ") {
             stale = v.trim().parse().unwrap_or(0.0);
         }
@@ -206,6 +212,7 @@ fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
         !parts.is_empty(),
         "{base}/metrics has no lecr_index_bytes (another version of lecr?)"
     );
+    parts.push(("exact_on_disk".to_string(), exact));
     Ok((parts, stale))
 }
 
@@ -373,6 +380,9 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.rss_mib = server.rss_mib();
     f.peak_rss_mib = server.peak_rss_mib();
     f.parts = metrics(&server.base)?.0;
+    if let Some((_, b)) = f.parts.pop() {
+        f.exact_file_bytes = b;
+    }
     println!(
         "started in {:.1}s; RSS {:.0} MiB (peak {:.0} MiB)",
         f.start_s, f.rss_mib, f.peak_rss_mib
@@ -462,9 +472,14 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
         );
     }
     println!(
-        "| index: all parts | {:.0} bytes per content ({:.1} MiB) |",
+        "| index: all parts, in memory | {:.0} bytes per content ({:.1} MiB) |",
         total / n,
         mib(total)
+    );
+    println!(
+        "| exact f32 vectors, on disk (read back to rescore each ranking's top) | {:.0} bytes per content ({:.1} MiB) |",
+        f.exact_file_bytes / n,
+        mib(f.exact_file_bytes)
     );
     println!(
         "| recommend, Studio-shaped, {} clients, {:.0} s | {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors |",

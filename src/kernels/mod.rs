@@ -45,6 +45,7 @@ pub mod isa;
 pub mod layer_norm;
 pub mod linear;
 pub mod math;
+pub mod quantized;
 pub mod scores;
 pub mod softmax;
 

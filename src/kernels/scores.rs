@@ -159,7 +159,7 @@ impl PackedRows {
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: used only for the disjoint writes in `scores`.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}

@@ -14,6 +14,12 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Ranks are recorded this deep (times K); deeper candidates get rank `depth + 1`.
 const RANK_DEPTH_FACTOR: usize = 4;
+/// How deep ranks are recorded for candidates of the top `k`: what each column's row must
+/// hold exactly.
+pub fn rank_depth(k: usize) -> usize {
+    k * RANK_DEPTH_FACTOR
+}
+
 /// The "k-th best" reference similarity of each retriever (features `gap_k`).
 pub const KTH: usize = 10;
 
@@ -162,7 +168,7 @@ pub fn from_rows(
     k: usize,
 ) -> TopicCandidates {
     let cols = topic_rows.len();
-    let depth = k * RANK_DEPTH_FACTOR;
+    let depth = rank_depth(k);
     let tops: Vec<Vec<(u32, f32)>> = topic_rows.iter().map(|row| top_r(row, depth)).collect();
     if tops.iter().any(|t| t.is_empty()) {
         return TopicCandidates {

@@ -1,22 +1,35 @@
-//! The live content index: one row-major matrix of normalised vectors per language, with the
-//! metadata a recommendation returns, and (with `--model lexical`) each language's lexical
-//! index ([`super::lexical`]). Ranking a block of topics against a language is one matrix
-//! product (plus each topic's lexical row), then the top of each row (the same `top_r` and
-//! threshold as `predict`).
+//! The live content index: per language, the contents' vectors, with the metadata a
+//! recommendation returns, and (with `--model lexical`) the language's lexical index
+//! ([`super::lexical`]). Ranking a block of topics against a language is one matrix product
+//! (plus each topic's lexical row), then the top of each row (the same `top_r` and threshold
+//! as `predict`).
+//!
+//! The vectors are held as int8 in memory ([`QuantizedRows`]) and as f32 in a file on disk
+//! ([`ExactRows`]). The product runs on the int8 rows; every approximate score comes with a
+//! proven upper bound on the exact one, so each topic's answer reads back the exact rows of
+//! its approximate top, then of every content whose bound still reaches that top's last exact
+//! score, and ranks on exact scores there. The top of each ranked row is then the one f32
+//! vectors give, to the bit ([`Index::refine`]): the service still equals `predict`.
 
+use super::exact::ExactRows;
 use super::lexical::{Fitted, LexRows, Refit, Snapshot};
-use crate::kernels::scores::PackedRows;
-use crate::rerank::candidates::{from_rows, TopicCandidates};
+use crate::kernels::quantized::{chain_dot, QuantizedRows, TopicNorms};
+use crate::rerank::candidates::{from_rows, rank_depth, TopicCandidates};
 use crate::select::threshold;
 pub use crate::store::ContentMeta;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-/// One language's contents: ids in row order and their vectors, packed for scoring; with
-/// lexical retrieval, the lexical index and how current it is.
+/// One language's contents: ids in row order and their vectors (int8 for the product, f32 on
+/// disk for the exact scores); with lexical retrieval, the lexical index and how current it
+/// is.
 struct LangMatrix {
     ids: Vec<String>,
-    vectors: PackedRows,
+    vectors: QuantizedRows,
+    exact: ExactRows,
     lexical: Option<LexRows>,
     /// Writes to this language so far.
     version: u64,
@@ -65,6 +78,10 @@ pub struct Index {
     lexical_with: Option<usize>,
     /// Heap bytes of the ids and metadata ([`heap_bytes`] summed).
     heap: usize,
+    /// Where the languages' exact vectors' files go.
+    exact_dir: PathBuf,
+    /// Exact rows read back so far (for the metrics).
+    rescored: std::sync::atomic::AtomicU64,
 }
 
 impl Index {
@@ -76,7 +93,20 @@ impl Index {
             row: HashMap::new(),
             lexical_with: None,
             heap: 0,
+            exact_dir: std::env::temp_dir(),
+            rescored: Default::default(),
         }
+    }
+
+    /// Puts the exact vectors' files in `dir` (by default the system's temporary folder).
+    pub fn with_exact_dir(mut self, dir: &Path) -> Self {
+        self.exact_dir = dir.to_path_buf();
+        self
+    }
+
+    /// Exact rows read back to rescore so far.
+    pub fn rescored(&self) -> u64 {
+        self.rescored.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds lexical retrieval: the ensemble becomes the mean of `models` models (the vectors
@@ -124,22 +154,26 @@ impl Index {
         self.langs.get(lang).is_some_and(|m| !m.ids.is_empty())
     }
 
-    /// Adds or replaces a content (a replaced one leaves its old language's matrix).
-    pub fn upsert(&mut self, meta: ContentMeta, vector: &[f32]) {
+    /// Adds or replaces a content (a replaced one leaves its old language's matrix). Fails
+    /// only when the exact vectors' file cannot be written; the content is then not added.
+    pub fn upsert(&mut self, meta: ContentMeta, vector: &[f32]) -> io::Result<()> {
         assert_eq!(vector.len(), self.dim, "vector of the index dimension");
-        self.remove(&meta.id);
+        self.remove(&meta.id)?;
         if let Some(lang) = &meta.language {
             let d = self.dim;
-            let m = self
-                .langs
-                .entry(lang.clone())
-                .or_insert_with(|| LangMatrix {
+            if !self.langs.contains_key(lang) {
+                let m = LangMatrix {
                     ids: Vec::new(),
-                    vectors: PackedRows::new(d),
+                    vectors: QuantizedRows::new(d),
+                    exact: ExactRows::new_in(&self.exact_dir, d)?,
                     lexical: None,
                     version: 0,
                     fitted: None,
-                });
+                };
+                self.langs.insert(lang.clone(), m);
+            }
+            let m = self.langs.get_mut(lang).expect("inserted above");
+            m.exact.push(vector)?;
             self.row.insert(meta.id.clone(), m.ids.len());
             m.ids.push(meta.id.clone());
             m.vectors.push(vector);
@@ -150,6 +184,7 @@ impl Index {
         }
         self.heap += heap_bytes(&meta);
         self.meta.insert(meta.id.clone(), meta);
+        Ok(())
     }
 
     /// Gives back the spare capacity of the row-ordered parts (after a bulk load: growing
@@ -173,17 +208,27 @@ impl Index {
             (Some(lang), Some(&r)) => self
                 .langs
                 .get(lang)
-                .is_some_and(|m| m.vectors.row(r) == vector),
+                .is_some_and(|m| m.exact.row(r).is_ok_and(|x| x == vector)),
             (None, None) => true,
             _ => false,
         }
     }
 
-    /// Removes a content; false when it was not there.
-    pub fn remove(&mut self, id: &str) -> bool {
-        let Some(old) = self.meta.remove(id) else {
-            return false;
+    /// Removes a content; false when it was not there. Fails only when the exact vectors'
+    /// file cannot be written; the content then stays.
+    pub fn remove(&mut self, id: &str) -> io::Result<bool> {
+        let Some(old) = self.meta.get(id) else {
+            return Ok(false);
         };
+        if let (Some(lang), Some(&r)) = (&old.language, self.row.get(id)) {
+            let m = self
+                .langs
+                .get_mut(lang)
+                .expect("a row implies its language");
+            // The only step that can fail goes first.
+            m.exact.swap_remove(r)?;
+        }
+        let old = self.meta.remove(id).expect("looked up above");
         self.heap -= heap_bytes(&old);
         if let (Some(lang), Some(r)) = (old.language, self.row.remove(id)) {
             let m = self
@@ -202,19 +247,21 @@ impl Index {
                 self.row.insert(m.ids[r].clone(), r);
             }
         }
-        true
+        Ok(true)
     }
 
-    /// The similarity of `v` to a recommendable content (`None`: unknown or no language);
-    /// bit-identical to the same pair's value in [`search`](Self::search)'s vector product.
+    /// The exact similarity of `v` to a recommendable content (`None`: unknown, no language,
+    /// or its exact vector unreadable); bit-identical to the same pair's value in
+    /// [`search`](Self::search).
     pub fn similarity(&self, id: &str, v: &[f32]) -> Option<f32> {
         let lang = self.meta.get(id)?.language.as_ref()?;
         let r = *self.row.get(id)?;
-        Some(self.langs.get(lang)?.vectors.dot(r, v))
+        let exact = self.langs.get(lang)?.exact.row(r).ok()?;
+        Some(chain_dot(&exact, v))
     }
 
-    /// The vector similarities of a block of topics (`m × n`), and with lexical retrieval
-    /// their lexical similarities (one text per topic).
+    /// The approximate vector similarities of a block of topics (`m × n`, the int8 product),
+    /// and with lexical retrieval their lexical similarities (one text per topic).
     fn columns(
         &self,
         m: &LangMatrix,
@@ -225,7 +272,6 @@ impl Index {
         let vectors = m.vectors.scores(topics, n_topics);
         let lex = match (self.lexical_with, lexical, &m.lexical) {
             (Some(_), Some(texts), Some(lx)) => {
-                use rayon::prelude::*;
                 let n = m.ids.len();
                 let mut rows = vec![0f32; texts.len() * n];
                 rows.par_chunks_mut(n.max(1))
@@ -240,41 +286,105 @@ impl Index {
         (vectors, lex)
     }
 
+    /// The ranked row of a topic's vector similarities `v` (and lexical ones `l`): with
+    /// lexical retrieval, `predict`'s ensemble (the members summed, then times 1/members; with
+    /// one model, `v · 1.0` is `v` to the bit).
+    fn ensemble(&self, v: &[f32], l: Option<&[f32]>) -> Vec<f32> {
+        match (self.lexical_with, l) {
+            (Some(models), Some(l)) => {
+                let w = models as f32;
+                let inv = 1.0 / (models + 1) as f32;
+                v.iter().zip(l).map(|(a, b)| (a * w + b) * inv).collect()
+            }
+            _ => v.to_vec(),
+        }
+    }
+
+    /// Makes `v`, one topic's approximate similarities to `m`'s rows, exact wherever the top
+    /// `depth` of any row of `derive(v)` can lie, and returns the exact vectors it read, by row.
+    ///
+    /// `derive` maps vector similarities to the rows that get ranked; each must be monotone
+    /// non-decreasing in each value of `v` (sums, and products by non-negative weights, are,
+    /// rounding included), and `uses` says which rows read `v` at all. First the approximate
+    /// top `depth` of every row is made exact; then, per row, every content whose upper bound
+    /// reaches that row's `depth`-th best exact score. Any other content's exact score lies
+    /// strictly below that score, and so does its approximate one: the row's top `depth`
+    /// (order, ties and values) is the one exact vectors give.
+    fn refine(
+        &self,
+        m: &LangMatrix,
+        t: &[f32],
+        v: &mut [f32],
+        derive: &dyn Fn(&[f32]) -> Vec<Vec<f32>>,
+        uses: &[bool],
+        depth: usize,
+    ) -> io::Result<HashMap<u32, Vec<f32>>> {
+        let mut exact = HashMap::new();
+        if depth == 0 || v.is_empty() {
+            return Ok(exact);
+        }
+        let upper = derive(&m.vectors.upper_bounds(v, TopicNorms::of(t)));
+        let first: Vec<u32> = derive(v)
+            .iter()
+            .flat_map(|row| threshold::top_r(row, depth).into_iter().map(|(j, _)| j))
+            .collect();
+        read_exact(m, t, v, &mut exact, first)?;
+        let now = derive(v);
+        let mut more = Vec::new();
+        for (c, row) in now.iter().enumerate() {
+            if !uses[c] || exact.len() >= row.len() {
+                continue;
+            }
+            let mut known: Vec<f32> = exact.keys().map(|&j| row[j as usize]).collect();
+            let (_, floor, _) = known.select_nth_unstable_by(depth - 1, |a, b| b.total_cmp(a));
+            let floor = *floor;
+            more.extend(
+                upper[c]
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &u)| u >= floor && !exact.contains_key(&(j as u32)))
+                    .map(|(j, _)| j as u32),
+            );
+        }
+        read_exact(m, t, v, &mut exact, more)?;
+        self.rescored
+            .fetch_add(exact.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(exact)
+    }
+
     /// The `r` most similar contents of `lang` for each topic vector (rows of `topics`),
     /// best first; with lexical retrieval, by the ensemble of the vectors and the lexical
-    /// similarity of each topic's `lexical` text. One matrix product for the whole block.
+    /// similarity of each topic's `lexical` text. One matrix product for the whole block;
+    /// exact similarities (see [`refine`](Self::refine)). Fails only when the exact vectors
+    /// cannot be read.
     pub fn search(
         &self,
         lang: &str,
         topics: &[f32],
         lexical: Option<&[&str]>,
         r: usize,
-    ) -> Vec<Vec<Hit>> {
+    ) -> io::Result<Vec<Vec<Hit>>> {
         let d = self.dim;
         let n_topics = topics.len() / d.max(1);
         let Some(m) = self.langs.get(lang).filter(|m| !m.ids.is_empty()) else {
-            return vec![Vec::new(); n_topics];
+            return Ok(vec![Vec::new(); n_topics]);
         };
         let n = m.ids.len();
         let (mut sims, lex) = self.columns(m, topics, lexical);
-        if let (Some(models), Some(lex)) = (self.lexical_with, lex) {
-            // As `predict`'s ensemble: the members summed, then times 1/members (with one
-            // model, `v · 1.0` is `v` to the bit).
-            let w = models as f32;
-            let inv = 1.0 / (models + 1) as f32;
-            for (a, b) in sims.iter_mut().zip(lex) {
-                *a = (*a * w + b) * inv;
-            }
-        }
-        sims.chunks(n)
-            .map(|row| {
-                threshold::top_r(row, r)
+        sims.par_chunks_mut(n)
+            .enumerate()
+            .map(|(i, v)| {
+                let t = &topics[i * d..(i + 1) * d];
+                let l = lex.as_ref().map(|l| &l[i * n..(i + 1) * n]);
+                let derive = |v: &[f32]| vec![self.ensemble(v, l)];
+                self.refine(m, t, v, &derive, &[true], r)?;
+                Ok(threshold::top_r(&self.ensemble(v, l), r)
                     .into_iter()
                     .map(|(j, s)| Hit {
                         content: m.ids[j as usize].clone(),
                         similarity: s,
                     })
-                    .collect()
+                    .collect())
             })
             .collect()
     }
@@ -282,7 +392,8 @@ impl Index {
     /// The second stage's candidates of each topic (rows of `topics`) in `lang`, built as the
     /// batch pipeline builds them: the top `k` of each column of `columns` (and of their mean
     /// when there are several), with ranks, best and k-th similarities, and the similarities
-    /// of each topic's parent.
+    /// of each topic's parent; exact similarities (see [`refine`](Self::refine)). Fails only
+    /// when the exact vectors cannot be read.
     pub fn candidates(
         &self,
         lang: &str,
@@ -291,8 +402,9 @@ impl Index {
         parents: &[Option<Parent>],
         columns: &[Column],
         k: usize,
-    ) -> Vec<ServedCandidates> {
-        let n_topics = topics.len() / self.dim.max(1);
+    ) -> io::Result<Vec<ServedCandidates>> {
+        let d = self.dim;
+        let n_topics = topics.len() / d.max(1);
         let empty = || ServedCandidates {
             topic: from_rows(
                 0,
@@ -304,26 +416,36 @@ impl Index {
             ids: Vec::new(),
         };
         let Some(m) = self.langs.get(lang).filter(|m| !m.ids.is_empty()) else {
-            return (0..n_topics).map(|_| empty()).collect();
+            return Ok((0..n_topics).map(|_| empty()).collect());
         };
         let n = m.ids.len();
-        let (vectors, lex) = self.columns(m, topics, lexical);
+        let (mut vectors, lex) = self.columns(m, topics, lexical);
         let n_ret = columns.len();
-        (0..n_topics)
-            .map(|i| {
-                let span = i * n..(i + 1) * n;
-                let mut rows: Vec<Vec<f32>> = columns
-                    .iter()
-                    .map(|c| match c {
-                        Column::Vectors => vectors[span.clone()].to_vec(),
-                        Column::Lexical => lex
-                            .as_ref()
-                            .map_or_else(|| vec![0.0; n], |l| l[span.clone()].to_vec()),
-                    })
-                    .collect();
-                if n_ret > 1 {
-                    rows.push(mean(&rows));
-                }
+        let mut uses: Vec<bool> = columns.iter().map(|c| *c == Column::Vectors).collect();
+        if n_ret > 1 {
+            uses.push(columns.contains(&Column::Vectors));
+        }
+        vectors
+            .par_chunks_mut(n)
+            .enumerate()
+            .map(|(i, v)| {
+                let t = &topics[i * d..(i + 1) * d];
+                let l = lex.as_ref().map(|l| &l[i * n..(i + 1) * n]);
+                let derive = |v: &[f32]| -> Vec<Vec<f32>> {
+                    let mut rows: Vec<Vec<f32>> = columns
+                        .iter()
+                        .map(|c| match c {
+                            Column::Vectors => v.to_vec(),
+                            Column::Lexical => l.map_or_else(|| vec![0.0; n], <[f32]>::to_vec),
+                        })
+                        .collect();
+                    if n_ret > 1 {
+                        rows.push(mean(&rows));
+                    }
+                    rows
+                };
+                let exact = self.refine(m, t, v, &derive, &uses, rank_depth(k))?;
+                let rows = derive(v);
                 let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
                 let mut tc = from_rows(0, &refs, None, n_ret, k);
                 if let Some(p) = parents.get(i).and_then(Option::as_ref) {
@@ -335,13 +457,16 @@ impl Index {
                     };
                     for c in &mut tc.candidates {
                         let j = c.content as usize;
-                        let mut ps: Vec<f32> = columns
-                            .iter()
-                            .map(|col| match col {
-                                Column::Vectors => m.vectors.dot(j, p.vector),
+                        let mut ps = Vec::with_capacity(columns.len() + 1);
+                        for col in columns {
+                            ps.push(match col {
+                                Column::Vectors => match exact.get(&(j as u32)) {
+                                    Some(x) => chain_dot(x, p.vector),
+                                    None => chain_dot(&m.exact.row(j)?, p.vector),
+                                },
                                 Column::Lexical => plex.as_ref().map_or(0.0, |r| r[j]),
-                            })
-                            .collect();
+                            });
+                        }
                         if n_ret > 1 {
                             let cols: Vec<Vec<f32>> = ps.iter().map(|&v| vec![v]).collect();
                             ps.push(mean(&cols)[0]);
@@ -354,7 +479,7 @@ impl Index {
                     .iter()
                     .map(|c| m.ids[c.content as usize].clone())
                     .collect();
-                ServedCandidates { topic: tc, ids }
+                Ok(ServedCandidates { topic: tc, ids })
             })
             .collect()
     }
@@ -420,6 +545,7 @@ impl Index {
             .sum();
         IndexMemory {
             vectors: self.langs.values().map(|m| m.vectors.memory_bytes()).sum(),
+            exact_on_disk: self.langs.values().map(|m| m.exact.file_bytes()).sum(),
             lexical: self.lexical_bytes(),
             metadata: table(
                 self.meta.capacity(),
@@ -429,6 +555,24 @@ impl Index {
                 + self.heap,
         }
     }
+}
+
+/// Makes `v[j]` exact for each row `j` of `rows` not read yet, keeping the vectors read.
+fn read_exact(
+    m: &LangMatrix,
+    t: &[f32],
+    v: &mut [f32],
+    exact: &mut HashMap<u32, Vec<f32>>,
+    rows: Vec<u32>,
+) -> io::Result<()> {
+    for j in rows {
+        if let std::collections::hash_map::Entry::Vacant(e) = exact.entry(j) {
+            let x = m.exact.row(j as usize)?;
+            v[j as usize] = chain_dot(&x, t);
+            e.insert(x);
+        }
+    }
+    Ok(())
 }
 
 /// Heap bytes of a content's strings in the index: its metadata, and its id as the key of the
@@ -448,8 +592,10 @@ fn heap_bytes(m: &ContentMeta) -> usize {
 /// Bytes the index holds in memory, by part.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexMemory {
-    /// The packed content vectors.
+    /// The int8 content vectors, with their scales and bounds.
     pub vectors: usize,
+    /// The exact (f32) vectors' files: on disk, read through the page cache, not in memory.
+    pub exact_on_disk: u64,
     /// The lexical indexes (with their row maps).
     pub lexical: usize,
     /// Ids, the metadata recommendations return and the row lookup.

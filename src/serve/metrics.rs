@@ -15,6 +15,8 @@ pub struct Metrics {
     pub lexical_stale: IntGauge,
     pub lexical_bytes: IntGauge,
     pub index_bytes: IntGaugeVec,
+    /// Bytes of the exact vectors' files (on disk, read through the page cache).
+    pub exact_file_bytes: IntGauge,
     /// Changes of the store's log this server followed, by who wrote them: `this_server`
     /// (skipped: applied as written) or `others` (read and applied).
     pub changes_followed: IntCounterVec,
@@ -74,9 +76,15 @@ impl Metrics {
         let index_bytes = IntGaugeVec::new(
             Opts::new(
                 "lecr_index_bytes",
-                "Memory held by the content index by part (vectors, lexical, metadata)",
+                "Memory held by the content index by part (vectors: int8, lexical, metadata)",
             ),
             &["part"],
+        )
+        .expect("valid metric");
+        let exact_file_bytes = IntGauge::new(
+            "lecr_index_exact_vectors_file_bytes",
+            "Bytes of the exact (f32) content vectors' files on disk, from which the top of \
+             each ranking is rescored (the index holds the vectors as int8 in memory)",
         )
         .expect("valid metric");
         let changes_followed = IntCounterVec::new(
@@ -98,6 +106,7 @@ impl Metrics {
             Box::new(lexical_stale.clone()),
             Box::new(lexical_bytes.clone()),
             Box::new(index_bytes.clone()),
+            Box::new(exact_file_bytes.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -111,6 +120,7 @@ impl Metrics {
             lexical_stale,
             lexical_bytes,
             index_bytes,
+            exact_file_bytes,
             changes_followed,
         }
     }
@@ -139,6 +149,7 @@ impl Metrics {
                 .with_label_values(&[part])
                 .set(bytes as i64);
         }
+        self.exact_file_bytes.set(m.exact_on_disk as i64);
     }
 
     /// The lexical gauges from the index.

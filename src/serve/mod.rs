@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod embedder;
 pub mod engine;
 pub mod error;
+pub mod exact;
 pub mod http;
 pub mod index;
 pub mod lexical;

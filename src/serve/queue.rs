@@ -454,7 +454,9 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
             });
             match want {
                 Want::Hits(r) => {
-                    let found = index.search(lang, &block, lexical.as_deref(), *r);
+                    let found = index
+                        .search(lang, &block, lexical.as_deref(), *r)
+                        .map_err(|e| format!("the index's exact vectors: {e}"))?;
                     for (&i, h) in rows.iter().zip(found) {
                         hits[i] = h;
                     }
@@ -470,8 +472,9 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
                             })
                         })
                         .collect();
-                    let found =
-                        index.candidates(lang, &block, lexical.as_deref(), &parents, columns, *k);
+                    let found = index
+                        .candidates(lang, &block, lexical.as_deref(), &parents, columns, *k)
+                        .map_err(|e| format!("the index's exact vectors: {e}"))?;
                     for (&i, c) in rows.iter().zip(found) {
                         candidates[i] = Some(c);
                     }

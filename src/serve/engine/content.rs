@@ -271,7 +271,7 @@ impl Engine {
         self.checked(store.apply(&plan.rows, &[]))?;
         let mut index = self.index_mut()?;
         for c in plan.rows {
-            index.upsert(c.meta, &c.vector);
+            self.index_io(index.upsert(c.meta, &c.vector))?;
         }
         self.index_changed(&index);
         Ok(plan.summary)
@@ -301,7 +301,7 @@ impl Engine {
                 eng.checked(store.apply(&[], &ids))?.into_iter().collect();
             let mut index = eng.index_mut()?;
             for id in &ids {
-                index.remove(id);
+                eng.index_io(index.remove(id))?;
             }
             eng.index_changed(&index);
             let unknown: Vec<String> = ids.into_iter().filter(|id| !deleted.contains(id)).collect();

@@ -68,7 +68,7 @@ impl Engine {
                     match rows.remove(*id) {
                         Some(c) if c.vector.len() == index.dim() => {
                             if !index.holds(&c.meta, &c.vector) {
-                                index.upsert(c.meta, &c.vector);
+                                self.index_io(index.upsert(c.meta, &c.vector))?;
                                 changed = true;
                             }
                         }
@@ -79,7 +79,7 @@ impl Engine {
                             c.vector.len(),
                             index.dim()
                         ),
-                        None => changed |= index.remove(id),
+                        None => changed |= self.index_io(index.remove(id))?,
                     }
                 }
                 if changed {

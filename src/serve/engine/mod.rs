@@ -93,6 +93,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         settings: EngineSettings,
     ) -> Result<Self> {
+        let store_at = store;
         let mut store = Store::open_at(store.unwrap_or(&crate::store::Location::Memory))?;
         let writer = uuid::Uuid::new_v4().to_string();
         store.set_writer(&writer);
@@ -122,6 +123,11 @@ impl Engine {
             None => store.set_meta(MODEL_KEY, embedder.id())?,
         }
         let mut index = Index::new(embedder.dim());
+        // The exact vectors' files beside a store on disk (the system's temporary folder,
+        // which may be memory, otherwise).
+        if let Some(crate::store::Location::Dir(dir)) = store_at {
+            index = index.with_exact_dir(dir);
+        }
         if settings.lexical {
             index = index.with_lexical(embedder.members());
         }
@@ -134,7 +140,7 @@ impl Engine {
                 c.vector.len(),
                 index.dim()
             );
-            index.upsert(c.meta, &c.vector);
+            index.upsert(c.meta, &c.vector)?;
             Ok(())
         })?;
         index.shrink_to_fit();
@@ -258,6 +264,20 @@ impl Engine {
         let _ = self.failure.set(why.clone());
         tracing::error!("{why}");
         ServeError::Failed(why)
+    }
+
+    /// The index's exact vectors' file failed (a disk error): the index no longer matches
+    /// the store, so the server stops serving until restarted (which rebuilds the file).
+    fn index_io<T>(&self, r: std::io::Result<T>) -> ServeResult<T> {
+        r.map_err(|e| {
+            let why = format!(
+                "the index's exact vectors' file: {e}; the index no longer matches the store; \
+                 restart the server"
+            );
+            let _ = self.failure.set(why.clone());
+            tracing::error!("{why}");
+            ServeError::Failed(why)
+        })
     }
 
     fn index(&self) -> ServeResult<RwLockReadGuard<'_, Index>> {
