@@ -254,3 +254,74 @@ fn a_reranker_trained_with_lexical_reranks_as_predict() {
         assert!(err.contains("--model lexical"), "{err}");
     }
 }
+
+/// Each saved lexical fit of a store's folder: (path, modified time, bytes).
+fn saved_fits(store: &Path) -> Vec<(std::path::PathBuf, std::time::SystemTime, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(store.join("lexical"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+            let b = std::fs::read(&p).unwrap();
+            (p, m, b)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_restart_reads_the_saved_lexical_fits_back_and_refits_a_damaged_one() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = common::serve_corpus(root.path());
+    let store = root.path().join("store");
+    let args = [
+        "--data",
+        &data,
+        "--model",
+        &model,
+        "--model",
+        "lexical",
+        "--margin",
+        "0.18",
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    let topics = studio_topics(&ds, false);
+    let s = Server::start(&args);
+    let first = recommend(&s, &topics);
+    assert!(s.terminate().success());
+    let saved = saved_fits(&store);
+    assert!(!saved.is_empty(), "a fit saved per language");
+    // File times have a granularity: a rewrite must be able to show.
+    std::thread::sleep(Duration::from_millis(1100));
+    let s = Server::start(&args);
+    assert_eq!(
+        recommend(&s, &topics),
+        first,
+        "the same answers from fits read back"
+    );
+    assert!(s.terminate().success());
+    let again = saved_fits(&store);
+    let times = |v: &[(std::path::PathBuf, std::time::SystemTime, Vec<u8>)]| {
+        v.iter().map(|f| (f.0.clone(), f.1)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        times(&again),
+        times(&saved),
+        "read back, not fitted and saved again"
+    );
+    // A damaged file (cut in half, as by a full disk): fitted again, same answers, and
+    // saved again whole (a fit is deterministic: the same bytes).
+    let (path, _, bytes) = &saved[0];
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+    let s = Server::start(&args);
+    assert_eq!(
+        recommend(&s, &topics),
+        first,
+        "the same answers after a refit"
+    );
+    assert!(s.terminate().success());
+    assert_eq!(&std::fs::read(path).unwrap(), bytes);
+}

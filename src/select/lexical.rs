@@ -289,6 +289,101 @@ impl LexicalIndex {
             + self.norms.capacity() * 4
     }
 
+    /// Writes the index in its own binary form (little-endian: content count, feature
+    /// count, posting bytes, then the hashes, offsets, postings and norms), which
+    /// [`read_from`](Self::read_from) reads back into an equal index.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        for v in [self.n, self.hashes.len(), self.postings.len()] {
+            w.write_all(&(v as u64).to_le_bytes())?;
+        }
+        for part in self.hashes.chunks(1 << 16) {
+            let b: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write_all(&b)?;
+        }
+        for part in self.offsets.chunks(1 << 16) {
+            let b: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write_all(&b)?;
+        }
+        w.write_all(&self.postings)?;
+        for part in self.norms.chunks(1 << 16) {
+            let b: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write_all(&b)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what [`write_to`](Self::write_to) wrote, checking its shape (sizes, sorted
+    /// hashes, offsets in order and in range, positive norms): an `InvalidData` error names
+    /// what is wrong. (Posting contents are not checked here: the caller checks a digest.)
+    pub fn read_from(r: &mut dyn std::io::Read) -> std::io::Result<LexicalIndex> {
+        use std::io::{Error, ErrorKind, Read};
+        let bad = |what: &str| Error::new(ErrorKind::InvalidData, what.to_string());
+        let mut word = [0u8; 8];
+        let mut u64_of = |r: &mut dyn std::io::Read| -> std::io::Result<u64> {
+            r.read_exact(&mut word)?;
+            Ok(u64::from_le_bytes(word))
+        };
+        let (n, features, bytes) = (u64_of(r)?, u64_of(r)?, u64_of(r)?);
+        // Limits far past any catalog, so a damaged header cannot ask for all memory.
+        if n > u32::MAX as u64 || features > 1 << 36 || bytes > 1 << 40 {
+            return Err(bad("sizes out of range"));
+        }
+        let read_u64s = |r: &mut dyn std::io::Read, len: usize| -> std::io::Result<Vec<u64>> {
+            // Grown as the data comes (a damaged size must not reserve memory up front).
+            let mut out = Vec::with_capacity(len.min(1 << 20));
+            let mut buf = vec![0u8; 8 << 16];
+            while out.len() < len {
+                let take = (len - out.len()).min(1 << 16);
+                r.read_exact(&mut buf[..take * 8])?;
+                out.extend(
+                    buf[..take * 8]
+                        .chunks_exact(8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                );
+            }
+            Ok(out)
+        };
+        let hashes = read_u64s(r, features as usize)?;
+        if hashes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad("feature hashes not ascending"));
+        }
+        let offsets = read_u64s(r, features as usize + 1)?;
+        if offsets[0] != 0
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets[features as usize] != bytes
+        {
+            return Err(bad("posting offsets out of order or out of range"));
+        }
+        let mut postings = Vec::new();
+        Read::take(&mut *r, bytes).read_to_end(&mut postings)?;
+        if postings.len() as u64 != bytes {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "postings cut short"));
+        }
+        postings.shrink_to_fit();
+        let mut norms = Vec::with_capacity((n as usize).min(1 << 20));
+        let mut buf = vec![0u8; 4 << 16];
+        while norms.len() < n as usize {
+            let take = (n as usize - norms.len()).min(1 << 16);
+            r.read_exact(&mut buf[..take * 4])?;
+            norms.extend(
+                buf[..take * 4]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+            );
+        }
+        if norms.iter().any(|&x| !(x.is_finite() && x > 0.0)) {
+            return Err(bad("a content norm that is not positive"));
+        }
+        Ok(LexicalIndex {
+            hashes,
+            offsets,
+            postings,
+            packer: BitPacker4x::new(),
+            norms,
+            n: n as usize,
+        })
+    }
+
     /// Known features and postings (for the memory model).
     pub fn sizes(&self) -> (usize, usize) {
         let postings = (0..self.hashes.len() as u32)
@@ -428,6 +523,35 @@ mod tests {
     /// content's norm): the compressed postings must give the same value to the bit, through
     /// repeated n-grams (counts above 1), long gaps (varints of several bytes) and the
     /// dropped frequent n-grams.
+    #[test]
+    fn an_index_read_back_scores_as_the_one_written_and_damage_is_refused() {
+        let texts: Vec<String> = (0..300)
+            .map(|i| format!("word{} shared text{} zz{}", i % 17, i % 5, i * 7 % 300))
+            .collect();
+        let ix = LexicalIndex::fit(&texts);
+        let mut bytes = Vec::new();
+        ix.write_to(&mut bytes).unwrap();
+        let back = LexicalIndex::read_from(&mut bytes.as_slice()).unwrap();
+        for q in ["word3 shared", "zz21 text4", "nothing known"] {
+            let (a, b) = (ix.scores(q), back.scores(q));
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{q}"
+            );
+        }
+        assert_eq!(back.memory_bytes(), ix.memory_bytes());
+        // Cut short, or with the offsets' order broken: an error, never a panic.
+        let err = LexicalIndex::read_from(&mut &bytes[..bytes.len() - 3])
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut bad = bytes.clone();
+        let at = 24 + 8 * ix.hashes.len() + 8;
+        bad[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let err = LexicalIndex::read_from(&mut bad.as_slice()).err().unwrap();
+        assert!(err.to_string().contains("offsets"), "{err}");
+    }
+
     #[test]
     fn compressed_postings_score_as_plain_tf_idf_to_the_bit() {
         let vocab = ["ab", "cde", "fghij", "klm", "nopq", "rs", "tuvw", "xyz"];

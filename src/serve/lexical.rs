@@ -2,14 +2,16 @@
 //! of `--model lexical` ([`LexicalIndex`], the code `eval` and `predict` use), kept next to the
 //! language's vector matrix.
 //!
-//! - **Rebuilt, not persisted.** Its idf depends on every content of the language, so any
-//!   change re-weighs them all; it is derived data that the store's texts fully determine, so
-//!   it is rebuilt from them at start-up (every language, before the first request) and, after
+//! - **Rebuilt from the store's texts.** Its idf depends on every content of the language, so
+//!   any change re-weighs them all; it is derived data that the store's texts fully determine,
+//!   so it is fitted on them at start-up (every language, before the first request) and, after
 //!   writes, by one background thread ([`Rebuilder`]) that waits for a quiet moment (writes of
 //!   one publish come in bursts) and then refits the languages that changed, outside any lock,
-//!   and swaps each in under a short write lock. Persisting it would mean a second format to
-//!   keep in step with the store and with other replicas' writes, for a rebuild that takes
-//!   seconds.
+//!   and swaps each in under a short write lock. Beside a store on disk, each fit is also
+//!   saved ([`super::lexical_saved`]): a start on an unchanged language reads it back instead
+//!   of fitting (at ten times LECR's catalog the fits took minutes of the start). The saved
+//!   fit is a cache checked against a fingerprint of the language's contents, never a second
+//!   truth to keep in step.
 //! - **Rows.** The vector matrix moves rows on every write (a removal moves the last row into
 //!   the hole); the lexical index keeps the positions of the contents it was fitted on, and a
 //!   map from each matrix row to its position follows the matrix. A content written since the
@@ -33,8 +35,13 @@ pub struct Fitted {
 impl Fitted {
     /// Fits on `texts` of `ids` (in that order); `threads` says where the work runs.
     pub fn fit(ids: &[String], texts: &[String], threads: Threads) -> Fitted {
+        Self::with_index(ids, LexicalIndex::fit_with(texts, threads))
+    }
+
+    /// An index fitted on the texts of `ids` (in that order).
+    pub fn with_index(ids: &[String], index: LexicalIndex) -> Fitted {
         Fitted {
-            index: LexicalIndex::fit_with(texts, threads),
+            index,
             pos: ids
                 .iter()
                 .enumerate()
@@ -139,6 +146,12 @@ pub trait Refit: Send + Sync + 'static {
     fn stale_languages(&self) -> Vec<String>;
     fn snapshot(&self, language: &str) -> Option<Snapshot>;
     fn install(&self, snapshot: Snapshot, fitted: Fitted);
+    /// A saved fit of exactly this snapshot's contents, if one is kept.
+    fn saved(&self, _snapshot: &Snapshot) -> Option<LexicalIndex> {
+        None
+    }
+    /// Keeps a fit for the next start (where fits are kept).
+    fn save(&self, _snapshot: &Snapshot, _index: &LexicalIndex) {}
 }
 
 /// Fits every stale language of `target` now; returns how many it fitted. In the
@@ -195,12 +208,26 @@ fn refit_one(
         return false;
     };
     let t0 = Instant::now();
-    let fitted = Fitted::fit(&snap.ids, &snap.texts, threads);
-    tracing::debug!(
-        "lexical index of `{lang}` refitted on {} contents in {:.2} s",
-        snap.ids.len(),
-        t0.elapsed().as_secs_f64()
-    );
+    let fitted = match target.saved(&snap) {
+        Some(index) => {
+            tracing::debug!(
+                "lexical index of `{lang}` ({} contents) read back from its saved fit in {:.2} s",
+                snap.ids.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            Fitted::with_index(&snap.ids, index)
+        }
+        None => {
+            let fitted = Fitted::fit(&snap.ids, &snap.texts, threads);
+            tracing::debug!(
+                "lexical index of `{lang}` refitted on {} contents in {:.2} s",
+                snap.ids.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            target.save(&snap, &fitted.index);
+            fitted
+        }
+    };
     let mut parts = Some((snap, fitted));
     locked(&mut || {
         if let Some((snap, fitted)) = parts.take() {

@@ -14,6 +14,7 @@ pub mod exact;
 pub mod http;
 pub mod index;
 pub mod lexical;
+pub mod lexical_saved;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
@@ -329,8 +330,11 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
     }
     if let Some(l) = engine.settle_lexical()? {
         println!(
-            "lexical index: {} language(s), {} contents, fitted in {:.1}s ({:.1} MiB)",
+            "lexical index: {} language(s) ({} read back from saved fits, {} fitted), {} contents, \
+             in {:.1}s ({:.1} MiB)",
             l.languages,
+            l.read_back,
+            l.languages - l.read_back,
             l.contents,
             l.seconds,
             l.bytes as f64 / (1 << 20) as f64

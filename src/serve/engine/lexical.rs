@@ -1,10 +1,12 @@
-//! The lexical retriever's upkeep: fitting every language before the first request, and the
-//! background refits after writes ([`crate::serve::lexical`] says why it is rebuilt rather
-//! than stored).
+//! The lexical retriever's upkeep: fitting every language before the first request (or reading
+//! back its saved fit), and the background refits after writes ([`crate::serve::lexical`]
+//! says why it is rebuilt from the store's texts).
 
 use super::Engine;
+use crate::select::lexical::LexicalIndex;
 use crate::serve::index::Index;
 use crate::serve::lexical::{refit_stale, Fitted, Rebuilder, Refit, Snapshot};
+use crate::serve::lexical_saved::SavedFits;
 use crate::serve::metrics::Metrics;
 use crate::serve::queue::ModelSide;
 use anyhow::Result;
@@ -14,6 +16,10 @@ use std::sync::Arc;
 pub(super) struct LexicalTarget {
     pub model: Arc<ModelSide>,
     pub metrics: Arc<Metrics>,
+    /// Where fits are kept (beside a store on disk).
+    pub saved: Option<SavedFits>,
+    /// Languages read back from a saved fit so far.
+    pub read_back: std::sync::atomic::AtomicUsize,
 }
 
 impl Refit for LexicalTarget {
@@ -29,11 +35,30 @@ impl Refit for LexicalTarget {
             self.metrics.set_lexical(&i);
         }
     }
+    fn saved(&self, snapshot: &Snapshot) -> Option<LexicalIndex> {
+        let found = self.saved.as_ref()?.load(snapshot)?;
+        self.read_back
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(found)
+    }
+    fn save(&self, snapshot: &Snapshot, index: &LexicalIndex) {
+        if let Some(s) = &self.saved {
+            // A cache: failing to keep it costs the next start a fit, nothing else.
+            if let Err(e) = s.save(snapshot, index) {
+                tracing::warn!(
+                    "{}: could not save the lexical index ({e}); the next start fits it again",
+                    s.path(&snapshot.language).display()
+                );
+            }
+        }
+    }
 }
 
 /// What [`Engine::settle_lexical`] did.
 pub struct Settled {
     pub languages: usize,
+    /// Of them, read back from a saved fit (not fitted).
+    pub read_back: usize,
     pub contents: usize,
     pub seconds: f64,
     pub bytes: usize,
@@ -47,8 +72,10 @@ impl Engine {
             return Ok(None);
         };
         let t0 = std::time::Instant::now();
+        let before = target.read_back.load(std::sync::atomic::Ordering::Relaxed);
         // Before the first request: all cores.
         let languages = refit_stale(target.as_ref(), false);
+        let read_back = target.read_back.load(std::sync::atomic::Ordering::Relaxed) - before;
         if self.rebuilder.get().is_none() {
             let r = Rebuilder::start(Arc::downgrade(target))?;
             let _ = self.rebuilder.set(r);
@@ -57,6 +84,7 @@ impl Engine {
         self.metrics.set_lexical(&index);
         Ok(Some(Settled {
             languages,
+            read_back,
             contents: index.sizes().iter().map(|(_, n)| n).sum(),
             seconds: t0.elapsed().as_secs_f64(),
             bytes: index.lexical_bytes(),

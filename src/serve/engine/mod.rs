@@ -155,6 +155,13 @@ impl Engine {
             Arc::new(lexical::LexicalTarget {
                 model: model.clone(),
                 metrics: metrics.clone(),
+                saved: match store_at {
+                    Some(crate::store::Location::Dir(dir)) => {
+                        Some(crate::serve::lexical_saved::SavedFits::beside(dir))
+                    }
+                    _ => None,
+                },
+                read_back: Default::default(),
             })
         });
         let queue = Queue::start(
