@@ -127,14 +127,14 @@ impl QuantizedRows {
         let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
         let s = max / 127.0;
         let mut residual = 0f64;
+        let base = self.at(i, 0);
         for (k, &x) in row.iter().enumerate() {
             let q = if s > 0.0 {
                 (x / s).round().clamp(-127.0, 127.0)
             } else {
                 0.0
             };
-            let at = self.at(i, k);
-            self.data[at] = q as i8;
+            self.data[base + k * BLOCK] = q as i8;
             let r = x as f64 - (s as f64) * q as f64;
             residual += r * r;
         }

@@ -287,6 +287,7 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
         "the service embeds topics and contents with a model: give a model folder as --model \
          (the lexical retriever serves next to one: --model DIR --model lexical)"
     );
+    let t0 = std::time::Instant::now();
     let embedder = embedder::ModelEmbedder::load(
         &neural,
         o.int8,
@@ -294,6 +295,7 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
         o.batch_size,
         (o.topic_prompt.clone(), o.content_prompt.clone()),
     )?;
+    tracing::info!("model loaded in {:.1}s", t0.elapsed().as_secs_f64());
     let settings = EngineSettings {
         limits: o.limits.clone(),
         max_len: o.max_len,

@@ -132,6 +132,7 @@ impl Engine {
             index = index.with_lexical(embedder.members());
         }
         // Streamed row by row: the catalog is held once, in the index.
+        let t0 = std::time::Instant::now();
         store.each(|c| {
             anyhow::ensure!(
                 c.vector.len() == index.dim(),
@@ -144,6 +145,11 @@ impl Engine {
             Ok(())
         })?;
         index.shrink_to_fit();
+        tracing::info!(
+            "{} contents read from {place} into the index in {:.1}s",
+            index.len(),
+            t0.elapsed().as_secs_f64()
+        );
         metrics.set_index(&index);
         let mut catalog = Catalog::default();
         catalog.add(store.topics()?);
