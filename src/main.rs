@@ -98,6 +98,8 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
+    // Chosen now, so a cap above this CPU is said once (the level below runs), before any work.
+    lecr::kernels::isa::active();
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -183,9 +183,9 @@ impl Int8Kernel {
     pub fn best_for(isa: super::isa::Isa, cpu: super::isa::CpuFeatures) -> Self {
         use super::isa::Isa;
         match isa {
-            Isa::Avx512 if cpu.avx512_vnni => Int8Kernel::Vnni,
-            Isa::Avx512 | Isa::AvxVnni if cpu.avx_vnni => Int8Kernel::AvxVnni,
-            Isa::Avx512 | Isa::AvxVnni | Isa::Avx2 if cpu.avx2_fma => Int8Kernel::Avx2,
+            Isa::Amx | Isa::Avx512 if cpu.avx512_vnni => Int8Kernel::Vnni,
+            Isa::Amx | Isa::Avx512 | Isa::AvxVnni if cpu.avx_vnni => Int8Kernel::AvxVnni,
+            Isa::Amx | Isa::Avx512 | Isa::AvxVnni | Isa::Avx2 if cpu.avx2_fma => Int8Kernel::Avx2,
             _ => Int8Kernel::Scalar,
         }
     }
@@ -1283,7 +1283,10 @@ mod tests {
             avx_vnni: true,
             avx512: true,
             avx512_vnni: true,
+            amx: true,
         };
+        // No AMX kernel yet: the AMX level runs the AVX-512 VNNI one.
+        assert_eq!(Int8Kernel::best_for(Isa::Amx, all), Int8Kernel::Vnni);
         assert_eq!(Int8Kernel::best_for(Isa::Avx512, all), Int8Kernel::Vnni);
         assert_eq!(Int8Kernel::best_for(Isa::AvxVnni, all), Int8Kernel::AvxVnni);
         assert_eq!(Int8Kernel::best_for(Isa::Avx2, all), Int8Kernel::Avx2);
@@ -1307,6 +1310,7 @@ mod tests {
             avx_vnni: false,
             avx512: false,
             avx512_vnni: false,
+            amx: false,
         };
         assert_eq!(Int8Kernel::best_for(Isa::Avx512, none), Int8Kernel::Scalar);
     }

@@ -7,7 +7,14 @@
 //! - `avx2`: AVX2 + FMA, no VNNI of any kind (Haswell … Comet Lake, AMD Zen 1–4 without
 //!   AVX-512 enabled);
 //! - `avxvnni`: AVX2 + FMA + AVX-VNNI, the 256-bit `vpdpbusd` (Alder Lake and later clients);
-//! - `avx512`: everything the CPU has (AVX-512 F/BW/DQ/VL, and AVX-512 VNNI where present).
+//! - `avx512`: AVX-512 F/BW/DQ/VL, and AVX-512 VNNI where present;
+//! - `amx`: the matrix units too (AMX-TILE, AMX-INT8, AMX-BF16; Sapphire Rapids and later),
+//!   once Linux has granted this process the tile data state (`arch_prctl`
+//!   `ARCH_REQ_XCOMP_PERM`). No kernel uses the tiles yet (issue 32): at this level the
+//!   AVX-512 kernels run, and the level says the CPU and the kernel would allow them.
+//!
+//! A cap above what this CPU (or its kernel) allows runs the highest level below it, with one
+//! log line saying why ([`fallback`]).
 //!
 //! The float matrix products of the `gemm` crate pick their own instruction set; they use
 //! AVX-512 only in builds with lecr's `avx512` cargo feature (on by default), so an AVX2 float
@@ -22,10 +29,11 @@ pub enum Isa {
     Avx2,
     AvxVnni,
     Avx512,
+    Amx,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Amx];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +41,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
         }
     }
 
@@ -41,7 +50,9 @@ impl Isa {
         Isa::ALL
             .into_iter()
             .find(|i| i.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| format!("LECR_ISA: `{s}` is not one of scalar, avx2, avxvnni, avx512"))
+            .ok_or_else(|| {
+                format!("LECR_ISA: `{s}` is not one of scalar, avx2, avxvnni, avx512, amx")
+            })
     }
 }
 
@@ -52,6 +63,9 @@ pub struct CpuFeatures {
     pub avx_vnni: bool,
     pub avx512: bool,
     pub avx512_vnni: bool,
+    /// AMX-TILE, AMX-INT8 and AMX-BF16 (CPUID; whether Linux lets this process use them is
+    /// [`amx_permission`]).
+    pub amx: bool,
 }
 
 impl CpuFeatures {
@@ -64,11 +78,18 @@ impl CpuFeatures {
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512dq");
+            // CPUID leaf 7, sub-leaf 0, EDX: AMX-BF16 bit 22, AMX-TILE 24, AMX-INT8 25 (leaf 7
+            // exists on any CPU with AVX-512, checked first).
+            let amx = avx512 && {
+                let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+                [22, 24, 25].iter().all(|b| edx & (1 << b) != 0)
+            };
             CpuFeatures {
                 avx2_fma,
                 avx_vnni: avx2_fma && is_x86_feature_detected!("avxvnni"),
                 avx512,
                 avx512_vnni: avx512 && is_x86_feature_detected!("avx512vnni"),
+                amx,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -77,12 +98,15 @@ impl CpuFeatures {
             avx_vnni: false,
             avx512: false,
             avx512_vnni: false,
+            amx: false,
         }
     }
 
     /// The highest level the CPU reaches.
     pub fn best(self) -> Isa {
-        if self.avx512 {
+        if self.supports(Isa::Amx) {
+            Isa::Amx
+        } else if self.avx512 {
             Isa::Avx512
         } else if self.avx_vnni {
             Isa::AvxVnni
@@ -100,8 +124,66 @@ impl CpuFeatures {
             Isa::Avx2 => self.avx2_fma,
             Isa::AvxVnni => self.avx_vnni,
             Isa::Avx512 => self.avx512,
+            Isa::Amx => self.amx && amx_permission().is_ok(),
         }
     }
+
+    /// Why `isa` cannot run here (`None`: it can).
+    pub fn missing(self, isa: Isa) -> Option<String> {
+        match isa {
+            _ if isa != Isa::Amx && self.supports(isa) => None,
+            Isa::Amx if self.amx => amx_permission().err(),
+            Isa::Amx => Some("this CPU has no AMX-TILE/AMX-INT8/AMX-BF16".into()),
+            _ => Some(format!("this CPU has no {}", isa.name())),
+        }
+    }
+}
+
+/// Asks Linux, once per process, for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`), then checks it was granted (`ARCH_GET_XCOMP_PERM`). Without it a
+/// tile instruction kills the process (SIGILL); with it refused, the tiles are not used.
+pub fn amx_permission() -> Result<(), String> {
+    static GRANTED: OnceLock<Result<(), String>> = OnceLock::new();
+    GRANTED
+        .get_or_init(|| {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            {
+                const ARCH_GET_XCOMP_PERM: libc::c_long = 0x1022;
+                const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+                const XFEATURE_XTILEDATA: libc::c_long = 18;
+                // SAFETY: arch_prctl with these codes only extends (or, below, reads into
+                // `mask`, which outlives the call) this process's permitted XSAVE features.
+                let req = unsafe {
+                    libc::syscall(
+                        libc::SYS_arch_prctl,
+                        ARCH_REQ_XCOMP_PERM,
+                        XFEATURE_XTILEDATA,
+                    )
+                };
+                if req != 0 {
+                    return Err(format!(
+                        "Linux refused the AMX tile permission (arch_prctl: {})",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                let mut mask: u64 = 0;
+                // SAFETY: as above.
+                let got = unsafe {
+                    libc::syscall(
+                        libc::SYS_arch_prctl,
+                        ARCH_GET_XCOMP_PERM,
+                        &mut mask as *mut u64,
+                    )
+                };
+                if got != 0 || mask & (1 << XFEATURE_XTILEDATA) == 0 {
+                    return Err("Linux did not grant the AMX tile data state".into());
+                }
+                Ok(())
+            }
+            #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+            Err("AMX needs Linux on x86_64".into())
+        })
+        .clone()
 }
 
 /// The cap asked for with `LECR_ISA`, if any (an invalid value is an error).
@@ -119,14 +201,38 @@ pub fn active() -> Isa {
     static ACTIVE: OnceLock<Isa> = OnceLock::new();
     *ACTIVE.get_or_init(|| {
         let cpu = CpuFeatures::detect();
-        let cap = requested().ok().flatten().unwrap_or(Isa::Avx512);
+        let cap = requested().ok().flatten().unwrap_or(Isa::Amx);
         // The highest level the CPU supports that is not above the cap. (A CPU can have
         // AVX-512 without AVX-VNNI, so levels are checked one by one.)
-        Isa::ALL
+        let level = Isa::ALL
             .into_iter()
             .rev()
             .find(|&i| i <= cap && cpu.supports(i))
-            .unwrap_or(Isa::Scalar)
+            .unwrap_or(Isa::Scalar);
+        if let Some(why) = fallback_of(cpu, level) {
+            tracing::warn!("{why}");
+        }
+        level
+    })
+}
+
+/// Why the active level is below the one `LECR_ISA` asked for (`None`: it is not, or
+/// nothing was asked).
+pub fn fallback() -> Option<String> {
+    fallback_of(CpuFeatures::detect(), active())
+}
+
+fn fallback_of(cpu: CpuFeatures, level: Isa) -> Option<String> {
+    let asked = requested().ok().flatten()?;
+    (asked > level).then(|| {
+        let why = cpu
+            .missing(asked)
+            .unwrap_or_else(|| "it is not available".to_string());
+        format!(
+            "LECR_ISA={}: {why}; running the highest level below it that this CPU has, {}",
+            asked.name(),
+            level.name()
+        )
     })
 }
 
@@ -139,13 +245,15 @@ pub fn describe() -> String {
         (cpu.avx_vnni, "AVX-VNNI"),
         (cpu.avx512, "AVX-512"),
         (cpu.avx512_vnni, "AVX512-VNNI"),
+        (cpu.amx, "AMX"),
     ] {
         if on {
             has.push(name);
         }
     }
-    let cap = match requested() {
-        Ok(Some(i)) => format!(", LECR_ISA={}", i.name()),
+    let cap = match (requested(), fallback()) {
+        (_, Some(why)) => format!("; {why}"),
+        (Ok(Some(i)), None) => format!(", LECR_ISA={}", i.name()),
         _ => String::new(),
     };
     format!(
@@ -170,7 +278,29 @@ mod tests {
         }
         assert_eq!(Isa::parse(" AVX2 "), Ok(Isa::Avx2));
         let e = Isa::parse("sse9").unwrap_err();
-        assert!(e.contains("sse9") && e.contains("avxvnni"), "{e}");
+        assert!(e.contains("sse9") && e.contains("amx"), "{e}");
+    }
+
+    #[test]
+    fn amx_is_the_top_level_and_only_where_the_cpu_and_linux_allow_it() {
+        let cpu = CpuFeatures::detect();
+        assert_eq!(Isa::ALL.iter().max(), Some(&Isa::Amx));
+        match (cpu.amx, amx_permission()) {
+            (true, Ok(())) => assert_eq!(cpu.best(), Isa::Amx),
+            (has, why) => {
+                println!(
+                    "AMX not usable here (CPU has AMX: {has}, permission: {why:?}): checked \
+                     that it is not chosen"
+                );
+                assert!(!cpu.supports(Isa::Amx));
+                assert_ne!(cpu.best(), Isa::Amx);
+                assert!(cpu.missing(Isa::Amx).is_some());
+            }
+        }
+        // Levels the CPU has are never reported missing.
+        for i in Isa::ALL {
+            assert_eq!(cpu.missing(i).is_none(), cpu.supports(i), "{i:?}");
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ macro_rules! simd_fn {
 /// 4: AVX-512, 3: AVX2 + FMA, 0: baseline (the active level of [`isa`], capped by `LECR_ISA`).
 pub fn simd_level() -> u8 {
     match isa::active() {
-        isa::Isa::Avx512 => 4,
+        isa::Isa::Amx | isa::Isa::Avx512 => 4,
         isa::Isa::AvxVnni | isa::Isa::Avx2 => 3,
         isa::Isa::Scalar => 0,
     }

@@ -197,11 +197,12 @@ pub fn run(o: ServeOptions) -> Result<()> {
                     let langs: Vec<String> =
                         s.by_language.iter().map(|(l, n)| format!("{l} {n}")).collect();
                     println!(
-                        "ready: {} contents ({}; {} without a language), model {}",
+                        "ready: {} contents ({}; {} without a language), model {}; {}",
                         s.all,
                         langs.join(", "),
                         s.without_language,
-                        engine.model_id()
+                        engine.model_id(),
+                        crate::kernels::isa::describe()
                     );
                 }
                 let _ = std::io::stdout().flush();
