@@ -19,10 +19,7 @@
 //! The layout is [`super::scores::PackedRows`]'s: blocks of 16 rows, dimension-major, blocks
 //! kept in pairs, 4 topics × 2 blocks of accumulators.
 
-use super::scores::{SendPtr, BLOCK};
-use rayon::prelude::*;
-
-const TOPICS: usize = 4;
+use super::scores::{by_block_pairs, BLOCK};
 
 /// `c · t` as the exact scores compute it: one fused multiply-add chain over the dimensions in
 /// order (equal to [`super::scores::PackedRows::dot`] and to its block product, to the bit).
@@ -184,39 +181,16 @@ impl QuantizedRows {
 
     /// `m × len` approximate similarities of `topics` (`m × d`, row-major).
     pub fn scores(&self, topics: &[f32], m: usize) -> Vec<f32> {
-        let (d, n) = (self.d, self.n);
-        assert!(topics.len() >= m * d, "scores: topics slice");
-        let mut out = vec![0f32; m * n];
-        if m == 0 || n == 0 {
-            return out;
-        }
-        let mp = m.next_multiple_of(TOPICS);
-        let mut t = vec![0f32; mp * d];
-        t[..m * d].copy_from_slice(&topics[..m * d]);
-        let pairs = self.data.len() / (2 * d * BLOCK);
-        let ptr = SendPtr(out.as_mut_ptr());
-        (0..pairs).into_par_iter().for_each(|pair| {
-            let p = ptr;
-            let b0 = &self.data[2 * pair * d * BLOCK..(2 * pair + 1) * d * BLOCK];
-            let b1 = &self.data[(2 * pair + 1) * d * BLOCK..(2 * pair + 2) * d * BLOCK];
-            let mut acc = [[0f32; BLOCK]; 2 * TOPICS];
-            for q0 in (0..mp).step_by(TOPICS) {
-                four_by_two(&t[q0 * d..(q0 + TOPICS) * d], d, b0, b1, &mut acc);
-                for (s, a) in acc.iter().enumerate() {
-                    let (q, half) = (q0 + s / 2, s % 2);
-                    if q >= m {
-                        continue;
-                    }
-                    let j0 = (2 * pair + half) * BLOCK;
-                    for (l, &v) in a.iter().enumerate().take(n.saturating_sub(j0)) {
-                        // SAFETY: q < m and j0 + l < n index inside `out`; each task writes
-                        // only the columns of its own two blocks.
-                        unsafe { *p.0.add(q * n + j0 + l) = v * self.scale[j0 + l] };
-                    }
-                }
-            }
-        });
-        out
+        let scale = &self.scale;
+        by_block_pairs(
+            &self.data,
+            self.d,
+            self.n,
+            topics,
+            m,
+            four_by_two,
+            |j, v| v * scale[j],
+        )
     }
 }
 

@@ -121,45 +121,63 @@ impl PackedRows {
 
     /// `m × len` similarities of `topics` (`m × d`, row-major) against the packed rows.
     pub fn scores(&self, topics: &[f32], m: usize) -> Vec<f32> {
-        let (d, n) = (self.d, self.n);
-        assert!(topics.len() >= m * d, "scores: topics slice");
-        let mut out = vec![0f32; m * n];
-        if m == 0 || n == 0 {
-            return out;
-        }
-        // Topics padded with zero rows to a multiple of 4.
-        let mp = m.next_multiple_of(TOPICS);
-        let mut t = vec![0f32; mp * d];
-        t[..m * d].copy_from_slice(&topics[..m * d]);
-        let pairs = self.data.len() / (2 * d * BLOCK);
-        let ptr = SendPtr(out.as_mut_ptr());
-        (0..pairs).into_par_iter().for_each(|pair| {
-            let p = ptr;
-            let b0 = &self.data[2 * pair * d * BLOCK..(2 * pair + 1) * d * BLOCK];
-            let b1 = &self.data[(2 * pair + 1) * d * BLOCK..(2 * pair + 2) * d * BLOCK];
-            let mut acc = [[0f32; BLOCK]; 2 * TOPICS];
-            for q0 in (0..mp).step_by(TOPICS) {
-                four_by_two(&t[q0 * d..(q0 + TOPICS) * d], d, b0, b1, &mut acc);
-                for (s, a) in acc.iter().enumerate() {
-                    let (q, half) = (q0 + s / 2, s % 2);
-                    if q >= m {
-                        continue;
-                    }
-                    let j0 = (2 * pair + half) * BLOCK;
-                    for (l, &v) in a.iter().enumerate().take(n.saturating_sub(j0)) {
-                        // SAFETY: q < m and j0 + l < n index inside `out`; each task writes
-                        // only the columns of its own two blocks.
-                        unsafe { *p.0.add(q * n + j0 + l) = v };
-                    }
-                }
-            }
-        });
-        out
+        by_block_pairs(&self.data, self.d, self.n, topics, m, four_by_two, |_, v| v)
     }
 }
 
+/// Accumulators of one pass: `acc[2q + h][l]` is topic q · row l of block h.
+pub(crate) type Acc = [[f32; BLOCK]; 2 * TOPICS];
+
+/// The `m × n` product of `topics` (`m × d`, row-major) with rows packed as [`PackedRows`]
+/// packs them (values of any type `T`), blocks in pairs over rayon's pool: `kernel` fills the
+/// accumulators of 4 topics × 2 blocks, and `value(row, sum)` is what is stored for a row.
+pub(crate) fn by_block_pairs<T: Sync>(
+    data: &[T],
+    d: usize,
+    n: usize,
+    topics: &[f32],
+    m: usize,
+    kernel: fn(&[f32], usize, &[T], &[T], &mut Acc),
+    value: impl Fn(usize, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    assert!(topics.len() >= m * d, "scores: topics slice");
+    let mut out = vec![0f32; m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    // Topics padded with zero rows to a multiple of 4.
+    let mp = m.next_multiple_of(TOPICS);
+    let mut t = vec![0f32; mp * d];
+    t[..m * d].copy_from_slice(&topics[..m * d]);
+    let block = d * BLOCK;
+    let pairs = data.len() / (2 * block);
+    let ptr = SendPtr(out.as_mut_ptr());
+    (0..pairs).into_par_iter().for_each(|pair| {
+        let p = ptr;
+        let b0 = &data[2 * pair * block..(2 * pair + 1) * block];
+        let b1 = &data[(2 * pair + 1) * block..(2 * pair + 2) * block];
+        let mut acc = [[0f32; BLOCK]; 2 * TOPICS];
+        for q0 in (0..mp).step_by(TOPICS) {
+            kernel(&t[q0 * d..(q0 + TOPICS) * d], d, b0, b1, &mut acc);
+            for (s, a) in acc.iter().enumerate() {
+                let (q, half) = (q0 + s / 2, s % 2);
+                if q >= m {
+                    continue;
+                }
+                let j0 = (2 * pair + half) * BLOCK;
+                for (l, &v) in a.iter().enumerate().take(n.saturating_sub(j0)) {
+                    // SAFETY: q < m and j0 + l < n index inside `out`; each task writes
+                    // only the columns of its own two blocks.
+                    unsafe { *p.0.add(q * n + j0 + l) = value(j0 + l, v) };
+                }
+            }
+        }
+    });
+    out
+}
+
 #[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
+struct SendPtr(*mut f32);
 // SAFETY: used only for the disjoint writes in `scores`.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
