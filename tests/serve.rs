@@ -40,6 +40,21 @@ fn studio_contract_store_and_lifecycle() {
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
     let n_en = ds.contents.iter().filter(|c| c.language == "en").count() as f64;
     assert_eq!(metric(&s, "lecr_index_contents{language=\"en\"}"), n_en);
+    // `/metrics` names the kernels that run (this process has the server's CPU and LECR_ISA).
+    let info = s
+        .text("/metrics")
+        .lines()
+        .find(|l| l.starts_with("lecr_kernels_info{"))
+        .expect("lecr_kernels_info")
+        .to_string();
+    let level = lecr::kernels::isa::active().name();
+    let kernel = lecr::kernels::int8::Int8Kernel::detect().name();
+    assert!(info.contains(&format!("isa=\"{level}\"")), "{info}");
+    assert!(
+        info.contains(&format!("int8_kernel=\"{kernel}\"")),
+        "{info}"
+    );
+    assert!(info.ends_with(" 1"), "{info}");
 
     // Recommend as Studio sends it: `override_threshold=False`, topics in request order.
     let title = ds.topics[ds.topic_index[&ds.sample_topics[0]]]

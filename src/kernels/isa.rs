@@ -69,6 +69,20 @@ pub struct CpuFeatures {
 }
 
 impl CpuFeatures {
+    /// The features this CPU has that the kernels use, by their usual names.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (self.avx2_fma, "AVX2+FMA"),
+            (self.avx_vnni, "AVX-VNNI"),
+            (self.avx512, "AVX-512"),
+            (self.avx512_vnni, "AVX512-VNNI"),
+            (self.amx, "AMX"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+
     pub fn detect() -> CpuFeatures {
         #[cfg(target_arch = "x86_64")]
         {
@@ -238,19 +252,7 @@ fn fallback_of(cpu: CpuFeatures, level: Isa) -> Option<String> {
 
 /// One line for logs and bench tables: the active level and the CPU's features.
 pub fn describe() -> String {
-    let cpu = CpuFeatures::detect();
-    let mut has = Vec::new();
-    for (on, name) in [
-        (cpu.avx2_fma, "AVX2+FMA"),
-        (cpu.avx_vnni, "AVX-VNNI"),
-        (cpu.avx512, "AVX-512"),
-        (cpu.avx512_vnni, "AVX512-VNNI"),
-        (cpu.amx, "AMX"),
-    ] {
-        if on {
-            has.push(name);
-        }
-    }
+    let has = CpuFeatures::detect().names();
     let cap = match (requested(), fallback()) {
         (_, Some(why)) => format!("; {why}"),
         (Ok(Some(i)), None) => format!(", LECR_ISA={}", i.name()),

@@ -20,6 +20,9 @@ pub struct Metrics {
     /// Changes of the store's log this server followed, by who wrote them: `this_server`
     /// (skipped: applied as written) or `others` (read and applied).
     pub changes_followed: IntCounterVec,
+    /// Always 1; its labels name the instruction-set level the kernels run at, the int8 kernel,
+    /// the level `LECR_ISA` asked for and the CPU's features (set once at start).
+    pub kernels: IntGaugeVec,
 }
 
 impl Metrics {
@@ -96,8 +99,33 @@ impl Metrics {
             &["writer"],
         )
         .expect("valid metric");
+        let kernels = IntGaugeVec::new(
+            Opts::new(
+                "lecr_kernels_info",
+                "The kernels this server runs (always 1): instruction-set level, int8 kernel, \
+                 the level LECR_ISA asked for (none: the CPU's best) and the CPU's features",
+            ),
+            &["isa", "int8_kernel", "requested", "cpu"],
+        )
+        .expect("valid metric");
+        {
+            use crate::kernels::{int8::Int8Kernel, isa};
+            let requested = match isa::requested() {
+                Ok(Some(i)) => i.name(),
+                _ => "none",
+            };
+            kernels
+                .with_label_values(&[
+                    isa::active().name(),
+                    Int8Kernel::detect().name(),
+                    requested,
+                    &isa::CpuFeatures::detect().names().join(" "),
+                ])
+                .set(1);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(kernels.clone()),
             Box::new(changes_followed.clone()),
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
@@ -122,6 +150,7 @@ impl Metrics {
             index_bytes,
             exact_file_bytes,
             changes_followed,
+            kernels,
         }
     }
 
