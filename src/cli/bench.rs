@@ -77,9 +77,71 @@ pub(crate) enum BenchCmd {
         /// The baseline script (default: bench/baseline.py, built in).
         #[arg(long)]
         torch_script: Option<PathBuf>,
+        #[command(flatten)]
+        content: ContentRowArgs,
     },
 }
 
+/// The content-shaped row of `bench encode`.
+#[derive(clap::Args)]
+pub(crate) struct ContentRowArgs {
+    /// Texts in the content-shaped row (content lengths, up to --content-max-len tokens,
+    /// encoded in length order with padding skipped, as `lecr embed` does); 0: no such row.
+    #[arg(long, default_value_t = 256)]
+    content_texts: usize,
+    /// Token cap of the content-shaped row's texts.
+    #[arg(long, default_value_t = 512)]
+    content_max_len: usize,
+    /// Take the content-shaped texts from this data folder's contents (title, description
+    /// and full text; every k-th content) instead of the built-in length profile.
+    #[arg(long)]
+    content_data: Option<PathBuf>,
+}
+
+/// The content-shaped row for the float model and, when `int8`, its int8 copy: (label, rate).
+fn content_rows(
+    model_spec: &str,
+    texts: &[String],
+    a: &ContentRowArgs,
+    c: &lecr::bench::EncodeBenchConfig,
+    int8: bool,
+) -> Result<Vec<(String, lecr::bench::content::Rate)>> {
+    use lecr::bench::content::{content_ids, describe, rate, ContentSource};
+    if a.content_texts == 0 {
+        return Ok(Vec::new());
+    }
+    let float = lecr::bench::load(model_spec, a.content_max_len, None)?;
+    let source = match &a.content_data {
+        Some(d) => ContentSource::Data(d),
+        None => ContentSource::Profile,
+    };
+    let ids = content_ids(&float, texts, source, a.content_texts, a.content_max_len)?;
+    println!(
+        "content-shaped row: {} ({}), batch {}, length order, padding skipped",
+        describe(&ids, a.content_max_len),
+        match &a.content_data {
+            Some(d) => format!("contents of {}", d.display()),
+            None => "built-in length profile over the bench texts' words, modelled on LECR's \
+                     content kinds, not measured from the real files"
+                .to_string(),
+        },
+        c.batch
+    );
+    let label = if float.is_int8() {
+        "int8 folder"
+    } else {
+        "f32"
+    };
+    let mut rows = vec![(label.to_string(), rate(&float, &ids, c.batch, c.runs)?)];
+    if int8 && !float.is_int8() {
+        drop(float);
+        let q = lecr::bench::load(model_spec, a.content_max_len, Some(WeightBits::Eight))?;
+        rows.push(("int8".to_string(), rate(&q, &ids, c.batch, c.runs)?));
+    }
+    Ok(rows)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn encode(
     model_spec: &str,
     texts_path: Option<&std::path::Path>,
@@ -88,6 +150,7 @@ fn encode(
     torch_script: Option<&std::path::Path>,
     baselines: &str,
     no_train_step: bool,
+    content: &ContentRowArgs,
 ) -> Result<i32> {
     // The built-in inputs and script go to a temporary folder when the baseline needs files.
     let builtin = tempfile::tempdir()?;
@@ -137,6 +200,12 @@ fn encode(
             int8_rows.push((bits, r, lecr::bench::agreement(&model, &q, &texts)?));
         }
     }
+    let content_rates = content_rows(model_spec, &texts, content, c, !model.is_int8())?;
+    let short_tokens = {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = model.tokenizer.encode(&refs)?;
+        ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len().max(1) as f64
+    };
     let step = if no_train_step || model.is_int8() {
         None
     } else {
@@ -219,6 +288,34 @@ fn encode(
          the baselines compute all {} positions of every text)",
         c.max_len
     );
+    // Per real token, short texts (padding skipped) against the content-shaped ones.
+    let short_per_token: Vec<f64> = std::iter::once(rate_unpadded * short_tokens)
+        .chain(int8_rows.first().map(|(_, (_, ru), _)| ru * short_tokens))
+        .collect();
+    for (i, (label, r)) in content_rates.iter().enumerate() {
+        println!(
+            "{:<30} {:>10.3}   {:<22} {:>10} {:>8}",
+            format!("encode/s {label}, content-shaped"),
+            r.texts_per_s,
+            "-",
+            "-",
+            "-"
+        );
+        match short_per_token.get(i) {
+            Some(&short) => println!(
+                "{:<30} {:>10.0}   {:<22} {short:>10.0} {:>7.2}x  (content / short, same run)",
+                format!("tokens/s {label}, content-shaped"),
+                r.tokens_per_s,
+                "tokens/s short, no pad",
+                r.tokens_per_s / short
+            ),
+            None => println!(
+                "{:<30} {:>10.0}",
+                format!("tokens/s {label}, content-shaped"),
+                r.tokens_per_s
+            ),
+        }
+    }
     if let Some((step, rss)) = step {
         row(
             &format!("train step s ({} pairs)", c.pairs),
@@ -371,6 +468,7 @@ pub(crate) fn bench(b: BenchCmd) -> Result<i32> {
             no_train_step,
             grad_cache,
             random_weights,
+            content,
         } => {
             let c = lecr::bench::EncodeBenchConfig {
                 batch,
@@ -390,6 +488,7 @@ pub(crate) fn bench(b: BenchCmd) -> Result<i32> {
                 torch_script.as_deref(),
                 &baselines,
                 no_train_step,
+                &content,
             )
         }
     }
