@@ -42,6 +42,8 @@ pub struct EmbedSettings {
     pub batch_size: usize,
     /// Quantize float models to int8 as they load.
     pub int8: bool,
+    /// Round float models' dense layers to bf16 as they load.
+    pub bf16: bool,
     /// `--topic-prompt` / `--content-prompt` (a prompt name or text; "" for none), over the
     /// folder's own prompts.
     pub topic_prompt: Option<String>,
@@ -54,6 +56,7 @@ impl Default for EmbedSettings {
             max_len: 96,
             batch_size: 64,
             int8: false,
+            bf16: false,
             topic_prompt: None,
             content_prompt: None,
         }
@@ -92,6 +95,7 @@ pub fn similarity(
                     &LoadOptions {
                         max_len: Some(s.max_len),
                         int8: s.int8,
+                        bf16: s.bf16,
                         topic_prompt: s.topic_prompt.clone(),
                         content_prompt: s.content_prompt.clone(),
                         ..Default::default()

@@ -97,6 +97,10 @@ pub(crate) struct ModelArgs {
     /// quantize` does it once and saves the result.
     #[arg(long)]
     int8: bool,
+    /// Round float models' dense layers to bf16 as they load (f32 sums; the AVX512-BF16
+    /// kernel where the CPU has it). Inference only.
+    #[arg(long, conflicts_with = "int8")]
+    bf16: bool,
 }
 
 #[derive(Args)]
@@ -148,6 +152,7 @@ pub(crate) fn embed(a: EmbedArgs) -> Result<i32> {
         max_len,
         pooling: a.model.pooling,
         int8: a.model.int8,
+        bf16: a.model.bf16,
         topic_prompt: a.topic_prompt.clone(),
         content_prompt: a.content_prompt.clone(),
         ..Default::default()

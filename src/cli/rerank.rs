@@ -39,6 +39,10 @@ pub(crate) struct TrainArgs {
     /// Quantize float models to int8 as they load.
     #[arg(long)]
     int8: bool,
+    /// Round float models' dense layers to bf16 as they load (f32 sums; the AVX512-BF16
+    /// kernel where the CPU has it). Inference only.
+    #[arg(long, conflicts_with = "int8")]
+    bf16: bool,
     /// Boosting rounds.
     #[arg(long, default_value_t = BoostSettings::default().trees)]
     trees: usize,
@@ -78,6 +82,7 @@ fn train(a: TrainArgs) -> Result<i32> {
         max_len: a.max_len,
         batch_size: a.batch_size,
         int8: a.int8,
+        bf16: a.bf16,
         ..Default::default()
     };
     let opts = lecr::rerank::TrainOptions {

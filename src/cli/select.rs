@@ -28,6 +28,10 @@ pub(crate) struct SourceArgs {
     /// Quantize float models to int8 as they load (see `lecr quantize`).
     #[arg(long)]
     int8: bool,
+    /// Round float models' dense layers to bf16 as they load (f32 sums; the AVX512-BF16
+    /// kernel where the CPU has it). Inference only.
+    #[arg(long, conflicts_with = "int8")]
+    bf16: bool,
     /// The prompt topic texts get: a prompt name of the model folder
     /// (config_sentence_transformers.json) or the text itself, "" for none [default: the
     /// folder's query prompt, if any].
@@ -99,6 +103,7 @@ impl SourceArgs {
                 .unwrap_or(DEFAULT_MAX_LEN),
             batch_size: self.batch_size,
             int8: self.int8,
+            bf16: self.bf16,
             topic_prompt: self.topic_prompt.clone(),
             content_prompt: self.content_prompt.clone(),
         }

@@ -15,6 +15,10 @@ pub(crate) struct ServeArgs {
     /// Quantize float models to int8 as they load.
     #[arg(long)]
     int8: bool,
+    /// Round float models' dense layers to bf16 as they load (f32 sums; the AVX512-BF16
+    /// kernel where the CPU has it). Inference only.
+    #[arg(long, conflicts_with = "int8")]
+    bf16: bool,
     /// The durable store: a folder (SQLite) or a `postgres://` URL (shared by replicas; the
     /// password is never printed). Contents, vectors, the model that made them, Studio's
     /// topics, decisions. Without it the index lives in memory only.
@@ -125,6 +129,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
     lecr::serve::run(lecr::serve::ServeOptions {
         models: a.models,
         int8: a.int8,
+        bf16: a.bf16,
         max_len: a.max_len,
         batch_size: a.batch_size,
         topic_prompt: a.topic_prompt,

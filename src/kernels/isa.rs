@@ -63,6 +63,9 @@ pub struct CpuFeatures {
     pub avx_vnni: bool,
     pub avx512: bool,
     pub avx512_vnni: bool,
+    /// AVX512_BF16 (`vdpbf16ps`: pairs of bf16 products into f32; Cooper Lake, Sapphire Rapids,
+    /// Zen 4 and later).
+    pub avx512_bf16: bool,
     /// AMX-TILE, AMX-INT8 and AMX-BF16 (CPUID; whether Linux lets this process use them is
     /// [`amx_permission`]).
     pub amx: bool,
@@ -76,6 +79,7 @@ impl CpuFeatures {
             (self.avx_vnni, "AVX-VNNI"),
             (self.avx512, "AVX-512"),
             (self.avx512_vnni, "AVX512-VNNI"),
+            (self.avx512_bf16, "AVX512-BF16"),
             (self.amx, "AMX"),
         ]
         .into_iter()
@@ -103,6 +107,7 @@ impl CpuFeatures {
                 avx_vnni: avx2_fma && is_x86_feature_detected!("avxvnni"),
                 avx512,
                 avx512_vnni: avx512 && is_x86_feature_detected!("avx512vnni"),
+                avx512_bf16: avx512 && is_x86_feature_detected!("avx512bf16"),
                 amx,
             }
         }
@@ -112,6 +117,7 @@ impl CpuFeatures {
             avx_vnni: false,
             avx512: false,
             avx512_vnni: false,
+            avx512_bf16: false,
             amx: false,
         }
     }

@@ -38,6 +38,7 @@ pub fn simd_level() -> u8 {
 }
 
 pub mod attention;
+pub mod bf16;
 pub mod dropout;
 pub mod gelu;
 pub mod int8;

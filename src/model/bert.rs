@@ -7,6 +7,7 @@
 
 use super::config::{Arch, EncoderConfig};
 use super::params::{LinearWeight, Params};
+use crate::kernels::bf16::PackedBf16;
 use crate::kernels::int8::PackedInt8;
 use crate::kernels::{self, Dropout};
 use anyhow::Result;
@@ -61,6 +62,7 @@ impl Linear {
         match &self.weight {
             LinearWeight::Float(w) => w.dims()[0],
             LinearWeight::Int8(q) => q.out_dim,
+            LinearWeight::Bf16(q) => q.out_dim,
         }
     }
 
@@ -68,6 +70,7 @@ impl Linear {
         match &self.weight {
             LinearWeight::Float(w) => w.dims()[1],
             LinearWeight::Int8(q) => q.in_dim,
+            LinearWeight::Bf16(q) => q.in_dim,
         }
     }
 
@@ -78,7 +81,11 @@ impl Linear {
             (LinearWeight::Int8(_), _, true) => candle_core::bail!(
                 "an int8-quantized model is for inference only: train the float model, then quantize"
             ),
+            (LinearWeight::Bf16(_), _, true) => candle_core::bail!(
+                "a model loaded with bf16 weights is for inference only: train it in f32"
+            ),
             (LinearWeight::Int8(q), b, false) => kernels::int8::linear_int8(x, q, b.as_ref(), gelu),
+            (LinearWeight::Bf16(q), b, false) => kernels::bf16::linear_bf16(x, q, b.as_ref(), gelu),
             (LinearWeight::Float(w), Some(b), false) => {
                 kernels::linear::linear_infer(x, w, b, gelu)
             }
@@ -92,7 +99,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let w = match &self.weight {
             LinearWeight::Float(w) => w,
-            LinearWeight::Int8(_) => return self.forward_t(x, false, false),
+            LinearWeight::Int8(_) | LinearWeight::Bf16(_) => {
+                return self.forward_t(x, false, false)
+            }
         };
         if let Some(b) = &self.bias {
             return kernels::linear::linear(x, w, b);
@@ -159,28 +168,47 @@ struct Attention {
     output: Linear,
     norm: LayerNorm,
     heads: usize,
-    /// Query, key and value as one int8 product (inference), when all three are int8 with
-    /// the same input smoothing: the input is quantized once instead of three times.
-    fused: Option<(Arc<PackedInt8>, Option<Tensor>)>,
+    /// Query, key and value as one product (inference), when all three are int8 with the
+    /// same input smoothing (the input is quantized once instead of three times) or all bf16.
+    fused: Option<Linear>,
 }
 
 impl Attention {
     fn fuse(&mut self) -> Result<()> {
         self.fused = None;
         let parts = [&self.query, &self.key, &self.value];
-        let packed: Vec<&PackedInt8> = parts
+        if parts.iter().any(|l| l.bias.is_none()) {
+            return Ok(());
+        }
+        let int8: Vec<&PackedInt8> = parts
             .iter()
             .filter_map(|l| match &l.weight {
                 LinearWeight::Int8(p) => Some(p.as_ref()),
-                LinearWeight::Float(_) => None,
+                _ => None,
             })
             .collect();
-        if packed.len() != 3 || parts.iter().any(|l| l.bias.is_none()) {
-            return Ok(());
-        }
-        if let Some(p) = PackedInt8::stack(&packed) {
+        let bf16: Vec<&PackedBf16> = parts
+            .iter()
+            .filter_map(|l| match &l.weight {
+                LinearWeight::Bf16(p) => Some(p.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let weight = if int8.len() == 3 {
+            PackedInt8::stack(&int8).map(|p| LinearWeight::Int8(Arc::new(p)))
+        } else if bf16.len() == 3 {
+            PackedBf16::stack(&bf16).map(|p| LinearWeight::Bf16(Arc::new(p)))
+        } else {
+            None
+        };
+        if let Some(weight) = weight {
             let biases: Vec<Tensor> = parts.iter().filter_map(|l| l.bias.clone()).collect();
-            self.fused = Some((Arc::new(p), Some(Tensor::cat(&biases, 0)?)));
+            self.fused = Some(Linear {
+                name: "qkv".to_string(),
+                weight,
+                bias: Some(Tensor::cat(&biases, 0)?),
+                observer: None,
+            });
         }
         Ok(())
     }
@@ -280,12 +308,29 @@ impl Encoder {
         })
     }
 
-    /// Fuses each layer's query, key and value products where they are int8 alike.
-    pub fn fuse_int8(&mut self) -> Result<()> {
+    /// Fuses each layer's query, key and value products where they are int8 (or bf16) alike.
+    pub fn fuse_packed(&mut self) -> Result<()> {
         for l in &mut self.layers {
             l.attention.fuse()?;
         }
         Ok(())
+    }
+
+    /// Every dense layer of the transformer, in order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.attention.query,
+                    &l.attention.key,
+                    &l.attention.value,
+                    &l.attention.output,
+                    &l.intermediate,
+                    &l.output,
+                ]
+            })
+            .collect()
     }
 
     /// Every dense layer of the transformer, in order.
@@ -401,6 +446,11 @@ impl Layer {
                 (up, self.intermediate.bias.as_ref()),
                 (down, self.output.bias.as_ref()),
             )?,
+            (LinearWeight::Bf16(up), LinearWeight::Bf16(down), false) => kernels::bf16::ffn_bf16(
+                &a,
+                (up, self.intermediate.bias.as_ref()),
+                (down, self.output.bias.as_ref()),
+            )?,
             _ => {
                 let i = self.intermediate.forward_t(&a, train, true)?;
                 dropout.apply(&self.output.forward_t(&i, train, false)?, drop_h)?
@@ -423,8 +473,8 @@ impl Attention {
         let h = x.dim(D::Minus1)?;
         let dh = h / self.heads;
         let scale = 1.0 / (dh as f64).sqrt();
-        if let (Some((w, b)), false) = (&self.fused, train) {
-            let qkv = kernels::int8::linear_int8(x, w, b.as_ref(), false)?;
+        if let (Some(fused), false) = (&self.fused, train) {
+            let qkv = fused.forward_t(x, false, false)?;
             let (mask, offsets) = match keys {
                 Keys::Packed(o) => (None, *o),
                 Keys::Padded(m) => (Some(*m), &[][..]),

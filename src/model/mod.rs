@@ -35,6 +35,8 @@ pub struct LoadOptions {
     pub int8: bool,
     /// Bits per weight of that quantization (7: the faster AVX2 kernel).
     pub int8_weight_bits: crate::kernels::int8::WeightBits,
+    /// Round the encoder's dense layers to bf16 as they load (inference only; f32 sums).
+    pub bf16: bool,
     pub seed: u64,
     /// The prompt of topic texts: a prompt name of the folder, or the text itself ("" for
     /// none); default: the folder's query prompt.
@@ -153,6 +155,27 @@ impl SentenceModel {
                 m.add_projection(d, opts.seed)?;
             }
         }
+        if opts.bf16 {
+            anyhow::ensure!(
+                !opts.int8 && !m.is_int8(),
+                "{}: bf16 is for float models; this one is {}",
+                dir.display(),
+                if m.is_int8() {
+                    "an int8 folder (give its float version)"
+                } else {
+                    "being quantized to int8 (give --int8 or --bf16, not both)"
+                }
+            );
+            m.to_bf16()?;
+            let kernel = crate::kernels::bf16::Bf16Kernel::detect();
+            if kernel == crate::kernels::bf16::Bf16Kernel::Portable {
+                tracing::warn!(
+                    "{}: bf16 on a CPU without AVX512_BF16 (or with LECR_ISA below avx512): the \
+                     portable bf16 kernel is much slower than the float model here",
+                    dir.display()
+                );
+            }
+        }
         if opts.int8 && !m.is_int8() {
             quantize::calibrate_and_quantize_bits(
                 &mut m,
@@ -262,6 +285,28 @@ impl SentenceModel {
     /// Whether the encoder's dense layers are int8 (an inference-only model).
     pub fn is_int8(&self) -> bool {
         !self.params.int8.is_empty()
+    }
+
+    /// Whether the encoder's dense layers run in bf16 (loaded with `bf16`).
+    pub fn is_bf16(&self) -> bool {
+        let layers = self.encoder.linears();
+        layers
+            .iter()
+            .any(|l| matches!(l.weight, params::LinearWeight::Bf16(_)))
+    }
+
+    /// Rounds every float dense layer of the encoder to bf16 for inference (the f32 weights
+    /// stay as the variables: saving writes them, training refuses the bf16 layers).
+    pub fn to_bf16(&mut self) -> Result<()> {
+        for l in self.encoder.linears_mut() {
+            if let params::LinearWeight::Float(w) = &l.weight {
+                let (out_dim, in_dim) = w.dims2()?;
+                let values = w.flatten_all()?.to_vec1::<f32>()?;
+                let packed = crate::kernels::bf16::PackedBf16::pack(&values, out_dim, in_dim);
+                l.weight = params::LinearWeight::Bf16(std::sync::Arc::new(packed));
+            }
+        }
+        self.encoder.fuse_packed()
     }
 
     /// Every trainable variable.

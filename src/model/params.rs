@@ -36,6 +36,9 @@ pub enum LinearWeight {
     Float(Tensor),
     /// Int8 with per-row scales, packed for the int8 kernels (inference only).
     Int8(Arc<PackedInt8>),
+    /// Rounded to bf16 and packed for the bf16 kernels (inference only; the f32 weight stays
+    /// among the variables, which is what a saved folder holds).
+    Bf16(Arc<crate::kernels::bf16::PackedBf16>),
 }
 
 /// Suffix of the per-row scales saved beside an int8 weight.

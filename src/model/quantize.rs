@@ -86,7 +86,7 @@ impl SentenceModel {
         for (name, packed) in done {
             self.params.make_int8(&name, packed);
         }
-        self.encoder.fuse_int8()
+        self.encoder.fuse_packed()
     }
 }
 

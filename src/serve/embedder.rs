@@ -34,6 +34,7 @@ impl ModelEmbedder {
     pub fn load(
         specs: &[String],
         int8: bool,
+        bf16: bool,
         max_len: usize,
         batch_size: usize,
         prompts: (Option<String>, Option<String>),
@@ -47,6 +48,7 @@ impl ModelEmbedder {
                 &LoadOptions {
                     max_len: Some(max_len),
                     int8,
+                    bf16,
                     topic_prompt: prompts.0.clone(),
                     content_prompt: prompts.1.clone(),
                     ..Default::default()
@@ -67,7 +69,11 @@ impl ModelEmbedder {
                 "{}@{}{}{prompt}",
                 dir.file_name().unwrap_or_default().to_string_lossy(),
                 fingerprint(&dir)?,
-                if m.is_int8() { "+int8" } else { "" }
+                match (m.is_int8(), m.is_bf16()) {
+                    (true, _) => "+int8",
+                    (_, true) => "+bf16",
+                    _ => "",
+                }
             ));
             models.push(m);
         }

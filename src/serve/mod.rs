@@ -35,6 +35,8 @@ use std::sync::Arc;
 pub struct ServeOptions {
     pub models: Vec<String>,
     pub int8: bool,
+    /// Round float models' dense layers to bf16 as they load.
+    pub bf16: bool,
     pub max_len: usize,
     pub batch_size: usize,
     /// `--topic-prompt` / `--content-prompt` over the model folders' own prompts.
@@ -292,6 +294,7 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
     let embedder = embedder::ModelEmbedder::load(
         &neural,
         o.int8,
+        o.bf16,
         o.max_len,
         o.batch_size,
         (o.topic_prompt.clone(), o.content_prompt.clone()),

@@ -186,6 +186,7 @@ fn kernel_choice_follows_the_instruction_set_level() {
         avx_vnni: true,
         avx512: true,
         avx512_vnni: true,
+        avx512_bf16: true,
         amx: true,
     };
     // No AMX kernel yet: the AMX level runs the AVX-512 VNNI one.
@@ -213,6 +214,7 @@ fn kernel_choice_follows_the_instruction_set_level() {
         avx_vnni: false,
         avx512: false,
         avx512_vnni: false,
+        avx512_bf16: false,
         amx: false,
     };
     assert_eq!(Int8Kernel::best_for(Isa::Avx512, none), Int8Kernel::Scalar);
