@@ -11,6 +11,9 @@ Figures (each printed as one line `RESULT <engine> <figure> <key>=<value> ...`, 
   ort-fp32 encode     the encode figure with the model exported to ONNX, ONNX Runtime on the CPU
   ort-int8 encode     the same after ONNX Runtime's dynamic int8 quantization (per-channel
                       weights), the usual way to run a sentence encoder in int8 on a CPU
+  torch-bf16 encode   the torch encode figure under bf16 autocast
+                      (torch.autocast("cpu", dtype=torch.bfloat16)), how a PyTorch user runs
+                      a sentence encoder in bf16 on a CPU (oneDNN: AVX512_BF16 or AMX)
 
 Environment (a throw-away venv, a few GB):
   python3 -m venv /tmp/lecr-bench && /tmp/lecr-bench/bin/pip install \
@@ -41,7 +44,7 @@ def parse_args():
     p.add_argument("--pairs", type=int, default=32, help="pairs of the training step")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--only", default="encode,train-step,ort", help="comma-separated figures")
+    p.add_argument("--only", default="encode,bf16,train-step,ort", help="comma-separated figures")
     return p.parse_args()
 
 
@@ -88,6 +91,16 @@ def torch_encoder(model):
     def encode_batch(b):
         feeds = {k: torch.from_numpy(v) for k, v in b.items()}
         return pool(model(**feeds).last_hidden_state, feeds["attention_mask"])
+    return encode_batch
+
+
+def torch_bf16_encoder(model):
+    @torch.inference_mode()
+    def encode_batch(b):
+        feeds = {k: torch.from_numpy(v) for k, v in b.items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = model(**feeds).last_hidden_state
+        return pool(hidden.float(), feeds["attention_mask"])
     return encode_batch
 
 
@@ -188,6 +201,9 @@ def main():
     if "encode" in wanted:
         rate = sentences_per_second(torch_encoder(model), inputs, a.runs)
         print(f"RESULT torch encode sentences_per_s={rate:.1f}")
+    if "bf16" in wanted:
+        rate = sentences_per_second(torch_bf16_encoder(model), inputs, a.runs)
+        print(f"RESULT torch-bf16 encode sentences_per_s={rate:.1f}")
     if "train-step" in wanted:
         reset_peak_rss()
         s = torch_train_step_seconds(model, tokenizer, texts, a.pairs, a.max_len, a.runs)

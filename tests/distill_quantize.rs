@@ -325,6 +325,19 @@ fn quantize_cli_writes_a_folder_and_reports_agreement() {
     let again = lecr(&["quantize", "--model", o, "--out", q2.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already int8"));
+    // `--bf16` embeds the float model with other rounding; an int8 folder refuses it.
+    let bf16 = embed(&teacher_dir, &["--bf16"], "e6");
+    assert_eq!(bf16.len(), float.len());
+    assert_ne!(bf16, float);
+    let e7 = root.path().join("e7");
+    let e7 = e7.to_str().unwrap();
+    let refused = lecr(&["embed", "--model", o, "--texts", t, "--bf16", "--out", e7]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("an int8 folder"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     // The portable kernel warns; written to a pipe (not a terminal) the log has no colour codes.
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
         .args(["embed", "--model", o, "--texts", t, "--out"])

@@ -239,3 +239,49 @@ fn seven_bit_weights_stay_close_to_float() {
     .unwrap();
     assert!(eight.params.int8.iter().any(|(_, p)| !p.seven_bit()));
 }
+
+/// bf16 weights and activations (f32 sums) stay within cosine 0.999 of the reference and of
+/// the float model on a long text, whichever bf16 kernel the CPU and `LECR_ISA` pick; the bf16
+/// model refuses training and int8 at the same time.
+#[test]
+fn bf16_stays_close_to_float_and_is_for_inference_only() {
+    let fx = fixture();
+    let spec = common::minilm_dir();
+    let spec = spec.to_str().unwrap();
+    let bf16_opts = LoadOptions {
+        bf16: true,
+        ..Default::default()
+    };
+    let model = SentenceModel::load(spec, &bf16_opts).unwrap();
+    assert!(model.is_bf16() && !model.is_int8());
+    eprintln!(
+        "bf16 kernel: {}",
+        lecr::kernels::bf16::Bf16Kernel::detect().name()
+    );
+    let (cos, _) = compare(&model, &fx, 0.999, 0.01);
+    eprintln!("bf16 vs sentence-transformers: min cosine {cos:.6}");
+    let float = SentenceModel::load(spec, &LoadOptions::default()).unwrap();
+    assert!(!float.is_bf16());
+    let texts = vec![LONG_TEXT.to_string()];
+    let (min, _) = lecr::bench::agreement(&float, &model, &texts).unwrap();
+    eprintln!("long text: bf16 vs float cosine {min:.6}");
+    assert!(min >= 0.999, "cosine {min}");
+
+    let ids = model.tokenizer.encode(&["a topic", "a content"]).unwrap();
+    let err = model.forward_ids(&ids, None, true).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("bf16 weights is for inference only"),
+        "{err:#}"
+    );
+    let err = SentenceModel::load(
+        spec,
+        &LoadOptions {
+            bf16: true,
+            int8: true,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("bf16 with int8 is refused");
+    assert!(format!("{err:#}").contains("not both"), "{err:#}");
+}

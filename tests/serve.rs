@@ -54,6 +54,8 @@ fn studio_contract_store_and_lifecycle() {
         info.contains(&format!("int8_kernel=\"{kernel}\"")),
         "{info}"
     );
+    let bf16 = lecr::kernels::bf16::Bf16Kernel::detect().name();
+    assert!(info.contains(&format!("bf16_kernel=\"{bf16}\"")), "{info}");
     assert!(info.ends_with(" 1"), "{info}");
 
     // Recommend as Studio sends it: `override_threshold=False`, topics in request order.

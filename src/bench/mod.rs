@@ -185,9 +185,10 @@ pub fn isa_line() -> String {
         "portable"
     };
     format!(
-        "lecr ISA: {}; int8 kernel {}; float matrix products (gemm) {gemm}",
+        "lecr ISA: {}; int8 kernel {}; bf16 kernel {}; float matrix products (gemm) {gemm}",
         crate::kernels::isa::describe(),
-        crate::kernels::int8::Int8Kernel::detect().name()
+        crate::kernels::int8::Int8Kernel::detect().name(),
+        crate::kernels::bf16::Bf16Kernel::detect().name()
     )
 }
 
@@ -200,19 +201,29 @@ pub fn load_random(model: &str, max_len: usize) -> Result<SentenceModel> {
     SentenceModel::random(&cfg, &dir.join("tokenizer.json"), max_len, 1)
 }
 
-/// Loads the model for the benchmark (max length = the padded length), quantized to int8 with
-/// `int8` bits per weight if asked.
-pub fn load(
-    model: &str,
-    max_len: usize,
-    int8: Option<crate::kernels::int8::WeightBits>,
-) -> Result<SentenceModel> {
+/// The weights a benchmark row runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// As the folder holds them (f32, or an int8 folder's int8).
+    AsStored,
+    /// Quantized to int8 at load, with this many bits per weight.
+    Int8(crate::kernels::int8::WeightBits),
+    /// Rounded to bf16 at load (the bf16 kernels).
+    Bf16,
+}
+
+/// Loads the model for the benchmark (max length = the padded length) with `weights`.
+pub fn load(model: &str, max_len: usize, weights: Weights) -> Result<SentenceModel> {
     SentenceModel::load(
         model,
         &LoadOptions {
             max_len: Some(max_len),
-            int8: int8.is_some(),
-            int8_weight_bits: int8.unwrap_or_default(),
+            int8: matches!(weights, Weights::Int8(_)),
+            int8_weight_bits: match weights {
+                Weights::Int8(bits) => bits,
+                _ => Default::default(),
+            },
+            bf16: weights == Weights::Bf16,
             ..Default::default()
         },
     )

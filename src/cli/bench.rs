@@ -3,6 +3,7 @@
 use super::model::read_lines;
 use anyhow::Result;
 use clap::Subcommand;
+use lecr::bench::Weights;
 use lecr::data;
 use lecr::kernels::int8::WeightBits;
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         torch_python: Option<String>,
         /// Figures the baseline script measures (its --only).
-        #[arg(long, default_value = "encode,train-step,ort")]
+        #[arg(long, default_value = "encode,bf16,train-step,ort")]
         baselines: String,
         /// Training step with activation recomputation: this many sequences per forward pass
         /// (the `grad_cache` training setting; 0: one pass). The baseline always runs one pass.
@@ -104,13 +105,13 @@ fn content_rows(
     texts: &[String],
     a: &ContentRowArgs,
     c: &lecr::bench::EncodeBenchConfig,
-    int8: bool,
+    quantized: bool,
 ) -> Result<Vec<(String, lecr::bench::content::Rate)>> {
     use lecr::bench::content::{content_ids, describe, rate, ContentSource};
     if a.content_texts == 0 {
         return Ok(Vec::new());
     }
-    let float = lecr::bench::load(model_spec, a.content_max_len, None)?;
+    let float = lecr::bench::load(model_spec, a.content_max_len, Weights::AsStored)?;
     let source = match &a.content_data {
         Some(d) => ContentSource::Data(d),
         None => ContentSource::Profile,
@@ -133,10 +134,15 @@ fn content_rows(
         "f32"
     };
     let mut rows = vec![(label.to_string(), rate(&float, &ids, c.batch, c.runs)?)];
-    if int8 && !float.is_int8() {
+    if quantized && !float.is_int8() {
         drop(float);
-        let q = lecr::bench::load(model_spec, a.content_max_len, Some(WeightBits::Eight))?;
-        rows.push(("int8".to_string(), rate(&q, &ids, c.batch, c.runs)?));
+        for (label, w) in [
+            ("int8", Weights::Int8(WeightBits::Eight)),
+            ("bf16", Weights::Bf16),
+        ] {
+            let q = lecr::bench::load(model_spec, a.content_max_len, w)?;
+            rows.push((label.to_string(), rate(&q, &ids, c.batch, c.runs)?));
+        }
     }
     Ok(rows)
 }
@@ -163,7 +169,7 @@ fn encode(
         }
     };
     let texts: Vec<String> = read_lines(&texts_path)?.into_iter().take(1024).collect();
-    let model = lecr::bench::load(model_spec, c.max_len, None)?;
+    let model = lecr::bench::load(model_spec, c.max_len, Weights::AsStored)?;
     println!(
         "bench encode: {} texts, batch {}, padded to {} tokens, {} runs, {} threads",
         texts.len(),
@@ -195,11 +201,19 @@ fn encode(
     let mut int8_rows = Vec::new();
     if !model.is_int8() {
         for bits in [WeightBits::Eight, WeightBits::Seven] {
-            let mut q = lecr::bench::load(model_spec, c.max_len, Some(bits))?;
+            let mut q = lecr::bench::load(model_spec, c.max_len, Weights::Int8(bits))?;
             let r = rates(&mut q)?;
             int8_rows.push((bits, r, lecr::bench::agreement(&model, &q, &texts)?));
         }
     }
+    // bf16 weights and activations (f32 sums), the same pair of rates and its agreement.
+    let bf16_row = if model.is_int8() {
+        None
+    } else {
+        let mut b = lecr::bench::load(model_spec, c.max_len, Weights::Bf16)?;
+        let r = rates(&mut b)?;
+        Some((r, lecr::bench::agreement(&model, &b, &texts)?))
+    };
     let content_rates = content_rows(model_spec, &texts, content, c, !model.is_int8())?;
     let short_tokens = {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -268,6 +282,10 @@ fn encode(
             hib,
         );
     }
+    if let Some(((r, ru), _)) = bf16_row {
+        row("encode/s bf16", r, "torch-bf16 encode", hib);
+        row("encode/s bf16, no pad", ru, "torch-bf16 encode", hib);
+    }
     if let Some((_, (r, _), _)) = int8_rows.first() {
         println!(
             "{:<30} {:>9.2}x   (same run)",
@@ -275,11 +293,25 @@ fn encode(
             r / rate
         );
     }
+    if let Some(((r, _), _)) = bf16_row {
+        println!(
+            "{:<30} {:>9.2}x   (same run, bf16 kernel {})",
+            "bf16 / f32 encode",
+            r / rate,
+            lecr::kernels::bf16::Bf16Kernel::detect().name()
+        );
+    }
     for (bits, _, (min, mean)) in &int8_rows {
         println!(
             "int8 ({}-bit weights) vs f32 embeddings over the {} texts: min cosine {min:.5}, \
              mean {mean:.5}",
             bits.bits(),
+            texts.len()
+        );
+    }
+    if let Some((_, (min, mean))) = bf16_row {
+        println!(
+            "bf16 vs f32 embeddings over the {} texts: min cosine {min:.5}, mean {mean:.5}",
             texts.len()
         );
     }
@@ -291,6 +323,7 @@ fn encode(
     // Per real token, short texts (padding skipped) against the content-shaped ones.
     let short_per_token: Vec<f64> = std::iter::once(rate_unpadded * short_tokens)
         .chain(int8_rows.first().map(|(_, (_, ru), _)| ru * short_tokens))
+        .chain(bf16_row.map(|((_, ru), _)| ru * short_tokens))
         .collect();
     for (i, (label, r)) in content_rates.iter().enumerate() {
         println!(

@@ -20,8 +20,8 @@ pub struct Metrics {
     /// Changes of the store's log this server followed, by who wrote them: `this_server`
     /// (skipped: applied as written) or `others` (read and applied).
     pub changes_followed: IntCounterVec,
-    /// Always 1; its labels name the instruction-set level the kernels run at, the int8 kernel,
-    /// the level `LECR_ISA` asked for and the CPU's features (set once at start).
+    /// Always 1; its labels name the instruction-set level the kernels run at, the int8 and bf16
+    /// kernels, the level `LECR_ISA` asked for and the CPU's features (set once at start).
     pub kernels: IntGaugeVec,
 }
 
@@ -103,13 +103,13 @@ impl Metrics {
             Opts::new(
                 "lecr_kernels_info",
                 "The kernels this server runs (always 1): instruction-set level, int8 kernel, \
-                 the level LECR_ISA asked for (none: the CPU's best) and the CPU's features",
+                 bf16 kernel, the level LECR_ISA asked for (none: the CPU's best) and the CPU's features",
             ),
-            &["isa", "int8_kernel", "requested", "cpu"],
+            &["isa", "int8_kernel", "bf16_kernel", "requested", "cpu"],
         )
         .expect("valid metric");
         {
-            use crate::kernels::{int8::Int8Kernel, isa};
+            use crate::kernels::{bf16::Bf16Kernel, int8::Int8Kernel, isa};
             let requested = match isa::requested() {
                 Ok(Some(i)) => i.name(),
                 _ => "none",
@@ -118,6 +118,7 @@ impl Metrics {
                 .with_label_values(&[
                     isa::active().name(),
                     Int8Kernel::detect().name(),
+                    Bf16Kernel::detect().name(),
                     requested,
                     &isa::CpuFeatures::detect().names().join(" "),
                 ])
