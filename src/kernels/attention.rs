@@ -16,6 +16,25 @@ struct AttentionInfer {
     heads: usize,
     scale: f32,
     cols: Cols,
+    products: Products,
+}
+
+/// The precision of attention's two products (scores, weighted values). Scaling, softmax and
+/// its normalisation are f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Products {
+    F32,
+    /// bf16 inputs, f32 sums (`kernels::bf16::attention`) where the CPU has AVX512_BF16;
+    /// elsewhere the f32 kernel.
+    Bf16,
+}
+
+impl Products {
+    /// Whether the bf16 kernel runs for this choice on this CPU (and `LECR_ISA`).
+    pub fn runs_bf16(self) -> bool {
+        self == Products::Bf16
+            && super::bf16::Bf16Kernel::detect() == super::bf16::Bf16Kernel::Avx512Bf16
+    }
 }
 
 /// Where q, k and v sit in their rows: separate `T × H` tensors (stride H, offsets 0), or one
@@ -49,6 +68,11 @@ const W: usize = 16;
 struct Scratch {
     kt: Vec<f32>,
     scores: Vec<f32>,
+    /// The bf16 kernel's buffers (when it runs).
+    #[cfg(target_arch = "x86_64")]
+    bf16: super::bf16::attention::Scratch,
+    #[cfg(not(target_arch = "x86_64"))]
+    bf16: (),
 }
 
 /// Queries scored together: independent accumulator chains that share each key (or value)
@@ -214,10 +238,19 @@ impl CustomOp3 for AttentionInfer {
             rest = tail;
             at = r.end;
         }
+        let bf16 = self.products.runs_bf16();
         parts.into_par_iter().for_each_init(
-            || Scratch {
-                kt: Vec::with_capacity(dh * longest.div_ceil(W) * W),
-                scores: Vec::with_capacity(QB * longest.div_ceil(W) * W),
+            || {
+                let f32_scratch = if bf16 {
+                    (0, 0)
+                } else {
+                    (dh * longest.div_ceil(W) * W, QB * longest.div_ceil(W) * W)
+                };
+                Scratch {
+                    kt: Vec::with_capacity(f32_scratch.0),
+                    scores: Vec::with_capacity(f32_scratch.1),
+                    bf16: Default::default(),
+                }
             },
             |sc, (r, o)| {
                 // Each task zero-fills its own item while it is about to be written (in cache,
@@ -230,6 +263,23 @@ impl CustomOp3 for AttentionInfer {
                     Keys::Packed { ones, .. } => (r.clone(), &ones[..r.len()]),
                 };
                 let rr = rows.start * rs..rows.end * rs;
+                #[cfg(target_arch = "x86_64")]
+                if bf16 {
+                    let c = self.cols;
+                    let it = super::bf16::attention::Item {
+                        q: &q[rr.start + c.q..rr.end],
+                        k: &k[rr.start + c.k..rr.end],
+                        v: &v[rr.start + c.v..rr.end],
+                        stride: rs,
+                        width: h,
+                        heads: self.heads,
+                        scale: self.scale,
+                        keep,
+                    };
+                    // SAFETY: `runs_bf16` checked that the CPU has AVX512_BF16.
+                    unsafe { super::bf16::attention::item(&it, &mut sc.bf16, o) };
+                    return;
+                }
                 item(
                     &q[rr.clone()],
                     &k[rr.clone()],
@@ -316,6 +366,7 @@ pub fn attention_infer(
         heads,
         scale: scale as f32,
         cols: Cols::separate(q.dim(candle_core::D::Minus1)?),
+        products: Products::F32,
     };
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
@@ -344,19 +395,21 @@ pub fn attention_packed(
         heads,
         scale: scale as f32,
         cols: Cols::separate(q.dim(candle_core::D::Minus1)?),
+        products: Products::F32,
     };
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
 }
 
 /// [`attention_packed`] (or, with `mask`, [`attention_infer`]) reading q, k and v from one
-/// fused `rows × 3H` product (columns q | k | v).
+/// fused `rows × 3H` product (columns q | k | v), its two products in `products`.
 pub fn attention_fused(
     qkv: &Tensor,
     mask: Option<&Tensor>,
     offsets: &[usize],
     heads: usize,
     scale: f64,
+    products: Products,
 ) -> Result<Tensor> {
     let w3 = qkv.dim(candle_core::D::Minus1)?;
     let h = w3 / 3;
@@ -378,6 +431,7 @@ pub fn attention_fused(
             v: 2 * h,
             width: h,
         },
+        products,
     };
     let qkv = qkv.contiguous()?;
     qkv.apply_op3_no_bwd(&qkv, &qkv, &op)
@@ -386,7 +440,105 @@ pub fn attention_fused(
 #[cfg(test)]
 mod tests {
     use super::super::max_diff;
+    use super::Products::{Bf16, F32};
+    use crate::kernels::bf16::{from_bf16, to_bf16};
     use candle_core::{Device, Tensor};
+
+    /// bf16 products against a reference that rounds as the kernel does (q, k, v to bf16, the
+    /// probabilities to bf16 as inputs of the second product) and computes the rest in f64:
+    /// what is left is f32 summation order and `exp`. Head sizes with and without whole pairs
+    /// and register blocks, lengths across key blocks up to 512; padded and packed.
+    #[test]
+    fn bf16_products_match_a_bf16_reference() {
+        if !Bf16.runs_bf16() {
+            eprintln!(
+                "skipped: the bf16 attention kernel needs AVX512_BF16 at level avx512 or above \
+                 (this CPU and LECR_ISA give {})",
+                crate::kernels::isa::describe()
+            );
+            // Without it the bf16 choice runs the f32 kernel: identical to F32.
+            let qkv = Tensor::randn(0f32, 1.0, (7, 3 * 32), &Device::Cpu).unwrap();
+            let a = super::attention_fused(&qkv, None, &[0, 3, 7], 2, 0.25, Bf16).unwrap();
+            let b = super::attention_fused(&qkv, None, &[0, 3, 7], 2, 0.25, F32).unwrap();
+            assert_eq!(max_diff(&a, &b), 0.0);
+            return;
+        }
+        for (dh, lens) in [
+            (32, vec![1, 2, 17]),
+            (33, vec![5, 16, 31]),
+            (12, vec![40, 3]),
+            (64, vec![300, 47]),
+            (32, vec![512, 511, 1]),
+        ] {
+            check_bf16(dh, &lens);
+        }
+    }
+
+    fn check_bf16(dh: usize, lens: &[usize]) {
+        let d = Device::Cpu;
+        let heads = 3;
+        let h = heads * dh;
+        let rows: usize = lens.iter().sum();
+        let scale = 1.0 / (dh as f64).sqrt();
+        let qkv = Tensor::randn(0f32, 1.0, (rows, 3 * h), &d).unwrap();
+        let mut offsets = vec![0];
+        for &n in lens {
+            offsets.push(offsets.last().unwrap() + n);
+        }
+        let got = super::attention_fused(&qkv, None, &offsets, heads, scale, Bf16).unwrap();
+        let got = got.to_vec2::<f32>().unwrap();
+        let x = qkv.to_vec2::<f32>().unwrap();
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        let mut worst = 0f64;
+        for w in offsets.windows(2) {
+            let (a, n) = (w[0], w[1] - w[0]);
+            for hd in 0..heads {
+                let c = hd * dh;
+                for i in 0..n {
+                    let s: Vec<f64> = (0..n)
+                        .map(|j| {
+                            (0..dh)
+                                .map(|t| r(x[a + i][c + t]) * r(x[a + j][h + c + t]))
+                                .sum::<f64>()
+                                * scale
+                        })
+                        .collect();
+                    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let p: Vec<f64> = s.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = p.iter().sum();
+                    for t in 0..dh {
+                        let want: f64 = (0..n)
+                            .map(|j| r(p[j] as f32) * r(x[a + j][2 * h + c + t]))
+                            .sum::<f64>()
+                            / sum;
+                        worst = worst.max((want - got[a + i][c + t] as f64).abs());
+                    }
+                }
+            }
+        }
+        // exp's error and a probability rounding to the other bf16 neighbour (2⁻⁸ of one
+        // term) bound what is left.
+        assert!(worst < 1e-3, "dh {dh}, lengths {lens:?}: worst {worst}");
+        // And the padded layout gives the same rows as the packed one.
+        let l = *lens.iter().max().unwrap();
+        let mut padded = vec![0f32; lens.len() * l * 3 * h];
+        let mut mask = vec![0f32; lens.len() * l];
+        for (b, w) in offsets.windows(2).enumerate() {
+            for i in 0..w[1] - w[0] {
+                padded[(b * l + i) * 3 * h..(b * l + i + 1) * 3 * h].copy_from_slice(&x[w[0] + i]);
+                mask[b * l + i] = 1.0;
+            }
+        }
+        let padded = Tensor::from_vec(padded, (lens.len(), l, 3 * h), &d).unwrap();
+        let mask = Tensor::from_vec(mask, (lens.len(), l), &d).unwrap();
+        let p = super::attention_fused(&padded, Some(&mask), &[], heads, scale, Bf16).unwrap();
+        for (b, w) in offsets.windows(2).enumerate() {
+            for i in 0..w[1] - w[0] {
+                let row = p.get(b).unwrap().get(i).unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(row, got[w[0] + i], "item {b} row {i}");
+            }
+        }
+    }
 
     #[test]
     fn matches_the_differentiable_path_on_token_rows() {
@@ -453,11 +605,11 @@ mod tests {
         // One fused q | k | v tensor (as the fused int8 product writes it), packed and padded.
         let cat = |ts: [Tensor; 3], dim| Tensor::cat(&ts, dim).unwrap();
         let fused = cat([pack(&merge(&q)), pack(&merge(&k)), pack(&merge(&v))], 1);
-        let f = super::attention_fused(&fused, None, &offsets, h, scale).unwrap();
+        let f = super::attention_fused(&fused, None, &offsets, h, scale, F32).unwrap();
         let diff = max_diff(&pack(&w4), &f);
         assert!(diff < 1e-5, "fused, packed: {diff}");
         let fused = cat([merge(&q), merge(&k), merge(&v)], 2);
-        let f = super::attention_fused(&fused, Some(&mask), &[], h, scale).unwrap();
+        let f = super::attention_fused(&fused, Some(&mask), &[], h, scale, F32).unwrap();
         assert_eq!(f.dims(), &[b, l, h * dh]);
         let diff = max_diff(&pack(&w4), &pack(&f));
         assert!(diff < 1e-5, "fused, padded: {diff}");

@@ -7,7 +7,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
     // Round to nearest with the 1.5·2²³ trick: vectorises everywhere, no libm call.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     // x - n ln 2 in two steps for precision.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
@@ -15,7 +16,11 @@ pub fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_524 + r * 0.001_388_89)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n as an integer straight from t's low mantissa bits (t = 1.5·2²³ + n exactly): an
+    // integer subtraction, which vectorises, where `n as i32` (a saturating conversion) does
+    // not.
+    let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     p * scale
 }
 

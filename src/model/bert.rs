@@ -479,8 +479,12 @@ impl Attention {
                 Keys::Packed(o) => (None, *o),
                 Keys::Padded(m) => (Some(*m), &[][..]),
             };
+            let products = match fused.weight {
+                LinearWeight::Bf16(_) => kernels::attention::Products::Bf16,
+                _ => kernels::attention::Products::F32,
+            };
             return Ok(kernels::attention::attention_fused(
-                &qkv, mask, offsets, self.heads, scale,
+                &qkv, mask, offsets, self.heads, scale, products,
             )?);
         }
         let q = self.query.forward_t(x, train, false)?;

@@ -4,7 +4,7 @@
 //! load (round to nearest even), and packed into panels; activations are rounded per product.
 //! The product of two bf16 values is exact in f32, and every sum is accumulated in f32, so the
 //! only loss is the two roundings of the inputs (a relative 2⁻⁹ each). Bias, GELU, layer norms,
-//! softmax and attention stay in f32.
+//! and softmax stay in f32; attention's two products run in bf16 too (`attention`).
 //!
 //! Kernels, chosen at run time (`LECR_ISA` caps the choice, see `kernels::isa`):
 //! - AVX512_BF16 (`vdpbf16ps` on zmm: 16 lanes × 2 bf16 products per instruction, added to f32;
@@ -22,6 +22,8 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod ops;
