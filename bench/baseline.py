@@ -14,6 +14,9 @@ Figures (each printed as one line `RESULT <engine> <figure> <key>=<value> ...`, 
   torch-bf16 encode   the torch encode figure under bf16 autocast
                       (torch.autocast("cpu", dtype=torch.bfloat16)), how a PyTorch user runs
                       a sentence encoder in bf16 on a CPU (oneDNN: AVX512_BF16 or AMX)
+  torch-bf16 train-step  the train-step figure with the forward pass and loss under bf16
+                      autocast (f32 weights and AdamW state: PyTorch's mixed precision on a
+                      CPU); with its -rss figure. Needs both `bf16` and `train-step` in --only
 
 Environment (a throw-away venv, a few GB):
   python3 -m venv /tmp/lecr-bench && /tmp/lecr-bench/bin/pip install \
@@ -104,8 +107,9 @@ def torch_bf16_encoder(model):
     return encode_batch
 
 
-def torch_train_step_seconds(model, tokenizer, texts, pairs, max_len, runs):
-    """Median seconds of one InfoNCE step (topics = first `pairs` texts, contents = the next)."""
+def torch_train_step_seconds(model, tokenizer, texts, pairs, max_len, runs, bf16=False):
+    """Median seconds of one InfoNCE step (topics = first `pairs` texts, contents = the next),
+    with the forward pass and the loss under bf16 autocast when `bf16`."""
     def tok(xs):
         return tokenizer(xs, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
 
@@ -117,8 +121,9 @@ def torch_train_step_seconds(model, tokenizer, texts, pairs, max_len, runs):
     seconds = []
     for _ in range(runs + 1):  # the first step warms up and is not counted
         start = time.perf_counter()
-        t = pool(model(**topics).last_hidden_state, topics["attention_mask"])
-        c = pool(model(**contents).last_hidden_state, contents["attention_mask"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            t = pool(model(**topics).last_hidden_state.float(), topics["attention_mask"])
+            c = pool(model(**contents).last_hidden_state.float(), contents["attention_mask"])
         logits = logit_scale.exp() * t @ c.T
         ce = torch.nn.functional.cross_entropy
         loss = 0.5 * (ce(logits, target, label_smoothing=0.1) + ce(logits.T, target, label_smoothing=0.1))
@@ -209,6 +214,11 @@ def main():
         s = torch_train_step_seconds(model, tokenizer, texts, a.pairs, a.max_len, a.runs)
         print(f"RESULT torch train-step seconds={s:.3f} pairs={a.pairs}")
         print(f"RESULT torch train-step-rss mib={peak_rss_mib():.0f}")
+    if "train-step" in wanted and "bf16" in wanted:
+        reset_peak_rss()
+        s = torch_train_step_seconds(model, tokenizer, texts, a.pairs, a.max_len, a.runs, bf16=True)
+        print(f"RESULT torch-bf16 train-step seconds={s:.3f} pairs={a.pairs}")
+        print(f"RESULT torch-bf16 train-step-rss mib={peak_rss_mib():.0f}")
     if "ort" in wanted:
         rates, version = onnx_rates(model, tokenizer, inputs, a.threads, a.runs)
         for label, rate in rates.items():

@@ -252,3 +252,79 @@ fn layer_selection_keeps_the_chosen_layers() {
     let b = find(&teacher, "encoder.layer.2.attention.self.query.weight");
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
 }
+
+/// Every variable's gradient of one InfoNCE step without dropout, flattened.
+fn full_grads(model: &SentenceModel) -> Vec<(String, Vec<f32>)> {
+    let (t, c) = texts();
+    let mut all: Vec<&str> = t.clone();
+    all.extend(&c);
+    let ids = model.tokenizer.encode(&all).unwrap();
+    let emb = model.forward_ids(&ids, None, true).unwrap();
+    let n = t.len();
+    let scale = candle_core::Tensor::new(&[(1.0f32 / 0.07).ln()], &model.device).unwrap();
+    let loss = info_nce(
+        &emb.narrow(0, 0, n).unwrap(),
+        &emb.narrow(0, n, n).unwrap(),
+        &scale,
+        0.1,
+    )
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    model
+        .params
+        .vars
+        .iter()
+        .map(|(name, v)| {
+            let g = grads.get(v).expect("gradient");
+            (
+                name.clone(),
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bf16_training_gradients_stay_close_to_f32() {
+    let d = tempfile::tempdir().unwrap();
+    let mut model = tiny_model(d.path(), Arch::Bert, 3);
+    model.set_dropout(0.0);
+    let f32_grads = full_grads(&model);
+    model.set_train_bf16(true);
+    let bf16_grads = full_grads(&model);
+    println!(
+        "bf16 kernel: {}",
+        lecr::kernels::bf16::Bf16Kernel::detect().name()
+    );
+    let mut dense_changed = 0;
+    for ((name, a), (_, b)) in f32_grads.iter().zip(&bf16_grads) {
+        let norm = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt();
+        // Two bf16 roundings per product (2⁻⁹ each), through two layers and back.
+        assert!(
+            diff <= 0.03 * norm + 1e-7,
+            "{name}: |bf16 − f32| = {diff}, |f32| = {norm}"
+        );
+        if name.ends_with(".weight") && name.contains("encoder.layer") && diff > 0.0 {
+            dense_changed += 1;
+        }
+    }
+    // 6 dense layers per layer × 2 layers ran in bf16 (layer norms stay f32 but their
+    // gradients move with the products', so they may differ too).
+    assert!(
+        dense_changed >= 12,
+        "{dense_changed} dense gradients differ"
+    );
+    // Inference is unchanged by the switch.
+    let (t, _) = texts();
+    let ids = model.tokenizer.encode(&t).unwrap();
+    let on = model.forward_ids(&ids, None, false).unwrap();
+    model.set_train_bf16(false);
+    let off = model.forward_ids(&ids, None, false).unwrap();
+    assert_eq!(max_abs_diff(&on, &off), 0.0);
+}

@@ -225,6 +225,14 @@ fn encode(
     } else {
         Some(lecr::bench::train_step_time(&model, &texts, c)?)
     };
+    // The same step with mixed precision, from the stored weights again.
+    let step_bf16 = if step.is_some() {
+        let mut m = lecr::bench::load(model_spec, c.max_len, Weights::AsStored)?;
+        m.set_train_bf16(true);
+        Some(lecr::bench::train_step_time(&m, &texts, c)?)
+    } else {
+        None
+    };
     let baseline = match torch_python {
         Some(py) => {
             let dir = lecr::model::hub::resolve_model(model_spec)?;
@@ -362,6 +370,27 @@ fn encode(
             "torch train-step-rss",
             "lower is better",
         );
+        if let Some((secs, rss_bf16)) = step_bf16 {
+            row(
+                &format!("train step s bf16 ({} pairs)", c.pairs),
+                secs,
+                "torch-bf16 train-step",
+                "lower is better",
+            );
+            row(
+                "train step bf16 peak RSS MiB",
+                rss_bf16,
+                "torch-bf16 train-step-rss",
+                "lower is better",
+            );
+            println!(
+                "{:<30} {:>9.2}x   (same run, time of the f32 step over the bf16 one, bf16 \
+                 kernel {})",
+                "bf16 / f32 train step speed",
+                step / secs,
+                lecr::kernels::bf16::Bf16Kernel::detect().name()
+            );
+        }
     }
     Ok(0)
 }

@@ -184,6 +184,11 @@ impl CustomOp1 for ColumnSum {
     }
 }
 
+/// The bias gradient of a dense layer: the column sums of the contiguous output gradient.
+pub(crate) fn bias_grad(g: &Tensor) -> Result<Tensor> {
+    g.apply_op1_no_bwd(&ColumnSum)
+}
+
 /// `x Wᵀ + b`, differentiable in `x`, `W` and `b`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.contiguous()?
@@ -218,7 +223,7 @@ impl CustomOp3 for LinearTrain {
         let g = grad.contiguous()?;
         let dx = g.apply_op2_no_bwd(w, &InputGrad)?;
         let dw = g.apply_op2_no_bwd(x, &WeightGrad)?;
-        let db = g.apply_op1_no_bwd(&ColumnSum)?;
+        let db = bias_grad(&g)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }

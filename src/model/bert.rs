@@ -23,6 +23,9 @@ pub struct Linear {
     pub bias: Option<Tensor>,
     /// Collects the largest magnitude of each input feature (int8 calibration).
     pub observer: Option<Arc<Mutex<Vec<f32>>>>,
+    /// Mixed-precision training: the products of a float layer's training step in bf16 (f32
+    /// sums, f32 weights and gradients kept). Inference ignores it.
+    pub train_bf16: bool,
 }
 
 impl Linear {
@@ -32,6 +35,7 @@ impl Linear {
             weight: p.linear(name, out_dim, in_dim)?,
             bias: Some(p.get(&format!("{name}.bias"), &[out_dim])?),
             observer: None,
+            train_bf16: false,
         })
     }
 
@@ -42,6 +46,7 @@ impl Linear {
             weight: LinearWeight::Float(weight),
             bias,
             observer: None,
+            train_bf16: false,
         }
     }
 
@@ -88,6 +93,14 @@ impl Linear {
             (LinearWeight::Bf16(q), b, false) => kernels::bf16::linear_bf16(x, q, b.as_ref(), gelu),
             (LinearWeight::Float(w), Some(b), false) => {
                 kernels::linear::linear_infer(x, w, b, gelu)
+            }
+            (LinearWeight::Float(w), Some(b), true) if self.train_bf16 => {
+                let y = kernels::bf16::linear_train_bf16(x, w, b)?;
+                if gelu {
+                    kernels::gelu(&y)
+                } else {
+                    Ok(y)
+                }
             }
             _ if gelu => kernels::gelu(&self.forward(x)?),
             _ => self.forward(x),
@@ -208,6 +221,7 @@ impl Attention {
                 weight,
                 bias: Some(Tensor::cat(&biases, 0)?),
                 observer: None,
+                train_bf16: false,
             });
         }
         Ok(())

@@ -309,6 +309,15 @@ impl SentenceModel {
         self.encoder.fuse_packed()
     }
 
+    /// Mixed-precision training on (`true`) or off: the encoder's float dense layers run their
+    /// training products in bf16 (f32 sums; the weights, gradients and optimizer stay f32).
+    /// Inference is unchanged.
+    pub fn set_train_bf16(&mut self, on: bool) {
+        for l in self.encoder.linears_mut() {
+            l.train_bf16 = on;
+        }
+    }
+
     /// Every trainable variable.
     pub fn vars(&self) -> Vec<Var> {
         self.params.vars.iter().map(|(_, v)| v.clone()).collect()

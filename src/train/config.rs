@@ -74,6 +74,10 @@ pub struct TrainConfig {
     pub topic_prompt: Option<String>,
     /// The prompt content texts get, likewise (unset: the folder's passage prompt).
     pub content_prompt: Option<String>,
+    /// The matrix products of a training step: `f32`, or `bf16` (mixed precision: operands
+    /// rounded to bf16 and summed in f32, on AVX512_BF16 where the CPU has it; the weights,
+    /// optimizer state, loss and reductions stay f32, and the saved model is f32).
+    pub precision: String,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +119,7 @@ impl Default for TrainConfig {
             feedback: String::new(),
             topic_prompt: None,
             content_prompt: None,
+            precision: "f32".into(),
         }
     }
 }
@@ -157,6 +162,11 @@ impl TrainConfig {
 
     pub fn check(&self) -> Result<()> {
         anyhow::ensure!(self.batch_size >= 2, "batch_size must be at least 2");
+        anyhow::ensure!(
+            matches!(self.precision.as_str(), "f32" | "bf16"),
+            "precision must be \"f32\" or \"bf16\", not {:?}",
+            self.precision
+        );
         anyhow::ensure!(self.epochs >= 1, "epochs must be at least 1");
         anyhow::ensure!(
             self.grad_accumulation >= 1,
@@ -226,6 +236,11 @@ mod tests {
         assert!(!c.hard_negatives);
         assert!(TrainConfig::load(None, &["no_such_key=1".into()]).is_err());
         assert!(TrainConfig::load(None, &["batch_size=1".into()]).is_err());
+        assert_eq!(d.precision, "f32");
+        let bf16 = TrainConfig::load(None, &["precision=\"bf16\"".into()]).unwrap();
+        assert_eq!(bf16.precision, "bf16");
+        let e = TrainConfig::load(None, &["precision=\"fp16\"".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("\"f32\" or \"bf16\""), "{e:#}");
         // The printed defaults parse back to the same config.
         let back: TrainConfig = toml::from_str(&d.to_toml()).unwrap();
         assert_eq!(back, d);

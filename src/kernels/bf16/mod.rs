@@ -28,8 +28,10 @@ pub(crate) mod attention;
 mod avx512;
 mod ops;
 mod portable;
+mod train;
 
 pub use ops::{ffn_bf16, linear_bf16};
+pub use train::linear_train_bf16;
 
 /// Rows of activations per micro-tile.
 const MR: usize = 8;

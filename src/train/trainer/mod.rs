@@ -151,6 +151,18 @@ impl Trainer {
             cfg.model
         );
         model.set_dropout(cfg.dropout);
+        if cfg.precision == "bf16" {
+            model.set_train_bf16(true);
+            let kernel = crate::kernels::bf16::Bf16Kernel::detect();
+            if kernel == crate::kernels::bf16::Bf16Kernel::Portable {
+                tracing::warn!(
+                    "precision = \"bf16\" on a CPU without AVX512_BF16 (or with LECR_ISA below \
+                     avx512): the portable bf16 kernel is much slower than f32 training here"
+                );
+            } else {
+                tracing::info!("training products in bf16 ({} kernel)", kernel.name());
+            }
+        }
         let teacher = if cfg.teacher.is_empty() {
             None
         } else {
