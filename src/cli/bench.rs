@@ -427,6 +427,16 @@ fn random_train_step(
         "train step s ({} pairs)            {secs:>10.3}\ntrain step peak RSS MiB          {rss:>10.0}",
         c.pairs
     );
+    let mut model = model;
+    model.set_train_bf16(true);
+    let (b_secs, b_rss) = lecr::bench::train_step_time(&model, &texts, c)?;
+    println!(
+        "train step s bf16 ({} pairs)       {b_secs:>10.3}\ntrain step bf16 peak RSS MiB     {b_rss:>10.0}\n\
+         bf16 / f32 train step speed      {:>9.2}x (same run, bf16 kernel {})",
+        c.pairs,
+        secs / b_secs,
+        lecr::kernels::bf16::Bf16Kernel::detect().name()
+    );
     Ok(0)
 }
 

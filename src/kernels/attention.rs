@@ -492,6 +492,17 @@ mod tests {
         ] {
             check_bf16(dh, &lens);
         }
+        // Through the public entry, items shorter than BF16_MIN_KEYS run the f32 kernel and
+        // longer ones the bf16 kernel.
+        let n = super::BF16_MIN_KEYS;
+        let qkv = Tensor::randn(0f32, 1.0, (n - 1 + n, 3 * 64), &Device::Cpu).unwrap();
+        let offsets = [0, n - 1, 2 * n - 1];
+        let a = super::attention_fused(&qkv, None, &offsets, 2, 0.18, Bf16).unwrap();
+        let b = super::attention_fused(&qkv, None, &offsets, 2, 0.18, F32).unwrap();
+        let short = |t: &Tensor| t.narrow(0, 0, n - 1).unwrap();
+        let long = |t: &Tensor| t.narrow(0, n - 1, n).unwrap();
+        assert_eq!(max_diff(&short(&a), &short(&b)), 0.0);
+        assert!(max_diff(&long(&a), &long(&b)) > 0.0);
     }
 
     fn check_bf16(dh: usize, lens: &[usize]) {
@@ -551,7 +562,7 @@ mod tests {
         }
         let padded = Tensor::from_vec(padded, (lens.len(), l, 3 * h), &d).unwrap();
         let mask = Tensor::from_vec(mask, (lens.len(), l), &d).unwrap();
-        let p = super::attention_fused(&padded, Some(&mask), &[], heads, scale, Bf16).unwrap();
+        let p = super::fused_from(&padded, Some(&mask), &[], heads, scale, Bf16, 0).unwrap();
         for (b, w) in offsets.windows(2).enumerate() {
             for i in 0..w[1] - w[0] {
                 let row = p.get(b).unwrap().get(i).unwrap().to_vec1::<f32>().unwrap();

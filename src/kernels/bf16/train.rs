@@ -62,18 +62,14 @@ impl PackedBf16 {
         let k2 = in_dim.next_multiple_of(2);
         let mut data = crate::kernels::zeroed::<u16>(out_dim.div_ceil(NR) * NR * k2);
         if k2 > 0 {
-            data.par_chunks_mut(NR * k2)
-                .enumerate()
-                .for_each(|(p, panel)| {
+            data.par_chunks_mut(NR * k2).enumerate().for_each_init(
+                || vec![0u16; k2],
+                |row, (p, panel)| {
                     let n0 = p * NR;
                     let here = (out_dim - n0).min(NR);
-                    for k in 0..in_dim {
-                        let at = (k / 2) * NR * 2 + k % 2;
-                        for j in 0..here {
-                            panel[at + j * 2] = to_bf16(v.at(n0 + j, k));
-                        }
-                    }
-                });
+                    pack_panel(&v, n0, here, panel, row);
+                },
+            );
         }
         PackedBf16 {
             out_dim,
@@ -100,14 +96,136 @@ impl Bf16Acts {
                         super::convert_row(&v.data[start..start + v.cols], out.row(i));
                     }
                 } else {
-                    for c in 0..v.cols {
-                        for i in 0..here {
-                            out.q[i * out.k2 + c] = to_bf16(v.at(r0 + i, c));
-                        }
-                    }
+                    convert_columns(&v, r0, here, out);
                 }
             },
         )
+    }
+}
+
+/// Whether the vector conversions below may run (the AVX512_BF16 kernel was chosen).
+fn vector() -> bool {
+    cfg!(target_arch = "x86_64") && Bf16Kernel::detect() == Bf16Kernel::Avx512Bf16
+}
+
+/// Rows `n0 .. n0 + here` of `v` into one panel (`row`: scratch of `k2` values).
+fn pack_panel(v: &View, n0: usize, here: usize, panel: &mut [u16], row: &mut [u16]) {
+    let k2 = v.cols.next_multiple_of(2);
+    #[cfg(target_arch = "x86_64")]
+    if vector() && v.rs == 1 {
+        // Consecutive outputs lie side by side: each pair of inputs is two vector loads.
+        for kp in 0..k2 / 2 {
+            let k = 2 * kp;
+            let hi = k + 1 < v.cols;
+            // SAFETY: the AVX512_BF16 kernel was chosen, so the CPU has it; the view's
+            // elements (n0 .. n0 + here, k and k + 1 when `hi`) are inside `v.data` (checked
+            // when the view was made), and the store writes pair slot `kp` of this panel.
+            unsafe {
+                let p = simd::pairs(
+                    v.data.as_ptr().add(n0 + k * v.cs),
+                    v.data.as_ptr().add(n0 + (k + hi as usize) * v.cs),
+                    hi,
+                    here,
+                );
+                simd::store(panel[kp * NR * 2..(kp + 1) * NR * 2].as_mut_ptr(), p);
+            }
+        }
+        return;
+    }
+    if v.cs == 1 {
+        // Each output's inputs are one contiguous row: convert it, then interleave.
+        for j in 0..here {
+            let start = (n0 + j) * v.rs;
+            super::convert_row(&v.data[start..start + v.cols], row);
+            for kp in 0..k2 / 2 {
+                panel[kp * NR * 2 + j * 2] = row[2 * kp];
+                panel[kp * NR * 2 + j * 2 + 1] = row[2 * kp + 1];
+            }
+        }
+        return;
+    }
+    for k in 0..v.cols {
+        let at = (k / 2) * NR * 2 + k % 2;
+        for j in 0..here {
+            panel[at + j * 2] = to_bf16(v.at(n0 + j, k));
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + here` of a view whose rows are not contiguous (a transpose) into `out`.
+fn convert_columns(v: &View, r0: usize, here: usize, out: &mut super::RowsOut) {
+    #[cfg(target_arch = "x86_64")]
+    if vector() && v.rs == 1 {
+        let mut lanes = [0u32; 16];
+        for kp in 0..v.cols.div_ceil(2) {
+            let c = 2 * kp;
+            let hi = c + 1 < v.cols;
+            for i0 in (0..here).step_by(16) {
+                let m = (here - i0).min(16);
+                // SAFETY: as in `pack_panel`: rows r0 + i0 .. + m of columns c (and c + 1)
+                // are inside `v.data`; the store writes the 16 lanes of `lanes`.
+                unsafe {
+                    let p = simd::pairs(
+                        v.data.as_ptr().add(r0 + i0 + c * v.cs),
+                        v.data.as_ptr().add(r0 + i0 + (c + hi as usize) * v.cs),
+                        hi,
+                        m,
+                    );
+                    simd::store(lanes.as_mut_ptr() as *mut u16, p);
+                }
+                for (j, &pair) in lanes[..m].iter().enumerate() {
+                    let at = (i0 + j) * out.k2 + c;
+                    out.q[at] = pair as u16;
+                    out.q[at + 1] = (pair >> 16) as u16;
+                }
+            }
+        }
+        return;
+    }
+    for c in 0..v.cols {
+        for i in 0..here {
+            out.q[i * out.k2 + c] = to_bf16(v.at(r0 + i, c));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Lane `i < count` = bf16(`lo[i]`) in the low half and bf16(`hi[i]`) in the high half
+    /// (`vcvtne2ps2bf16`, the rounding of `to_bf16`), the other lanes and, without `has_hi`,
+    /// the high halves zero. Reads `lo[.. count]` (and `hi[.. count]`) only.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pairs(
+        lo: *const f32,
+        hi: *const f32,
+        has_hi: bool,
+        count: usize,
+    ) -> __m512i {
+        let mask: __mmask16 = if count >= 16 {
+            0xffff
+        } else {
+            (1u16 << count) - 1
+        };
+        let order = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        let a = _mm512_maskz_loadu_ps(mask, lo);
+        let b = if has_hi {
+            _mm512_maskz_loadu_ps(mask, hi)
+        } else {
+            _mm512_setzero_ps()
+        };
+        let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(b, a));
+        _mm512_permutexvar_epi16(order, both)
+    }
+
+    /// The 32 bf16 of `p` to `at .. at + 32`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn store(at: *mut u16, p: __m512i) {
+        _mm512_storeu_si512(at as *mut _, p)
     }
 }
 
@@ -262,6 +380,33 @@ mod tests {
             .map(|(&x, &y)| (x as f64 - y).abs())
             .fold(0f64, f64::max)
             / scale
+    }
+
+    #[test]
+    fn views_pack_and_convert_exactly_as_the_materialised_matrices() {
+        use super::super::{Bf16Acts, PackedBf16};
+        use super::View;
+        let d = Device::Cpu;
+        for (rows, cols) in [(1usize, 1usize), (37, 45), (64, 16), (70, 33), (5, 130)] {
+            let m = values(&Tensor::randn(0f32, 1.0, (rows, cols), &d).unwrap());
+            let mut t = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = m[r * cols + c];
+                }
+            }
+            // Row-major and transposed views against `pack` / `convert` of the same values.
+            let direct = PackedBf16::pack(&m, rows, cols);
+            let viewed = PackedBf16::pack_view(View::rows(&m, rows, cols));
+            assert_eq!(viewed.data, direct.data, "{rows}×{cols} rows");
+            let direct_t = PackedBf16::pack(&t, cols, rows);
+            let viewed_t = PackedBf16::pack_view(View::transposed(&m, rows, cols));
+            assert_eq!(viewed_t.data, direct_t.data, "{rows}×{cols} transposed");
+            let acts_t = Bf16Acts::convert(&t, rows);
+            let view_t = Bf16Acts::convert_view(View::transposed(&m, rows, cols));
+            assert_eq!((view_t.rows, view_t.k2), (acts_t.rows, acts_t.k2));
+            assert_eq!(view_t.data, acts_t.data, "{rows}×{cols} acts transposed");
+        }
     }
 
     #[test]
