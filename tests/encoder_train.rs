@@ -26,12 +26,13 @@ fn texts() -> (Vec<&'static str>, Vec<&'static str>) {
     )
 }
 
-fn one_step_grads(model: &SentenceModel) -> (Vec<(String, f32)>, f32) {
+/// The gradients of one InfoNCE step over `texts()` (topics and contents in one forward pass,
+/// dropout as the model is set), and the learnable scale they include.
+fn one_step(model: &SentenceModel) -> (candle_core::backprop::GradStore, Var) {
     let (t, c) = texts();
     let mut all: Vec<&str> = t.clone();
     all.extend(&c);
     let ids = model.tokenizer.encode(&all).unwrap();
-    // Topics and contents in one forward pass, dropout on.
     let emb = model.forward_ids(&ids, None, true).unwrap();
     let n = t.len();
     let scale = Var::new(&[(1.0f32 / 0.07).ln()], &model.device).unwrap();
@@ -42,7 +43,11 @@ fn one_step_grads(model: &SentenceModel) -> (Vec<(String, f32)>, f32) {
         0.1,
     )
     .unwrap();
-    let grads = loss.backward().unwrap();
+    (loss.backward().unwrap(), scale)
+}
+
+fn one_step_grads(model: &SentenceModel) -> (Vec<(String, f32)>, f32) {
+    let (grads, scale) = one_step(model);
     let mut out = Vec::new();
     for (name, v) in &model.params.vars {
         let norm = grads
@@ -253,23 +258,9 @@ fn layer_selection_keeps_the_chosen_layers() {
     assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
 }
 
-/// Every variable's gradient of one InfoNCE step without dropout, flattened.
+/// Every variable's gradient of one InfoNCE step, flattened.
 fn full_grads(model: &SentenceModel) -> Vec<(String, Vec<f32>)> {
-    let (t, c) = texts();
-    let mut all: Vec<&str> = t.clone();
-    all.extend(&c);
-    let ids = model.tokenizer.encode(&all).unwrap();
-    let emb = model.forward_ids(&ids, None, true).unwrap();
-    let n = t.len();
-    let scale = candle_core::Tensor::new(&[(1.0f32 / 0.07).ln()], &model.device).unwrap();
-    let loss = info_nce(
-        &emb.narrow(0, 0, n).unwrap(),
-        &emb.narrow(0, n, n).unwrap(),
-        &scale,
-        0.1,
-    )
-    .unwrap();
-    let grads = loss.backward().unwrap();
+    let (grads, _) = one_step(model);
     model
         .params
         .vars
