@@ -38,10 +38,40 @@ fn server_bin() -> Result<PathBuf> {
     )
 }
 
+/// The PostgreSQL build that bundles pgvector (`scripts/fetch-pgvector.sh`): the folder
+/// `LECR_PGVECTOR_BIN` names, else the script's default place under `./.cache`.
+pub fn pgvector_bin() -> Result<PathBuf> {
+    let bin = match std::env::var_os("LECR_PGVECTOR_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => PathBuf::from(PGVECTOR_DEFAULT_BIN),
+    };
+    anyhow::ensure!(
+        bin.join("initdb").exists() && bin.join("pg_ctl").exists(),
+        "{}: no PostgreSQL build with pgvector here; run scripts/fetch-pgvector.sh and set \
+         LECR_PGVECTOR_BIN to the folder it prints",
+        bin.display()
+    );
+    // Absolute: the programs run from the cluster's folder.
+    Ok(std::fs::canonicalize(&bin)?)
+}
+
+/// Where `scripts/fetch-pgvector.sh` puts the server's programs (from the repository root).
+pub const PGVECTOR_DEFAULT_BIN: &str = ".cache/pgvector-0.1.6/pgserver/pginstall/bin";
+
 impl Cluster {
-    /// Initialises and starts a cluster; its superuser is `lecr`, trusted on loopback.
+    /// Initialises and starts a cluster of Debian's (or PATH's) PostgreSQL; its superuser is
+    /// `lecr`, trusted on loopback.
     pub fn start() -> Result<Cluster> {
-        let bin = server_bin()?;
+        Cluster::start_with(server_bin()?)
+    }
+
+    /// A cluster of the PostgreSQL build that bundles pgvector ([`pgvector_bin`]).
+    pub fn start_pgvector() -> Result<Cluster> {
+        Cluster::start_with(pgvector_bin()?)
+    }
+
+    /// A cluster of the server programs in `bin`.
+    pub fn start_with(bin: PathBuf) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("lecr-pg-").tempdir()?;
         let run_as = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
         if let Some(user) = &run_as {

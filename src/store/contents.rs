@@ -188,6 +188,8 @@ impl Store {
             .map(|c| c.meta.id.as_str())
             .chain(deletes.iter().map(String::as_str))
             .collect();
+        // Asked before the connection is borrowed for the transaction.
+        let search = self.search_on()?;
         match &mut self.db {
             Db::Sqlite(c) => {
                 let tx = c.transaction()?;
@@ -241,6 +243,9 @@ impl Store {
                         ],
                     )?;
                 }
+                if search {
+                    super::search::apply_pg(&mut tx, upserts)?;
+                }
                 let del = tx.prepare(DELETE)?;
                 for id in deletes {
                     if tx.execute(&del, &[id])? > 0 {
@@ -287,7 +292,7 @@ fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn from_blob(b: &[u8]) -> Vec<f32> {
+pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()

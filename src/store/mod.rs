@@ -21,6 +21,7 @@ pub mod changes;
 pub mod cluster;
 pub mod contents;
 pub mod decisions;
+pub mod search;
 pub mod tls;
 pub mod topics;
 
@@ -295,6 +296,8 @@ pub struct Store {
     place: String,
     /// Who this connection's changes are logged as ([`Store::set_writer`]).
     writer: Option<String>,
+    /// Whether the PostgreSQL search table is known to exist ([`search`]).
+    search: std::cell::Cell<bool>,
 }
 
 impl Store {
@@ -343,6 +346,7 @@ impl Store {
             db,
             place,
             writer: None,
+            search: Default::default(),
         })
     }
 
