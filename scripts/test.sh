@@ -4,6 +4,8 @@
 # lower instruction set forced (LECR_ISA), so every path this CPU can run is checked.
 # The curator page's browser test drives Debian's `chromium` and the shared store's tests
 # Debian's `postgresql`: each installed here with apt when missing (as root, or through sudo).
+# The PostgreSQL index mode's tests run a PostgreSQL build with pgvector from PyPI
+# (scripts/fetch-pgvector.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${LECR_SKIP_BROWSER:-}" ] && [ -z "${CHROME:-}" ] && ! command -v chromium >/dev/null 2>&1; then
@@ -23,7 +25,10 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
 fi
 LECR_MINILM="$(./scripts/fetch-minilm.sh)"
-export LECR_MINILM LECR_NO_PROGRESS=1
+# The PostgreSQL index mode's tests (`serve --index postgres`) need pgvector, which Debian 12
+# does not package: a PostgreSQL build that bundles it, fetched once into .cache/.
+LECR_PGVECTOR_BIN="$(./scripts/fetch-pgvector.sh)"
+export LECR_MINILM LECR_PGVECTOR_BIN LECR_NO_PROGRESS=1
 cargo test --release --all-targets "$@"
 flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
 for f in avx512_vnni avx_vnni avx2; do

@@ -71,6 +71,16 @@ pub(crate) struct ServeArgs {
     /// Serve /metrics here (with --studio-addr; default: on Studio's listener).
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Where the contents' vectors and their nearest-neighbour search live: `memory` (in each
+    /// server, exact) or `postgres` (in the PostgreSQL --store, pgvector's HNSW index, so a
+    /// server holds no vectors; needs the `vector` extension, see README; not with --model
+    /// lexical yet).
+    #[arg(long, default_value = "memory", value_parser = ["memory", "postgres"])]
+    index: String,
+    /// With --index postgres: candidates each HNSW search keeps (pgvector's hnsw.ef_search,
+    /// 1 to 1000): more finds more of the exact neighbours, more slowly.
+    #[arg(long, default_value_t = lecr::store::search::SearchSettings::default().ef_search)]
+    ef_search: usize,
     #[arg(long, default_value_t = 96)]
     max_len: usize,
     /// The prompt topic texts (recommend, the page) get: a prompt name of the model folder
@@ -149,6 +159,14 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         studio_key: a.studio_key,
         studio_allow_hosts: a.studio_allow_hosts,
         metrics_addr: a.metrics_addr,
+        index: match a.index.as_str() {
+            "postgres" => {
+                lecr::serve::engine::IndexMode::Postgres(lecr::store::search::SearchSettings {
+                    ef_search: a.ef_search,
+                })
+            }
+            _ => lecr::serve::engine::IndexMode::Memory,
+        },
         limits: Limits {
             max_topics: a.max_topics,
             max_ancestors: a.max_ancestors,

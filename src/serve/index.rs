@@ -13,6 +13,7 @@
 
 use super::exact::ExactRows;
 use super::lexical::{Fitted, LexRows, Refit, Snapshot};
+use super::remote::RemoteSearch;
 use crate::kernels::quantized::{chain_dot, QuantizedRows, TopicNorms};
 use crate::rerank::candidates::{from_rows, rank_depth, TopicCandidates};
 use crate::select::threshold;
@@ -82,6 +83,10 @@ pub struct Index {
     exact_dir: PathBuf,
     /// Exact rows read back so far (for the metrics).
     rescored: std::sync::atomic::AtomicU64,
+    /// The PostgreSQL index mode: the vectors and their search live in the store; `langs`
+    /// stays empty and `counts` says how many recommendable contents each language has.
+    remote: Option<RemoteSearch>,
+    counts: BTreeMap<String, usize>,
 }
 
 impl Index {
@@ -95,7 +100,21 @@ impl Index {
             heap: 0,
             exact_dir: std::env::temp_dir(),
             rescored: Default::default(),
+            remote: None,
+            counts: BTreeMap::new(),
         }
+    }
+
+    /// The PostgreSQL index mode: searches go to `remote`, and the index keeps only the
+    /// contents' metadata (upserts ignore their vectors).
+    pub fn with_remote(mut self, remote: RemoteSearch) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Whether the vectors and their search live in PostgreSQL.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// Puts the exact vectors' files in `dir` (by default the system's temporary folder).
@@ -131,6 +150,9 @@ impl Index {
 
     /// Contents per language (recommendable ones).
     pub fn sizes(&self) -> Vec<(String, usize)> {
+        if self.is_remote() {
+            return self.counts.iter().map(|(l, &n)| (l.clone(), n)).collect();
+        }
         self.langs
             .iter()
             .map(|(l, m)| (l.clone(), m.ids.len()))
@@ -151,6 +173,9 @@ impl Index {
     }
 
     pub fn has_language(&self, lang: &str) -> bool {
+        if self.is_remote() {
+            return self.counts.get(lang).is_some_and(|&n| n > 0);
+        }
         self.langs.get(lang).is_some_and(|m| !m.ids.is_empty())
     }
 
@@ -159,6 +184,10 @@ impl Index {
     pub fn upsert(&mut self, meta: ContentMeta, vector: &[f32]) -> io::Result<()> {
         assert_eq!(vector.len(), self.dim, "vector of the index dimension");
         self.remove(&meta.id)?;
+        if self.is_remote() {
+            self.upsert_meta(meta);
+            return Ok(());
+        }
         if let Some(lang) = &meta.language {
             let d = self.dim;
             if !self.langs.contains_key(lang) {
@@ -187,6 +216,27 @@ impl Index {
         Ok(())
     }
 
+    /// The PostgreSQL index mode's upsert: the metadata only (the store holds the vector).
+    pub fn upsert_meta(&mut self, meta: ContentMeta) {
+        debug_assert!(self.is_remote(), "vectors are needed in memory");
+        if let Some(old) = self.meta.remove(&meta.id) {
+            self.forget_meta(&old);
+        }
+        if let Some(lang) = &meta.language {
+            *self.counts.entry(lang.clone()).or_default() += 1;
+        }
+        self.heap += heap_bytes(&meta);
+        self.meta.insert(meta.id.clone(), meta);
+    }
+
+    /// Takes a removed content's share out of the PostgreSQL index mode's counts.
+    fn forget_meta(&mut self, old: &ContentMeta) {
+        self.heap -= heap_bytes(old);
+        if let Some(n) = old.language.as_ref().and_then(|l| self.counts.get_mut(l)) {
+            *n -= 1;
+        }
+    }
+
     /// Gives back the spare capacity of the row-ordered parts (after a bulk load: growing
     /// by doubling leaves up to half of each allocation unused).
     pub fn shrink_to_fit(&mut self) {
@@ -204,6 +254,10 @@ impl Index {
         if self.meta.get(&meta.id) != Some(meta) {
             return false;
         }
+        if self.is_remote() {
+            // The vector is the store's own.
+            return true;
+        }
         match (&meta.language, self.row.get(&meta.id)) {
             (Some(lang), Some(&r)) => self
                 .langs
@@ -220,6 +274,11 @@ impl Index {
         let Some(old) = self.meta.get(id) else {
             return Ok(false);
         };
+        if self.is_remote() {
+            let old = self.meta.remove(id).expect("looked up above");
+            self.forget_meta(&old);
+            return Ok(true);
+        }
         if let (Some(lang), Some(&r)) = (&old.language, self.row.get(id)) {
             let m = self
                 .langs
@@ -366,6 +425,12 @@ impl Index {
     ) -> io::Result<Vec<Vec<Hit>>> {
         let d = self.dim;
         let n_topics = topics.len() / d.max(1);
+        if let Some(remote) = &self.remote {
+            if !self.has_language(lang) {
+                return Ok(vec![Vec::new(); n_topics]);
+            }
+            return remote.search(lang, topics, d, r);
+        }
         let Some(m) = self.langs.get(lang).filter(|m| !m.ids.is_empty()) else {
             return Ok(vec![Vec::new(); n_topics]);
         };
@@ -415,6 +480,12 @@ impl Index {
             ),
             ids: Vec::new(),
         };
+        if let Some(remote) = &self.remote {
+            if !self.has_language(lang) {
+                return Ok((0..n_topics).map(|_| empty()).collect());
+            }
+            return remote.candidates(lang, topics, d, parents, columns, k);
+        }
         let Some(m) = self.langs.get(lang).filter(|m| !m.ids.is_empty()) else {
             return Ok((0..n_topics).map(|_| empty()).collect());
         };
@@ -604,9 +675,10 @@ pub struct IndexMemory {
 
 /// The mean of equal-length rows as `predict`'s ensemble computes it: summed in order, then
 /// times 1/count.
-fn mean(rows: &[Vec<f32>]) -> Vec<f32> {
-    let mut acc = rows[0].clone();
+pub(super) fn mean<R: AsRef<[f32]>>(rows: &[R]) -> Vec<f32> {
+    let mut acc = rows[0].as_ref().to_vec();
     for r in &rows[1..] {
+        let r = r.as_ref();
         acc.iter_mut().zip(r).for_each(|(a, b)| *a += b);
     }
     let inv = 1.0 / rows.len() as f32;

@@ -18,6 +18,7 @@ pub mod lexical_saved;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
+pub mod remote;
 pub mod rerank;
 pub mod schema;
 
@@ -66,6 +67,8 @@ pub struct ServeOptions {
     /// A separate listener for `/metrics` (with `--studio-addr`; default: Studio's listener).
     pub metrics_addr: Option<String>,
     pub limits: Limits,
+    /// Where the vectors and their search live (`--index`, `--ef-search`).
+    pub index: engine::IndexMode,
 }
 
 /// A bound listener and what it serves.
@@ -307,6 +310,7 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
         top_k: o.top_k,
         max_batch: o.max_batch,
         lexical: lexical == 1,
+        index: o.index,
     };
     let mut engine = Engine::open(
         Box::new(embedder),

@@ -82,6 +82,39 @@ impl Store {
         Ok(())
     }
 
+    /// Visits every stored content's metadata in insertion order, streamed, without the
+    /// vectors (the PostgreSQL index mode keeps those in the database).
+    pub fn each_meta<E: From<super::StoreError>>(
+        &self,
+        mut visit: impl FnMut(ContentMeta) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let sql = format!(
+            "SELECT {META_COLUMNS} FROM contents ORDER BY {}",
+            self.order_column()
+        );
+        match &self.db {
+            Db::Sqlite(c) => {
+                let mut st = c.prepare_cached(&sql).map_err(super::StoreError::from)?;
+                let mut rows = st.query([]).map_err(super::StoreError::from)?;
+                while let Some(r) = rows.next().map_err(super::StoreError::from)? {
+                    visit(meta_row(r)?)?;
+                }
+            }
+            Db::Postgres(c) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut c = c.borrow_mut()?;
+                let none: [&(dyn postgres::types::ToSql + Sync); 0] = [];
+                let mut rows = c
+                    .query_raw(sql.as_str(), none)
+                    .map_err(super::StoreError::from)?;
+                while let Some(r) = rows.next().map_err(super::StoreError::from)? {
+                    visit(meta_row(&r)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One stored content with its vector (`None`: not stored, e.g. deleted).
     pub fn content(&self, id: &str) -> Result<Option<StoredContent>> {
         let sql = format!("SELECT {META_COLUMNS}, vector FROM contents WHERE id = $1");

@@ -238,6 +238,17 @@ impl Store {
             .collect()
     }
 
+    /// Drops the search table (all vectors are about to change: `--reembed`); the next
+    /// server in the PostgreSQL index mode makes it again.
+    pub fn forget_search(&mut self) -> Result<()> {
+        if let Db::Postgres(c) = &self.db {
+            c.borrow_mut()?
+                .batch_execute(&format!("DROP TABLE IF EXISTS {TABLE}"))?;
+        }
+        self.search.set(false);
+        Ok(())
+    }
+
     /// Rows in the search table (0 where there is none).
     pub fn search_rows(&self) -> Result<usize> {
         if !self.search_on()? {

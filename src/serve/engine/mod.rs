@@ -49,6 +49,18 @@ pub struct EngineSettings {
     pub max_batch: usize,
     /// Lexical retrieval (`--model lexical`) next to the model's vectors.
     pub lexical: bool,
+    /// Where the contents' vectors and their search live.
+    pub index: IndexMode,
+}
+
+/// Where the contents' vectors and their nearest-neighbour search live (`--index`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum IndexMode {
+    /// In each server's memory (int8, exact rescoring): answers equal `predict`'s.
+    #[default]
+    Memory,
+    /// In the PostgreSQL store (pgvector, HNSW): a server holds the metadata only.
+    Postgres(crate::store::search::SearchSettings),
 }
 
 /// Contents per language (recommendable), all stored, and those without a language.
@@ -83,6 +95,52 @@ pub struct Engine {
 
 const MODEL_KEY: &str = "model";
 
+/// The PostgreSQL index mode's index: the store's search table made (or brought up to date)
+/// for the model's vectors, and connections to search it.
+fn remote_index(
+    store: &mut Store,
+    at: Option<&crate::store::Location>,
+    index: Index,
+    search: crate::store::search::SearchSettings,
+    lexical: bool,
+) -> Result<Index> {
+    let Some(loc @ crate::store::Location::Postgres(_)) = at else {
+        anyhow::bail!(
+            "--index postgres keeps the vectors and their search in the PostgreSQL store: give \
+             --store postgres://... (or --index memory)"
+        );
+    };
+    anyhow::ensure!(
+        !lexical,
+        "--index postgres with --model lexical: the lexical retriever's index is held in \
+         memory and is not served from PostgreSQL yet; serve without --model lexical, or with \
+         --index memory"
+    );
+    anyhow::ensure!(
+        (1..=1000).contains(&search.ef_search),
+        "--ef-search {}: pgvector accepts 1 to 1000",
+        search.ef_search
+    );
+    let t0 = std::time::Instant::now();
+    let bar = crate::progress::bar(store.count()? as u64, "search table");
+    let setup = store.enable_search(index.dim(), |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    tracing::info!(
+        "{}: search table of {} contents ({} written now{}) in {:.1}s",
+        store.place(),
+        setup.rows,
+        setup.filled,
+        if setup.built_index {
+            ", HNSW index built"
+        } else {
+            ""
+        },
+        t0.elapsed().as_secs_f64()
+    );
+    let connections = rayon::current_num_threads().max(2);
+    Ok(index.with_remote(super::remote::RemoteSearch::open(loc, connections, search)?))
+}
+
 impl Engine {
     /// Opens the store, checks (or re-embeds for) the model, loads the index from it and
     /// starts the model worker.
@@ -116,13 +174,20 @@ impl Engine {
                      another --store",
                     embedder.id()
                 );
+                // Every vector changes (maybe its size too): the search table goes, and a
+                // server in the PostgreSQL index mode makes it again below.
+                store.forget_search()?;
                 content::reembed_all(&mut store, embedder.as_ref())?;
                 store.set_meta(MODEL_KEY, embedder.id())?;
             }
             Some(_) => {}
             None => store.set_meta(MODEL_KEY, embedder.id())?,
         }
+        let t0 = std::time::Instant::now();
         let mut index = Index::new(embedder.dim());
+        if let IndexMode::Postgres(search) = settings.index {
+            index = remote_index(&mut store, store_at, index, search, settings.lexical)?;
+        }
         // The exact vectors' files beside a store on disk (the system's temporary folder,
         // which may be memory, otherwise).
         if let Some(crate::store::Location::Dir(dir)) = store_at {
@@ -131,19 +196,25 @@ impl Engine {
         if settings.lexical {
             index = index.with_lexical(embedder.members());
         }
-        // Streamed row by row: the catalog is held once, in the index.
-        let t0 = std::time::Instant::now();
-        store.each(|c| {
-            anyhow::ensure!(
-                c.vector.len() == index.dim(),
-                "{place}: content {} has a vector of {} values, the model gives {}",
-                c.meta.id,
-                c.vector.len(),
-                index.dim()
-            );
-            index.upsert(c.meta, &c.vector)?;
-            Ok(())
-        })?;
+        if index.is_remote() {
+            store.each_meta(|m| {
+                index.upsert_meta(m);
+                Ok::<(), anyhow::Error>(())
+            })?;
+        } else {
+            // Streamed row by row: the catalog is held once, in the index.
+            store.each(|c| {
+                anyhow::ensure!(
+                    c.vector.len() == index.dim(),
+                    "{place}: content {} has a vector of {} values, the model gives {}",
+                    c.meta.id,
+                    c.vector.len(),
+                    index.dim()
+                );
+                index.upsert(c.meta, &c.vector)?;
+                Ok(())
+            })?;
+        }
         index.shrink_to_fit();
         tracing::info!(
             "{} contents read from {place} into the index in {:.1}s",
@@ -418,6 +489,7 @@ mod tests {
             top_k: 20,
             max_batch: 8,
             lexical: false,
+            index: IndexMode::Memory,
         };
         Engine::open(
             Box::new(Fixed),
