@@ -16,11 +16,11 @@
 use super::serve::{load, new_resources, studio_bodies, ServerProcess};
 use crate::data::synth::{generate, SynthConfig, DEFAULT_LANGUAGES};
 use crate::data::Dataset;
-use crate::store::{ContentMeta, Store, StoredContent};
+use crate::store::{ContentMeta, Location, Store, StoredContent};
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,14 @@ pub struct CatalogBenchOptions {
     pub compare: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// `postgres`: serve with `--index postgres` from a throwaway PostgreSQL cluster with
+    /// pgvector (scripts/fetch-pgvector.sh; `LECR_PGVECTOR_BIN`), and measure the HNSW
+    /// search's recall@100 against exact search.
+    #[arg(long, default_value = "memory", value_parser = ["memory", "postgres"])]
+    pub index: String,
+    /// With `--index postgres`: pgvector's hnsw.ef_search.
+    #[arg(long, default_value_t = crate::store::search::SearchSettings::default().ef_search)]
+    pub ef_search: usize,
 }
 
 /// The figures of one run.
@@ -85,6 +93,9 @@ pub struct CatalogFigures {
     pub restart_s: f64,
     pub compared: usize,
     pub same: usize,
+    /// With `--index postgres`: recall@100 of the HNSW search against exact search, its
+    /// queries' p50/p99 (ms, one client), and the search table's bytes on the server.
+    pub recall: Option<super::catalog_pg::Recall>,
 }
 
 /// Contents per transaction while the store is built.
@@ -92,7 +103,7 @@ const CHUNK: usize = 10_000;
 /// How long a new content may take to show up before the run says it never did.
 const FRESH_LIMIT: Duration = Duration::from_secs(120);
 
-fn serve_cmd(o: &CatalogBenchOptions, store: &Path) -> Result<Command> {
+fn serve_cmd(o: &CatalogBenchOptions, store: &Location, mode: &str) -> Result<Command> {
     let mut c = Command::new(std::env::current_exe()?);
     c.arg("serve");
     for m in &o.models {
@@ -101,7 +112,20 @@ fn serve_cmd(o: &CatalogBenchOptions, store: &Path) -> Result<Command> {
     if o.int8 {
         c.arg("--int8");
     }
-    c.arg("--store").arg(store).args(["--addr", "127.0.0.1:0"]);
+    c.arg("--store").arg(match store {
+        Location::Dir(d) => d.display().to_string(),
+        Location::Postgres(url) => url.clone(),
+        Location::Memory => anyhow::bail!("the bench serves a store on disk or in PostgreSQL"),
+    });
+    if mode == "postgres" {
+        c.args([
+            "--index",
+            "postgres",
+            "--ef-search",
+            &o.ef_search.to_string(),
+        ]);
+    }
+    c.args(["--addr", "127.0.0.1:0"]);
     c.env("LECR_NO_PROGRESS", "1");
     Ok(c)
 }
@@ -121,12 +145,11 @@ fn served_dim(base: &str) -> Result<usize> {
 
 /// The generated contents written into `store` with random unit vectors of `dim` values,
 /// each content in the channel of the first topic it is linked to.
-fn build_store(ds: &Dataset, store: &Path, dim: usize, seed: u64) -> Result<()> {
-    let mut st = Store::open(Some(store))?;
+fn build_store(ds: &Dataset, store: &Location, dim: usize, seed: u64) -> Result<()> {
+    let mut st = Store::open_at(store)?;
     anyhow::ensure!(
         st.count()? == 0,
-        "{}: the store holds contents already; give an empty or new --store",
-        store.display()
+        "{store}: the store holds contents already; give an empty or new --store"
     );
     let mut channel: Vec<Option<&str>> = vec![None; ds.contents.len()];
     for (t, c) in ds.pairs() {
@@ -318,7 +341,22 @@ fn freshness(base: &str, ds: &Dataset, n: usize) -> Result<(f64, f64)> {
 pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     anyhow::ensure!(o.contents >= 2, "--contents must be at least 2");
     let tmp = tempfile::tempdir()?;
-    let store = o.store.clone().unwrap_or_else(|| tmp.path().join("store"));
+    let postgres = o.index == "postgres";
+    anyhow::ensure!(
+        !(postgres && o.store.is_some()),
+        "--store is a folder: with --index postgres the bench builds its store in a throwaway \
+         PostgreSQL cluster"
+    );
+    let cluster = if postgres {
+        Some(crate::store::cluster::Cluster::start_pgvector()?)
+    } else {
+        None
+    };
+    let store_dir = o.store.clone().unwrap_or_else(|| tmp.path().join("store"));
+    let store = match &cluster {
+        Some(c) => Location::Postgres(c.url()),
+        None => Location::Dir(store_dir.clone()),
+    };
     let languages = o
         .languages
         .clone()
@@ -362,7 +400,13 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.contents = ds.contents.len();
     let limit = Duration::from_secs(3600);
     // A first start on the empty store records the model's id there (and tells the dimension).
-    let first = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve (empty store)", limit)?;
+    // In memory: the search table is made (and its HNSW index built) by the first start on
+    // the full store, as an operator's first start would.
+    let first = ServerProcess::start(
+        serve_cmd(o, &store, "memory")?,
+        "lecr serve (empty store)",
+        limit,
+    )?;
     let dim = served_dim(&first.base)?;
     f.empty_rss_mib = first.rss_mib();
     first.stop()?;
@@ -371,11 +415,9 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.build_s = t0.elapsed().as_secs_f64();
     println!(
         "store built: {} contents x {dim} dims in {:.1}s ({})",
-        f.contents,
-        f.build_s,
-        store.display()
+        f.contents, f.build_s, store
     );
-    let server = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve", limit)?;
+    let server = ServerProcess::start(serve_cmd(o, &store, &o.index)?, "lecr serve", limit)?;
     f.start_s = server.ready_s;
     f.rss_mib = server.rss_mib();
     f.peak_rss_mib = server.peak_rss_mib();
@@ -387,6 +429,22 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
         "started in {:.1}s; RSS {:.0} MiB (peak {:.0} MiB)",
         f.start_s, f.rss_mib, f.peak_rss_mib
     );
+    if postgres {
+        let settings = crate::store::search::SearchSettings {
+            ef_search: o.ef_search,
+        };
+        let r = super::catalog_pg::recall(&store, settings, 200, o.seed)?;
+        println!(
+            "HNSW search: recall@100 {:.4} against exact search over {} queries; query p50 \
+             {:.1} ms, p99 {:.1} ms (one client); search table {:.1} MiB on the server",
+            r.recall,
+            r.queries,
+            r.p50_ms,
+            r.p99_ms,
+            r.table_bytes as f64 / (1u64 << 20) as f64
+        );
+        f.recall = Some(r);
+    }
     let bodies = studio_bodies(&ds, 2000, o.seed);
     anyhow::ensure!(
         !bodies.is_empty(),
@@ -416,7 +474,11 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     let probe = &bodies[..o.compare.min(bodies.len())];
     let before = answers(&server.base, probe)?;
     server.kill()?;
-    let again = ServerProcess::start(serve_cmd(o, &store)?, "lecr serve (after kill -9)", limit)?;
+    let again = ServerProcess::start(
+        serve_cmd(o, &store, &o.index)?,
+        "lecr serve (after kill -9)",
+        limit,
+    )?;
     f.restart_s = again.ready_s;
     settle(&again.base, settle_limit)?;
     let after = answers(&again.base, probe)?;
@@ -431,7 +493,7 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
         f.compared
     );
     if o.store.is_some() {
-        println!("store kept: {}", store.display());
+        println!("store kept: {store}");
     }
     Ok(f)
 }
@@ -495,4 +557,19 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
         "| kill -9, then restart (to ready) | {:.1} s; {}/{} topics answered the same |",
         f.restart_s, f.same, f.compared
     );
+    if let Some(r) = &f.recall {
+        println!(
+            "| index in PostgreSQL (pgvector HNSW, halfvec, ef_search {}): recall@100 against exact search | {:.4} over {} queries |",
+            o.ef_search, r.recall, r.queries
+        );
+        println!(
+            "| its nearest-100 query, one client | p50 {:.1} ms, p99 {:.1} ms |",
+            r.p50_ms, r.p99_ms
+        );
+        println!(
+            "| its search table and indexes, on the PostgreSQL server | {:.0} bytes per content ({:.1} MiB) |",
+            r.table_bytes as f64 / n,
+            mib(r.table_bytes as f64)
+        );
+    }
 }

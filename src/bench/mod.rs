@@ -3,6 +3,7 @@
 //! in the same invocation and printing ratios.
 
 pub mod catalog;
+pub mod catalog_pg;
 pub mod content;
 pub mod serve;
 
