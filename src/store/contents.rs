@@ -55,31 +55,7 @@ impl Store {
         &self,
         mut visit: impl FnMut(StoredContent) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let sql = format!(
-            "SELECT {META_COLUMNS}, vector FROM contents ORDER BY {}",
-            self.order_column()
-        );
-        match &self.db {
-            Db::Sqlite(c) => {
-                let mut st = c.prepare_cached(&sql).map_err(super::StoreError::from)?;
-                let mut rows = st.query([]).map_err(super::StoreError::from)?;
-                while let Some(r) = rows.next().map_err(super::StoreError::from)? {
-                    visit(stored_row(r)?)?;
-                }
-            }
-            Db::Postgres(c) => {
-                use postgres::fallible_iterator::FallibleIterator;
-                let mut c = c.borrow_mut()?;
-                let none: [&(dyn postgres::types::ToSql + Sync); 0] = [];
-                let mut rows = c
-                    .query_raw(sql.as_str(), none)
-                    .map_err(super::StoreError::from)?;
-                while let Some(r) = rows.next().map_err(super::StoreError::from)? {
-                    visit(stored_row(&r)?)?;
-                }
-            }
-        }
-        Ok(())
+        self.each_row(", vector", |r| visit(stored_row(r)?))
     }
 
     /// Visits every stored content's metadata in insertion order, streamed, without the
@@ -88,8 +64,17 @@ impl Store {
         &self,
         mut visit: impl FnMut(ContentMeta) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
+        self.each_row("", |r| visit(meta_row(r)?))
+    }
+
+    /// Streams `SELECT META_COLUMNS{extra} FROM contents` in insertion order into `visit`.
+    fn each_row<E: From<super::StoreError>>(
+        &self,
+        extra: &str,
+        mut visit: impl FnMut(&dyn super::Cells) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let sql = format!(
-            "SELECT {META_COLUMNS} FROM contents ORDER BY {}",
+            "SELECT {META_COLUMNS}{extra} FROM contents ORDER BY {}",
             self.order_column()
         );
         match &self.db {
@@ -97,7 +82,7 @@ impl Store {
                 let mut st = c.prepare_cached(&sql).map_err(super::StoreError::from)?;
                 let mut rows = st.query([]).map_err(super::StoreError::from)?;
                 while let Some(r) = rows.next().map_err(super::StoreError::from)? {
-                    visit(meta_row(r)?)?;
+                    visit(r)?;
                 }
             }
             Db::Postgres(c) => {
@@ -108,7 +93,7 @@ impl Store {
                     .query_raw(sql.as_str(), none)
                     .map_err(super::StoreError::from)?;
                 while let Some(r) = rows.next().map_err(super::StoreError::from)? {
-                    visit(meta_row(&r)?)?;
+                    visit(&r)?;
                 }
             }
         }

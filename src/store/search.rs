@@ -251,32 +251,22 @@ impl Store {
 
     /// Rows in the search table (0 where there is none).
     pub fn search_rows(&self) -> Result<usize> {
-        if !self.search_on()? {
-            return Ok(0);
-        }
-        let Db::Postgres(c) = &self.db else {
-            return Ok(0);
-        };
-        let n: i64 = c
-            .borrow_mut()?
-            .query_one(&format!("SELECT COUNT(*) FROM {TABLE}"), &[])?
-            .get(0);
-        Ok(n as usize)
+        let sql = format!("SELECT COUNT(*) FROM {TABLE}");
+        Ok(self.search_figure(&sql)? as usize)
     }
 
     /// Bytes the search table and its indexes take on the server.
     pub fn search_bytes(&self) -> Result<u64> {
-        if !self.search_on()? {
-            return Ok(0);
+        let sql = format!("SELECT pg_total_relation_size(to_regclass('{TABLE}'))");
+        Ok(self.search_figure(&sql)? as u64)
+    }
+
+    /// One `bigint` about the search table (0 where there is none).
+    fn search_figure(&self, sql: &str) -> Result<i64> {
+        match &self.db {
+            Db::Postgres(c) if self.search_on()? => Ok(c.borrow_mut()?.query_one(sql, &[])?.get(0)),
+            _ => Ok(0),
         }
-        let Db::Postgres(c) = &self.db else {
-            return Ok(0);
-        };
-        let n: i64 = c
-            .borrow_mut()?
-            .query_one("SELECT pg_total_relation_size(to_regclass($1))", &[&TABLE])?
-            .get(0);
-        Ok(n as u64)
     }
 }
 
