@@ -2,7 +2,8 @@
 //! PostgreSQL store (pgvector's HNSW index), beside a server of the default in-memory index
 //! over the same store. At this size the HNSW search finds every exact neighbour, so the two
 //! modes give the same answers (the reranker's included); writes through either server reach
-//! the other's answers; the mode is refused clearly where it cannot run.
+//! the other's answers; a database outage is a 503 the server recovers from by itself; the
+//! mode is refused clearly where it cannot run.
 //!
 //! The PostgreSQL build with pgvector comes from `scripts/fetch-pgvector.sh` (scripts/test.sh
 //! runs it and sets `LECR_PGVECTOR_BIN`).
@@ -160,6 +161,22 @@ fn the_postgres_index_answers_as_the_memory_index_and_follows_writes() {
         Duration::from_secs(2),
         "the memory index dropping it",
         || first(&memory).as_deref() != Some(new_id.as_str()),
+    );
+
+    // The database goes away: a recommend through the remote index is a 503 that names the
+    // store (it cannot rank without it), not a 500; it comes back and the server recovers
+    // by itself (its search connections reconnect).
+    pg.stop().unwrap();
+    let (code, v) = remote.post(rec, &topic);
+    assert_eq!(code, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("store"), "{v}");
+    let (code, h) = remote.try_get("/health").unwrap();
+    assert_eq!(code, 200, "{h}: the server lives on");
+    pg.start_again().unwrap();
+    within(
+        Duration::from_secs(10),
+        "the remote index answering again",
+        || remote.post(rec, &topic).0 == 200,
     );
     drop(remote);
 

@@ -432,6 +432,7 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     if postgres {
         let settings = crate::store::search::SearchSettings {
             ef_search: o.ef_search,
+            ..Default::default()
         };
         let r = super::catalog_pg::recall(&store, settings, 200, o.seed)?;
         println!(

@@ -163,6 +163,10 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
             "postgres" => {
                 lecr::serve::engine::IndexMode::Postgres(lecr::store::search::SearchSettings {
                     ef_search: a.ef_search,
+                    // A search never outlives its request.
+                    timeout: lecr::store::search::SearchSettings::default()
+                        .timeout
+                        .min(Duration::from_secs(a.timeout_s.max(1))),
                 })
             }
             _ => lecr::serve::engine::IndexMode::Memory,

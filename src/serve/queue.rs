@@ -352,9 +352,7 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
                     Err(why) => {
                         tracing::error!("ranking a batch of {n} texts failed: {why}");
                         for j in jobs {
-                            let _ = j.reply.send(Err(ServeError::Internal(anyhow::anyhow!(
-                                "ranking failed: {why}"
-                            ))));
+                            let _ = j.reply.send(Err(why.to_error()));
                         }
                     }
                 }
@@ -379,17 +377,65 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
     }
 }
 
+/// Why a rank batch failed.
+#[derive(Debug, Clone, PartialEq)]
+enum RankFailure {
+    /// The PostgreSQL index mode's search could not reach the store, or the store gave way
+    /// (a query cancelled by its timeout): 503 with `Retry-After`; the next batch tries again.
+    StoreUnavailable(String),
+    /// Anything else (the model, the exact vectors' file, a panic): 500.
+    Other(String),
+}
+
+impl From<String> for RankFailure {
+    fn from(why: String) -> Self {
+        RankFailure::Other(why)
+    }
+}
+
+impl std::fmt::Display for RankFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RankFailure::StoreUnavailable(why) | RankFailure::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl RankFailure {
+    /// A searching error: the store's own unavailability is told apart from the rest.
+    fn searching(e: std::io::Error) -> Self {
+        let unavailable = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::store::StoreError>())
+            .is_some_and(crate::store::StoreError::is_unavailable);
+        if unavailable {
+            RankFailure::StoreUnavailable(format!("searching the store: {e}"))
+        } else {
+            RankFailure::Other(format!("searching the index: {e}"))
+        }
+    }
+
+    fn to_error(&self) -> ServeError {
+        match self {
+            RankFailure::StoreUnavailable(why) => ServeError::StoreUnavailable(why.clone()),
+            RankFailure::Other(why) => {
+                ServeError::Internal(anyhow::anyhow!("ranking failed: {why}"))
+            }
+        }
+    }
+}
+
 /// Runs `f`, turning an error or a panic into a message (the worker lives on).
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+fn guarded<T, E: From<String>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(p) => Err(format!(
+        Err(p) => Err(E::from(format!(
             "panicked: {}",
             p.downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_default()
-        )),
+        ))),
     }
 }
 
@@ -402,7 +448,7 @@ impl RankJob {
 
 /// One embedding call for every text of the batch (parents after the topics), then per
 /// language and per kind of answer one matrix product.
-fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, String> {
+fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, RankFailure> {
     let items: Vec<(&RankText, &Want)> = jobs
         .iter()
         .flat_map(|j| j.texts.iter().map(move |t| (t, &j.want)))
@@ -419,7 +465,7 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
     let vectors = model
         .embedder
         .embed(Role::Topic, &texts)
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| RankFailure::Other(format!("{e:#}")))?;
     let vector = |i: usize| &vectors[i * d..(i + 1) * d];
     // Texts grouped by language and by what they want.
     let mut groups: Vec<(&str, &Want, Vec<usize>)> = Vec::new();
@@ -441,7 +487,7 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
         let index = model
             .index
             .read()
-            .map_err(|_| "the index lock is poisoned".to_string())?;
+            .map_err(|_| RankFailure::Other("the index lock is poisoned".into()))?;
         for (lang, want, rows) in groups {
             let mut block = Vec::with_capacity(rows.len() * d);
             for &i in &rows {
@@ -456,7 +502,7 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
                 Want::Hits(r) => {
                     let found = index
                         .search(lang, &block, lexical.as_deref(), *r)
-                        .map_err(|e| format!("the index's exact vectors: {e}"))?;
+                        .map_err(RankFailure::searching)?;
                     for (&i, h) in rows.iter().zip(found) {
                         hits[i] = h;
                     }
@@ -474,7 +520,7 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, St
                         .collect();
                     let found = index
                         .candidates(lang, &block, lexical.as_deref(), &parents, columns, *k)
-                        .map_err(|e| format!("the index's exact vectors: {e}"))?;
+                        .map_err(RankFailure::searching)?;
                     for (&i, c) in rows.iter().zip(found) {
                         candidates[i] = Some(c);
                     }

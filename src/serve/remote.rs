@@ -22,7 +22,6 @@ use std::sync::Mutex;
 pub struct RemoteSearch {
     pool: Vec<Mutex<Store>>,
     settings: SearchSettings,
-    place: String,
 }
 
 impl RemoteSearch {
@@ -35,11 +34,7 @@ impl RemoteSearch {
         let pool = (0..connections.max(1))
             .map(|_| Store::open_at(loc).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RemoteSearch {
-            pool,
-            settings,
-            place: loc.to_string(),
-        })
+        Ok(RemoteSearch { pool, settings })
     }
 
     pub fn settings(&self) -> SearchSettings {
@@ -55,9 +50,10 @@ impl RemoteSearch {
             .find_map(|c| c.try_lock().ok())
             .map_or_else(|| self.pool[0].lock(), Ok)
             .map_err(|_| io::Error::other("a search connection's lock is poisoned"))?;
+        // The store's error travels inside (the queue tells its unavailability apart).
         store
             .nearest(lang, t, k, self.settings)
-            .map_err(|e| io::Error::other(format!("{}: searching: {e}", self.place)))
+            .map_err(io::Error::other)
     }
 
     /// The `r` most similar contents of `lang` for each topic vector (rows of `topics`, `dim`

@@ -62,12 +62,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database is unreachable or the connection broke (as opposed to a bad query or
-    /// data): worth a retry, not a bug.
+    /// The database is unreachable, the connection broke, or the server gave way (as
+    /// opposed to a bad query or data): worth a retry, not a bug. Server errors of classes 53
+    /// (insufficient resources: too many connections, out of memory) and 57 (operator
+    /// intervention: a query cancelled by `statement_timeout`, a server shutting down) count.
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
-            StoreError::Postgres(e) => e.is_closed() || e.as_db_error().is_none(),
+            StoreError::Postgres(e) => match e.as_db_error() {
+                None => true,
+                Some(db) => e.is_closed() || matches!(db.code().code().get(..2), Some("53" | "57")),
+            },
             _ => false,
         }
     }

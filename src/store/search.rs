@@ -23,17 +23,36 @@ use pgvector::HalfVector;
 pub const TABLE: &str = "content_search";
 
 /// How an HNSW search runs: `ef_search` candidates kept per query (pgvector's
-/// `hnsw.ef_search`; at most 1,000).
+/// `hnsw.ef_search`; at most 1,000), and how long the database may take over one query
+/// before it cancels it (`statement_timeout`; the caller gets [`StoreError::is_unavailable`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchSettings {
     pub ef_search: usize,
+    pub timeout: std::time::Duration,
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { ef_search: 200 }
+        SearchSettings {
+            ef_search: 200,
+            // One nearest-100 query takes about 50 ms at LECR's size, 100 ms at its p99: a
+            // query a hundred times slower waits on something else (a lock, an overloaded
+            // server) and should give way.
+            timeout: std::time::Duration::from_secs(5),
+        }
     }
 }
+
+/// Memory the HNSW build may use, per row of `dim` values: the half-precision vector and its
+/// neighbour lists (pgvector keeps the graph in `maintenance_work_mem` while it fits, and
+/// builds several times slower once it does not).
+fn build_memory(rows: usize, dim: usize) -> u64 {
+    const MIN: u64 = 64 << 20;
+    (rows as u64 * (2 * dim as u64 + 1024)).clamp(MIN, MAX_BUILD_MEMORY)
+}
+
+/// The most the HNSW build asks for (about 2.7 million MiniLM-size rows).
+const MAX_BUILD_MEMORY: u64 = 4 << 30;
 
 /// What [`Store::enable_search`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,19 +192,28 @@ impl Store {
         let built_index: bool = tx
             .query_one("SELECT to_regclass('content_search_hnsw') IS NULL", &[])?
             .get(0);
-        if built_index {
-            // Memory for the build (the graph stays in memory while it fits), and the
-            // server's parallel workers.
-            tx.batch_execute(&format!(
-                "SET LOCAL maintenance_work_mem = '1GB';
-                 CREATE INDEX content_search_hnsw ON {TABLE}
-                     USING hnsw (embedding halfvec_ip_ops);
-                 CREATE INDEX IF NOT EXISTS content_search_language ON {TABLE} (language)"
-            ))?;
-        }
         let rows: i64 = tx
             .query_one(&format!("SELECT COUNT(*) FROM {TABLE}"), &[])?
             .get(0);
+        if built_index {
+            // Memory for the build, sized so the graph stays in memory (the server's parallel
+            // maintenance workers share it).
+            let memory = build_memory(rows as usize, dim);
+            if memory == MAX_BUILD_MEMORY {
+                tracing::warn!(
+                    "{place}: the HNSW graph of {rows} rows may not fit in the {} MiB the build \
+                     asks for; it goes on more slowly on disk",
+                    memory >> 20
+                );
+            }
+            tx.batch_execute(&format!(
+                "SET LOCAL maintenance_work_mem = '{}MB';
+                 CREATE INDEX content_search_hnsw ON {TABLE}
+                     USING hnsw (embedding halfvec_ip_ops);
+                 CREATE INDEX IF NOT EXISTS content_search_language ON {TABLE} (language)",
+                memory >> 20
+            ))?;
+        }
         tx.commit()?;
         drop(c);
         self.search.set(true);
@@ -217,8 +245,10 @@ impl Store {
         // relaxed_order: the index is scanned further until `k` rows of the language are
         // found; their order may be slightly off, which exact rescoring makes up for.
         tx.batch_execute(&format!(
-            "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
-            settings.ef_search.clamp(1, 1000)
+            "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {};
+             SET LOCAL statement_timeout = {}",
+            settings.ef_search.clamp(1, 1000),
+            settings.timeout.as_millis().clamp(1, i32::MAX as u128)
         ))?;
         let rows = tx.query(
             &format!(
@@ -431,6 +461,34 @@ mod tests {
         assert_ne!(near(&store, "fr"), ["new"], "deleted with its content");
         assert_eq!(store.search_rows().unwrap(), 2_400);
         assert!(store.search_bytes().unwrap() > 2_400 * dim as u64 * 2);
+
+        // A search held up (here by a writer's lock on the table) gives way at its timeout,
+        // as an unavailable store (the server's 503), and the next one runs.
+        let locker = Store::open_at(&loc).unwrap();
+        {
+            let Db::Postgres(pgc) = &locker.db else {
+                unreachable!()
+            };
+            let mut c = pgc.borrow_mut().unwrap();
+            c.batch_execute(&format!(
+                "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .unwrap();
+            let quick = SearchSettings {
+                timeout: std::time::Duration::from_millis(300),
+                ..settings
+            };
+            let t0 = std::time::Instant::now();
+            let err = store.nearest("en", &probe, 5, quick).unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(3),
+                "{:?}",
+                t0.elapsed()
+            );
+            c.batch_execute("ROLLBACK").unwrap();
+        }
+        assert_eq!(store.nearest("en", &probe, 5, settings).unwrap().len(), 5);
 
         // A model of another size: the table is made again for it.
         let mut s2 = Store::open_at(&loc).unwrap();
