@@ -50,10 +50,13 @@ pub struct EmbedSettings {
     pub content_prompt: Option<String>,
 }
 
+/// The token limit texts are embedded with unless told otherwise (method §2).
+pub const EMBED_MAX_LEN: usize = 96;
+
 impl Default for EmbedSettings {
     fn default() -> Self {
         EmbedSettings {
-            max_len: 96,
+            max_len: EMBED_MAX_LEN,
             batch_size: 64,
             int8: false,
             bf16: false,

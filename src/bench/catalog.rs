@@ -1,8 +1,9 @@
 //! `lecr bench catalog`: the served catalog's cost at a size of your choice. It generates a
 //! corpus of N contents across many channels and languages (`lecr synth`'s invented words),
 //! writes them straight into a store with **random L2-normalised vectors** (no encoder time:
-//! the figures are those of the index, not of embedding), then starts `lecr serve` on that
-//! store and measures what an operator sizes a machine by:
+//! the figures are those of the index, not of embedding; `--vectors model` embeds them with the
+//! served model instead, [`super::catalog_vectors`]), then starts `lecr serve` on that store
+//! and measures what an operator sizes a machine by:
 //!
 //! - time to build the store, time to start the server on it, resident memory after the start;
 //! - the index's bytes per content, part by part (from the server's own `lecr_index_bytes`);
@@ -13,12 +14,16 @@
 //!
 //! Recommendations over random vectors rank nothing meaningful; only their cost is measured.
 
+pub use super::catalog_vectors::random_unit;
+use super::catalog_vectors::Vectors;
+use crate::serve::embedder::Role;
+
 use super::serve::{load, new_resources, studio_bodies, ServerProcess};
 use crate::data::synth::{generate, SynthConfig, DEFAULT_LANGUAGES};
 use crate::data::Dataset;
 use crate::store::{ContentMeta, Location, Store, StoredContent};
 use anyhow::{Context, Result};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -64,6 +69,11 @@ pub struct CatalogBenchOptions {
     /// With `--index postgres`: pgvector's hnsw.ef_search.
     #[arg(long, default_value_t = crate::store::search::SearchSettings::default().ef_search)]
     pub ef_search: usize,
+    /// The contents' vectors: `random` (no encoder time; an approximate index's worst case) or
+    /// `model` (the served model's own vectors of the generated texts: the encoder runs over
+    /// every content, about ten minutes per 154k on two cores).
+    #[arg(long, default_value = "random", value_parser = ["random", "model"])]
+    pub vectors: String,
 }
 
 /// The figures of one run.
@@ -98,6 +108,9 @@ pub struct CatalogFigures {
     pub recall: Option<super::catalog_pg::Recall>,
 }
 
+/// The token limit the servers and `--vectors model` embed with (the embedding default).
+const MAX_LEN: usize = crate::pipeline::EMBED_MAX_LEN;
+
 /// Contents per transaction while the store is built.
 const CHUNK: usize = 10_000;
 /// How long a new content may take to show up before the run says it never did.
@@ -125,7 +138,7 @@ fn serve_cmd(o: &CatalogBenchOptions, store: &Location, mode: &str) -> Result<Co
             &o.ef_search.to_string(),
         ]);
     }
-    c.args(["--addr", "127.0.0.1:0"]);
+    c.args(["--max-len", &MAX_LEN.to_string(), "--addr", "127.0.0.1:0"]);
     c.env("LECR_NO_PROGRESS", "1");
     Ok(c)
 }
@@ -143,9 +156,9 @@ fn served_dim(base: &str) -> Result<usize> {
         .with_context(|| format!("embed-topics answered without a dim: {v}"))
 }
 
-/// The generated contents written into `store` with random unit vectors of `dim` values,
-/// each content in the channel of the first topic it is linked to.
-fn build_store(ds: &Dataset, store: &Location, dim: usize, seed: u64) -> Result<()> {
+/// The generated contents written into `store` with `vectors`' vectors, each content in the
+/// channel of the first topic it is linked to.
+fn build_store(ds: &Dataset, store: &Location, vectors: &mut Vectors) -> Result<()> {
     let mut st = Store::open_at(store)?;
     anyhow::ensure!(
         st.count()? == 0,
@@ -155,13 +168,23 @@ fn build_store(ds: &Dataset, store: &Location, dim: usize, seed: u64) -> Result<
     for (t, c) in ds.pairs() {
         channel[c].get_or_insert(ds.topics[t].channel.as_str());
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    let bar = crate::progress::bar(ds.contents.len() as u64, "storing");
+    let label = if vectors.is_model() {
+        "embedding and storing"
+    } else {
+        "storing"
+    };
+    let bar = crate::progress::bar(ds.contents.len() as u64, label);
     for (k, chunk) in ds.contents.chunks(CHUNK).enumerate() {
+        let texts: Vec<String> = chunk
+            .iter()
+            .map(|c| crate::text::content_text_parts(&c.title, &c.description, &c.text))
+            .collect();
+        let vecs = vectors.embed(Role::Content, &texts)?;
         let rows: Vec<StoredContent> = chunk
             .iter()
+            .zip(texts.into_iter().zip(vecs))
             .enumerate()
-            .map(|(j, c)| StoredContent {
+            .map(|(j, (c, (text, vector)))| StoredContent {
                 meta: ContentMeta {
                     id: c.id.clone(),
                     channel_id: channel[k * CHUNK + j].unwrap_or_default().to_string(),
@@ -171,8 +194,8 @@ fn build_store(ds: &Dataset, store: &Location, dim: usize, seed: u64) -> Result<
                     language: Some(c.language.clone()).filter(|l| !l.is_empty()),
                     short_text: crate::text::short_text(&c.text),
                 },
-                text: crate::text::content_text_parts(&c.title, &c.description, &c.text),
-                vector: random_unit(&mut rng, dim),
+                text,
+                vector,
             })
             .collect();
         st.apply(&rows, &[])?;
@@ -182,23 +205,28 @@ fn build_store(ds: &Dataset, store: &Location, dim: usize, seed: u64) -> Result<
     Ok(())
 }
 
-/// A vector of independent normal values, L2-normalised (uniform on the sphere).
-pub fn random_unit(rng: &mut impl Rng, dim: usize) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            // Box–Muller.
-            let (u, w): (f64, f64) = (rng.gen::<f64>().max(1e-300), rng.gen());
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()) as f32
-        })
+/// `n` topics with a language, drawn at random, and their vectors as the model embeds them
+/// (the recall queries of `--vectors model`).
+fn topic_queries(
+    ds: &Dataset,
+    vectors: &mut Vectors,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<(String, Vec<f32>)>> {
+    use rand::seq::SliceRandom;
+    let texts = crate::text::topic_texts(&ds.topics);
+    let mut picks: Vec<usize> = (0..ds.topics.len())
+        .filter(|&i| !ds.topics[i].language.is_empty())
         .collect();
-    let n = v
+    picks.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x9e7));
+    picks.truncate(n);
+    let chosen: Vec<String> = picks.iter().map(|&i| texts[i].clone()).collect();
+    let vecs = vectors.embed(Role::Topic, &chosen)?;
+    Ok(picks
         .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::MIN_POSITIVE);
-    v.iter_mut().for_each(|x| *x /= n);
-    v
+        .map(|&i| ds.topics[i].language.clone())
+        .zip(vecs)
+        .collect())
 }
 
 /// A Studio-shaped request body of one root topic.
@@ -368,10 +396,6 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
         super::serve::cpu_features(),
         rayon::current_num_threads()
     );
-    println!(
-        "content vectors are random (independent normals, L2-normalised), not the model's: the \
-         figures are the index's cost, not embedding time or accuracy"
-    );
     let mut f = CatalogFigures {
         contents: o.contents,
         ..Default::default()
@@ -411,7 +435,9 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.empty_rss_mib = first.rss_mib();
     first.stop()?;
     let t0 = Instant::now();
-    build_store(&ds, &store, dim, o.seed)?;
+    let mut vectors = Vectors::new(&o.vectors, dim, o.seed, &o.models, o.int8, MAX_LEN)?;
+    println!("{}", vectors.describe());
+    build_store(&ds, &store, &mut vectors)?;
     f.build_s = t0.elapsed().as_secs_f64();
     println!(
         "store built: {} contents x {dim} dims in {:.1}s ({})",
@@ -434,10 +460,15 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
             ef_search: o.ef_search,
             ..Default::default()
         };
-        let r = super::catalog_pg::recall(&store, settings, 200, o.seed)?;
+        // The queries: random unit vectors, or with the model's vectors the topics' own.
+        let queries = vectors
+            .is_model()
+            .then(|| topic_queries(&ds, &mut vectors, 200, o.seed));
+        let r = super::catalog_pg::recall(&store, settings, queries.transpose()?, 200, o.seed)?;
         println!(
-            "HNSW search: recall@100 {:.4} against exact search over {} queries; query p50 \
+            "search ({}): recall@100 {:.4} against exact search over {} queries; query p50 \
              {:.1} ms, p99 {:.1} ms (one client); search table {:.1} MiB on the server",
+            r.plan,
             r.recall,
             r.queries,
             r.p50_ms,
@@ -503,8 +534,9 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
     let n = f.contents.max(1) as f64;
     let mib = |b: f64| b / (1u64 << 20) as f64;
     println!(
-        "\ncatalog of {} contents (generated texts, random vectors; CPU: {})",
+        "\ncatalog of {} contents (generated texts, {} vectors; CPU: {})",
         f.contents,
+        o.vectors,
         super::serve::cpu_features()
     );
     println!("| figure | value |\n| --- | --- |");
@@ -560,8 +592,8 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
     );
     if let Some(r) = &f.recall {
         println!(
-            "| index in PostgreSQL (pgvector HNSW, halfvec, ef_search {}): recall@100 against exact search | {:.4} over {} queries |",
-            o.ef_search, r.recall, r.queries
+            "| index in PostgreSQL (pgvector HNSW, halfvec, ef_search {}): recall@100 against exact search, {} vectors | {:.4} over {} queries ({}) |",
+            o.ef_search, o.vectors, r.recall, r.queries, r.plan
         );
         println!(
             "| its nearest-100 query, one client | p50 {:.1} ms, p99 {:.1} ms |",

@@ -1,7 +1,9 @@
 //! `lecr bench catalog --index postgres`: how much of the exact answer pgvector's HNSW search
-//! finds. Queries are random unit vectors (as the catalog's vectors are), each in a language
-//! drawn in proportion to the catalog; the exact top 100 is a full scan of that language's
-//! stored f32 vectors, the approximate one is [`Store::nearest`] as the server asks it.
+//! finds. Queries are random unit vectors (as the catalog's random vectors are), each in a
+//! language drawn in proportion to the catalog, or given (`--vectors model`: topics as the
+//! model embeds them); the exact top 100 is a full scan of that language's stored f32
+//! vectors, the approximate one is [`Store::nearest`] as the server asks it. Which plan the
+//! database ran is reported too: on a small language the planner may scan exactly.
 
 use crate::store::search::SearchSettings;
 use crate::store::{Location, Store};
@@ -23,12 +25,16 @@ pub struct Recall {
     pub p99_ms: f64,
     /// The search table with its indexes, on the server.
     pub table_bytes: u64,
+    /// How the database ran the searches: `HNSW index` in every language, or how many ran
+    /// as exact scans.
+    pub plan: String,
 }
 
-/// Measures recall@100 of `queries` random queries.
+/// Measures recall@100 of `given` queries (language, vector), or of `queries` random ones.
 pub fn recall(
     store: &Location,
     settings: SearchSettings,
+    given: Option<Vec<(String, Vec<f32>)>>,
     queries: usize,
     seed: u64,
 ) -> Result<Recall> {
@@ -49,20 +55,46 @@ pub fn recall(
     let total: usize = by_lang.values().map(|v| v.0.len()).sum();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x7ec4);
     let (mut found, mut wanted) = (0usize, 0usize);
+    let given = given.map(|g| g.into_iter());
+    let queries = given.as_ref().map_or(queries, |g| g.len());
+    let mut given = given;
     let mut times = Vec::with_capacity(queries);
+    let mut exact_plans = BTreeMap::new();
+    let mut planned = HashSet::new();
     for _ in 0..queries {
-        let mut pick = rng.gen_range(0..total);
-        let (lang, (ids, vecs)) = by_lang
-            .iter()
-            .find(|(_, v)| {
-                let hit = pick < v.0.len();
-                if !hit {
-                    pick -= v.0.len();
-                }
-                hit
-            })
-            .expect("pick < total");
-        let q = super::catalog::random_unit(&mut rng, dim);
+        let (lang, q) = match given.as_mut().and_then(Iterator::next) {
+            Some(g) => g,
+            None => {
+                let mut pick = rng.gen_range(0..total);
+                let lang = by_lang
+                    .iter()
+                    .find(|(_, v)| {
+                        let hit = pick < v.0.len();
+                        if !hit {
+                            pick -= v.0.len();
+                        }
+                        hit
+                    })
+                    .expect("pick < total")
+                    .0
+                    .clone();
+                (lang, super::catalog::random_unit(&mut rng, dim))
+            }
+        };
+        let Some((ids, vecs)) = by_lang.get(&lang) else {
+            continue;
+        };
+        let lang = lang.as_str();
+        anyhow::ensure!(
+            q.len() == dim,
+            "a query of {} values, the store's {dim}",
+            q.len()
+        );
+        if planned.insert(lang.to_string())
+            && !st.search_plan(lang, &q, DEPTH, settings)?.uses_hnsw()
+        {
+            exact_plans.insert(lang.to_string(), ids.len());
+        }
         let mut exact: Vec<(f32, usize)> = vecs
             .chunks_exact(dim)
             .enumerate()
@@ -80,13 +112,32 @@ pub fn recall(
             .count();
         wanted += k;
     }
+    anyhow::ensure!(
+        !times.is_empty(),
+        "{store}: no query in a language of the store"
+    );
     times.sort_by(f64::total_cmp);
+    let plan = if exact_plans.is_empty() {
+        "HNSW index".to_string()
+    } else {
+        format!(
+            "exact scan in {} of {} languages: {}",
+            exact_plans.len(),
+            planned.len(),
+            exact_plans
+                .iter()
+                .map(|(l, n)| format!("{l} ({n} contents)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     let at = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     Ok(Recall {
         recall: found as f64 / wanted.max(1) as f64,
-        queries,
+        queries: times.len(),
         p50_ms: at(0.5),
         p99_ms: at(0.99),
         table_bytes: st.search_bytes()?,
+        plan,
     })
 }

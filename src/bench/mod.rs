@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod catalog_pg;
+pub mod catalog_vectors;
 pub mod content;
 pub mod serve;
 

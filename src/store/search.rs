@@ -43,6 +43,36 @@ impl Default for SearchSettings {
     }
 }
 
+impl SearchSettings {
+    /// The settings of one search's transaction.
+    fn sql(&self) -> String {
+        // relaxed_order: the index is scanned further until `k` rows of the language are
+        // found; their order may be slightly off, which exact rescoring makes up for.
+        format!(
+            "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {};
+             SET LOCAL statement_timeout = {}",
+            self.ef_search.clamp(1, 1000),
+            self.timeout.as_millis().clamp(1, i32::MAX as u128)
+        )
+    }
+}
+
+/// The nearest-neighbour query ($1 language, $2 the query halfvec, $3 k).
+const NEAREST: &str = "SELECT id FROM content_search WHERE language = $1
+     ORDER BY embedding <#> $2 LIMIT $3";
+
+/// The database's plan of a search ([`Store::search_plan`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPlan(pub String);
+
+impl SearchPlan {
+    /// Whether the search walks the HNSW graph (approximate) rather than scanning the
+    /// language's rows (exact).
+    pub fn uses_hnsw(&self) -> bool {
+        self.0.contains("content_search_hnsw")
+    }
+}
+
 /// Memory the HNSW build may use, per row of `dim` values: the half-precision vector and its
 /// neighbour lists (pgvector keeps the graph in `maintenance_work_mem` while it fits, and
 /// builds several times slower once it does not).
@@ -210,9 +240,14 @@ impl Store {
                 "SET LOCAL maintenance_work_mem = '{}MB';
                  CREATE INDEX content_search_hnsw ON {TABLE}
                      USING hnsw (embedding halfvec_ip_ops);
-                 CREATE INDEX IF NOT EXISTS content_search_language ON {TABLE} (language)",
+                 CREATE INDEX IF NOT EXISTS content_search_language ON {TABLE} (language);
+                 ANALYZE {TABLE}",
                 memory >> 20
             ))?;
+            // ANALYZE: without the table's statistics the planner guesses a language holds a
+            // handful of rows and scans it exactly, until autovacuum's first ANALYZE switches
+            // the same query to the HNSW index: the plan (and its recall) would change under
+            // a running server.
         }
         tx.commit()?;
         drop(c);
@@ -242,19 +277,10 @@ impl Store {
         };
         let mut c = pg.borrow_mut()?;
         let mut tx = c.transaction()?;
-        // relaxed_order: the index is scanned further until `k` rows of the language are
-        // found; their order may be slightly off, which exact rescoring makes up for.
-        tx.batch_execute(&format!(
-            "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {};
-             SET LOCAL statement_timeout = {}",
-            settings.ef_search.clamp(1, 1000),
-            settings.timeout.as_millis().clamp(1, i32::MAX as u128)
-        ))?;
+        tx.batch_execute(&settings.sql())?;
         let rows = tx.query(
             &format!(
-                "SELECT c.id, c.vector FROM
-                     (SELECT id FROM {TABLE} WHERE language = $1
-                      ORDER BY embedding <#> $2 LIMIT $3) s
+                "SELECT c.id, c.vector FROM ({NEAREST}) s
                  JOIN contents c ON c.id = s.id"
             ),
             &[&language, &to_half(query), &(k as i64)],
@@ -266,6 +292,36 @@ impl Store {
                 Ok((r.try_get(0)?, super::contents::from_blob(&blob)))
             })
             .collect()
+    }
+
+    /// How the database runs [`nearest`](Self::nearest)'s search for `language` (its
+    /// `EXPLAIN`): whether through the HNSW index ([`SearchPlan::uses_hnsw`]) or an exact scan.
+    pub fn search_plan(
+        &self,
+        language: &str,
+        query: &[f32],
+        k: usize,
+        settings: SearchSettings,
+    ) -> Result<SearchPlan> {
+        let Db::Postgres(pg) = &self.db else {
+            return Err(StoreError::Invalid(format!(
+                "{}: the search needs a PostgreSQL store",
+                self.place
+            )));
+        };
+        let mut c = pg.borrow_mut()?;
+        let mut tx = c.transaction()?;
+        tx.batch_execute(&settings.sql())?;
+        let rows = tx.query(
+            &format!("EXPLAIN {NEAREST}"),
+            &[&language, &to_half(query), &(k as i64)],
+        )?;
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        tx.commit()?;
+        Ok(SearchPlan(lines.join("\n")))
     }
 
     /// Drops the search table (all vectors are about to change: `--reembed`); the next
