@@ -4,8 +4,8 @@
 # lower instruction set forced (LECR_ISA), so every path this CPU can run is checked.
 # The curator page's browser test drives Debian's `chromium` and the shared store's tests
 # Debian's `postgresql`: each installed here with apt when missing (as root, or through sudo).
-# The PostgreSQL index mode's tests run a PostgreSQL build with pgvector from PyPI
-# (scripts/fetch-pgvector.sh).
+# The PostgreSQL index mode's tests run Debian's PostgreSQL 15 with pgvector built from Debian's
+# source package (scripts/fetch-pgvector.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${LECR_SKIP_BROWSER:-}" ] && [ -z "${CHROME:-}" ] && ! command -v chromium >/dev/null 2>&1; then
@@ -26,7 +26,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 LECR_MINILM="$(./scripts/fetch-minilm.sh)"
 # The PostgreSQL index mode's tests (`serve --index postgres`) need pgvector, which Debian 12
-# does not package: a PostgreSQL build that bundles it, fetched once into .cache/.
+# does not package as a binary: built once from Debian's source package into .cache/.
 LECR_PGVECTOR_BIN="$(./scripts/fetch-pgvector.sh)"
 export LECR_MINILM LECR_PGVECTOR_BIN LECR_NO_PROGRESS=1
 cargo test --release --all-targets "$@"

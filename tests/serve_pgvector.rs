@@ -1,5 +1,5 @@
 //! `lecr serve --index postgres`: the vectors and their nearest-neighbour search in the
-//! PostgreSQL store (pgvector's HNSW index), beside a server of the default in-memory index
+//! PostgreSQL store (pgvector's HNSW graphs, one per language), beside a server of the default in-memory index
 //! over the same store. At this size the HNSW search finds every exact neighbour, so the two
 //! modes give the same answers (the reranker's included); writes through either server reach
 //! the other's answers; a database outage is a 503 the server recovers from by itself; the
@@ -85,6 +85,9 @@ fn the_postgres_index_answers_as_the_memory_index_and_follows_writes() {
         rr_path,
         "--index",
         "postgres",
+        // Every language walks its HNSW graph (by default one this small is scanned exactly).
+        "--hnsw-from",
+        "1",
     ]);
     // It holds no vectors.
     let metrics = remote.text("/metrics");

@@ -69,6 +69,10 @@ pub struct CatalogBenchOptions {
     /// With `--index postgres`: pgvector's hnsw.ef_search.
     #[arg(long, default_value_t = crate::store::search::SearchSettings::default().ef_search)]
     pub ef_search: usize,
+    /// With `--index postgres`: the server's --hnsw-from (a language of fewer contents is
+    /// scanned exactly).
+    #[arg(long, default_value_t = crate::store::search::SearchSettings::default().indexed_from)]
+    pub hnsw_from: usize,
     /// The contents' vectors: `random` (no encoder time; an approximate index's worst case) or
     /// `model` (the served model's own vectors of the generated texts: the encoder runs over
     /// every content, about ten minutes per 154k on two cores).
@@ -136,6 +140,8 @@ fn serve_cmd(o: &CatalogBenchOptions, store: &Location, mode: &str) -> Result<Co
             "postgres",
             "--ef-search",
             &o.ef_search.to_string(),
+            "--hnsw-from",
+            &o.hnsw_from.to_string(),
         ]);
     }
     c.args(["--max-len", &MAX_LEN.to_string(), "--addr", "127.0.0.1:0"]);
@@ -424,7 +430,7 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.contents = ds.contents.len();
     let limit = Duration::from_secs(3600);
     // A first start on the empty store records the model's id there (and tells the dimension).
-    // In memory: the search table is made (and its HNSW index built) by the first start on
+    // In memory: the search table is made (and its HNSW graphs built) by the first start on
     // the full store, as an operator's first start would.
     let first = ServerProcess::start(
         serve_cmd(o, &store, "memory")?,
@@ -458,6 +464,7 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     if postgres {
         let settings = crate::store::search::SearchSettings {
             ef_search: o.ef_search,
+            indexed_from: o.hnsw_from,
             ..Default::default()
         };
         // The queries: random unit vectors, or with the model's vectors the topics' own.
@@ -466,11 +473,13 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
             .then(|| topic_queries(&ds, &mut vectors, 200, o.seed));
         let r = super::catalog_pg::recall(&store, settings, queries.transpose()?, 200, o.seed)?;
         println!(
-            "search ({}): recall@100 {:.4} against exact search over {} queries; query p50 \
-             {:.1} ms, p99 {:.1} ms (one client); search table {:.1} MiB on the server",
+            "search ({}): recall@100 {:.4} against exact search over {} queries ({:.4} counting \
+             near-ties); query p50 {:.1} ms, p99 {:.1} ms (one client); search table {:.1} MiB \
+             on the server",
             r.plan,
             r.recall,
             r.queries,
+            r.near,
             r.p50_ms,
             r.p99_ms,
             r.table_bytes as f64 / (1u64 << 20) as f64
@@ -592,8 +601,8 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
     );
     if let Some(r) = &f.recall {
         println!(
-            "| index in PostgreSQL (pgvector HNSW, halfvec, ef_search {}): recall@100 against exact search, {} vectors | {:.4} over {} queries ({}) |",
-            o.ef_search, o.vectors, r.recall, r.queries, r.plan
+            "| index in PostgreSQL (pgvector HNSW, halfvec, ef_search {}, graphs from {} contents): recall@100 against exact search, {} vectors | {:.4} over {} queries ({}); {:.4} counting ties within {:e} of the exact 100th score |",
+            o.ef_search, o.hnsw_from, o.vectors, r.recall, r.queries, r.plan, r.near, super::catalog_pg::TIE
         );
         println!(
             "| its nearest-100 query, one client | p50 {:.1} ms, p99 {:.1} ms |",

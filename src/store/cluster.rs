@@ -38,7 +38,7 @@ fn server_bin() -> Result<PathBuf> {
     )
 }
 
-/// The PostgreSQL build that bundles pgvector (`scripts/fetch-pgvector.sh`): the folder
+/// PostgreSQL's programs with pgvector (`scripts/fetch-pgvector.sh`): the folder
 /// `LECR_PGVECTOR_BIN` names, else the script's default place under `./.cache`.
 pub fn pgvector_bin() -> Result<PathBuf> {
     let bin = match std::env::var_os("LECR_PGVECTOR_BIN") {
@@ -56,7 +56,7 @@ pub fn pgvector_bin() -> Result<PathBuf> {
 }
 
 /// Where `scripts/fetch-pgvector.sh` puts the server's programs (from the repository root).
-pub const PGVECTOR_DEFAULT_BIN: &str = ".cache/pgvector-0.1.6/pgserver/pginstall/bin";
+pub const PGVECTOR_DEFAULT_BIN: &str = ".cache/pgvector-0.8.0-pg15/usr/lib/postgresql/15/bin";
 
 impl Cluster {
     /// Initialises and starts a cluster of Debian's (or PATH's) PostgreSQL; its superuser is
@@ -65,7 +65,7 @@ impl Cluster {
         Cluster::start_with(server_bin()?)
     }
 
-    /// A cluster of the PostgreSQL build that bundles pgvector ([`pgvector_bin`]).
+    /// A cluster of the PostgreSQL build with pgvector ([`pgvector_bin`]).
     pub fn start_pgvector() -> Result<Cluster> {
         Cluster::start_with(pgvector_bin()?)
     }

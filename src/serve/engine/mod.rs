@@ -123,19 +123,27 @@ fn remote_index(
     );
     let t0 = std::time::Instant::now();
     let bar = crate::progress::bar(store.count()? as u64, "search table");
-    let setup = store.enable_search(index.dim(), |n| bar.set_position(n as u64))?;
+    let setup = store.enable_search(index.dim(), search.indexed_from, |n| {
+        bar.set_position(n as u64)
+    })?;
     bar.finish_and_clear();
+    let g = &setup.graphs;
     tracing::info!(
-        "{}: search table of {} contents ({} written now{}) in {:.1}s",
+        "{}: search table of {} contents ({} written now) in {:.1}s; HNSW graphs of {} \
+         languages ({}{}), {} scanned exactly (under {} contents)",
         store.place(),
         setup.rows,
         setup.filled,
-        if setup.built_index {
-            ", HNSW index built"
+        t0.elapsed().as_secs_f64(),
+        g.indexed.len(),
+        g.indexed.join(", "),
+        if g.built.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("; built now: {}", g.built.join(", "))
         },
-        t0.elapsed().as_secs_f64()
+        g.scanned.len(),
+        search.indexed_from
     );
     let connections = rayon::current_num_threads().max(2);
     Ok(index.with_remote(super::remote::RemoteSearch::open(loc, connections, search)?))
