@@ -473,9 +473,10 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
             .then(|| topic_queries(&ds, &mut vectors, 200, o.seed));
         let r = super::catalog_pg::recall(&store, settings, queries.transpose()?, 200, o.seed)?;
         println!(
-            "search ({}): recall@100 {:.4} against exact search over {} queries ({:.4} counting \
+            "search ({}; {}): recall@100 {:.4} against exact search over {} queries ({:.4} counting \
              near-ties); query p50 {:.1} ms, p99 {:.1} ms (one client); search table {:.1} MiB \
              on the server",
+            r.engine,
             r.plan,
             r.recall,
             r.queries,
@@ -601,8 +602,8 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
     );
     if let Some(r) = &f.recall {
         println!(
-            "| index in PostgreSQL (pgvector HNSW, halfvec, ef_search {}, graphs from {} contents): recall@100 against exact search, {} vectors | {:.4} over {} queries ({}); {:.4} counting ties within {:e} of the exact 100th score |",
-            o.ef_search, o.hnsw_from, o.vectors, r.recall, r.queries, r.plan, r.near, super::catalog_pg::TIE
+            "| index in PostgreSQL ({}; HNSW, halfvec, ef_search {}, graphs from {} contents): recall@100 against exact search, {} vectors | {:.4} over {} queries ({}); {:.4} counting ties within {:e} of the exact 100th score |",
+            r.engine, o.ef_search, o.hnsw_from, o.vectors, r.recall, r.queries, r.plan, r.near, super::catalog_pg::TIE
         );
         println!(
             "| its nearest-100 query, one client | p50 {:.1} ms, p99 {:.1} ms |",

@@ -32,6 +32,8 @@ pub struct Recall {
     pub p99_ms: f64,
     /// The search table with its indexes, on the server.
     pub table_bytes: u64,
+    /// The database server and its pgvector ([`Store::search_engine`]).
+    pub engine: String,
     /// How the database ran the searches: in how many languages through their HNSW graph,
     /// and which languages (of how many contents) it scanned exactly.
     pub plan: String,
@@ -155,6 +157,7 @@ pub fn recall(
         p50_ms: at(0.5),
         p99_ms: at(0.99),
         table_bytes: st.search_bytes()?,
+        engine: st.search_engine()?,
         plan,
     })
 }

@@ -129,9 +129,10 @@ fn remote_index(
     bar.finish_and_clear();
     let g = &setup.graphs;
     tracing::info!(
-        "{}: search table of {} contents ({} written now) in {:.1}s; HNSW graphs of {} \
+        "{} ({}): search table of {} contents ({} written now) in {:.1}s; HNSW graphs of {} \
          languages ({}{}), {} scanned exactly (under {} contents)",
         store.place(),
+        store.search_engine()?,
         setup.rows,
         setup.filled,
         t0.elapsed().as_secs_f64(),

@@ -315,6 +315,26 @@ impl Store {
         Ok(())
     }
 
+    /// The database server and the pgvector it runs, for the start line and the benches:
+    /// `PostgreSQL 15.18, pgvector 0.8.0` (empty where the store is not PostgreSQL).
+    pub fn search_engine(&self) -> Result<String> {
+        let Db::Postgres(c) = &self.db else {
+            return Ok(String::new());
+        };
+        let row = c.borrow_mut()?.query_one(
+            "SELECT current_setting('server_version'),
+                    (SELECT extversion FROM pg_extension WHERE extname = 'vector')",
+            &[],
+        )?;
+        let server: String = row.get(0);
+        let vector: Option<String> = row.get(1);
+        Ok(format!(
+            "PostgreSQL {}, pgvector {}",
+            server.split_whitespace().next().unwrap_or(&server),
+            vector.as_deref().unwrap_or("not installed")
+        ))
+    }
+
     /// Rows in the search table (0 where there is none).
     pub fn search_rows(&self) -> Result<usize> {
         let sql = format!("SELECT COUNT(*) FROM {TABLE}");

@@ -63,6 +63,9 @@ fn the_hnsw_index_finds_the_exact_neighbours_of_a_language_and_follows_every_wri
     };
     assert_eq!(setup.graphs, graphs(&["en"], &["en"], &["fr"]));
     assert_eq!(setup.rows, 2_400);
+    // The pinned build of scripts/fetch-pgvector.sh (or another 0.8 release).
+    let engine = store.search_engine().unwrap();
+    assert!(engine.contains(", pgvector 0.8."), "{engine}");
     // Again (another replica starting): nothing to do.
     let again = Store::open_at(&loc)
         .unwrap()
@@ -267,8 +270,11 @@ fn the_search_is_refused_clearly_without_pgvector_or_on_sqlite() {
     let mut sqlite = Store::open(Some(dir.path())).unwrap();
     let err = sqlite.enable_search(4, 1, |_| {}).unwrap_err().to_string();
     assert!(err.contains("needs a PostgreSQL store"), "{err}");
+    assert_eq!(sqlite.search_engine().unwrap(), "");
     let pg = Cluster::start().expect("Debian's PostgreSQL");
     let mut plain = Store::open_at(&Location::Postgres(pg.url())).unwrap();
+    let engine = plain.search_engine().unwrap();
+    assert!(engine.starts_with("PostgreSQL 1"), "{engine}");
     let available: bool = {
         let Db::Postgres(c) = &plain.db else {
             unreachable!()
@@ -286,6 +292,7 @@ fn the_search_is_refused_clearly_without_pgvector_or_on_sqlite() {
         println!("skipped the no-pgvector half: this machine's PostgreSQL has pgvector");
         return;
     }
+    assert!(engine.ends_with("pgvector not installed"), "{engine}");
     let err = plain.enable_search(4, 1, |_| {}).unwrap_err().to_string();
     assert!(err.contains("no pgvector extension"), "{err}");
     // Nothing was made: writes go on as before.
