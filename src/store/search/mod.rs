@@ -248,23 +248,15 @@ impl Store {
         k: usize,
         settings: SearchSettings,
     ) -> Result<Vec<(String, Vec<f32>)>> {
-        let Db::Postgres(pg) = &self.db else {
-            return Err(StoreError::Invalid(format!(
-                "{}: no search table in a SQLite store",
-                self.place
-            )));
-        };
-        let mut c = pg.borrow_mut()?;
-        let mut tx = c.transaction()?;
-        tx.batch_execute(&settings.sql())?;
-        let rows = tx.query(
-            &format!(
-                "SELECT c.id, c.vector FROM ({NEAREST}) s
-                 JOIN contents c ON c.id = s.id"
-            ),
-            &[&language, &to_half(query), &(k as i64)],
-        )?;
-        tx.commit()?;
+        let rows = self.in_search(settings, |tx| {
+            Ok(tx.query(
+                &format!(
+                    "SELECT c.id, c.vector FROM ({NEAREST}) s
+                     JOIN contents c ON c.id = s.id"
+                ),
+                &[&language, &to_half(query), &(k as i64)],
+            )?)
+        })?;
         rows.iter()
             .map(|r| {
                 let blob: Vec<u8> = r.try_get(1)?;
@@ -283,25 +275,38 @@ impl Store {
         k: usize,
         settings: SearchSettings,
     ) -> Result<SearchPlan> {
+        let rows = self.in_search(settings, |tx| {
+            Ok(tx.query(
+                &format!("EXPLAIN {NEAREST}"),
+                &[&language, &to_half(query), &(k as i64)],
+            )?)
+        })?;
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(SearchPlan(lines.join("\n")))
+    }
+
+    /// Runs `f` in a transaction with `settings` applied, as every search runs (an error on
+    /// a SQLite store, which has no search table).
+    fn in_search<T>(
+        &self,
+        settings: SearchSettings,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let Db::Postgres(pg) = &self.db else {
             return Err(StoreError::Invalid(format!(
-                "{}: the search needs a PostgreSQL store",
+                "{}: no search table in a SQLite store (the search needs PostgreSQL)",
                 self.place
             )));
         };
         let mut c = pg.borrow_mut()?;
         let mut tx = c.transaction()?;
         tx.batch_execute(&settings.sql())?;
-        let rows = tx.query(
-            &format!("EXPLAIN {NEAREST}"),
-            &[&language, &to_half(query), &(k as i64)],
-        )?;
-        let lines: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()?;
+        let out = f(&mut tx)?;
         tx.commit()?;
-        Ok(SearchPlan(lines.join("\n")))
+        Ok(out)
     }
 
     /// Drops the search table (all vectors are about to change: `--reembed`); the next
