@@ -3,7 +3,9 @@
 //! over the same store. At this size the HNSW search finds every exact neighbour, so the two
 //! modes give the same answers (the reranker's included); writes through either server reach
 //! the other's answers; a database outage is a 503 the server recovers from by itself; the
-//! mode is refused clearly where it cannot run.
+//! mode is refused clearly where it cannot run. With the lexical retriever each server holds
+//! the lexical index and the store the vectors: the answers are again the in-memory index's,
+//! to the bit, with and without the reranker, and follow writes.
 //!
 //! The PostgreSQL build with pgvector comes from `scripts/fetch-pgvector.sh` (scripts/test.sh
 //! runs it and sets `LECR_PGVECTOR_BIN`).
@@ -97,19 +99,7 @@ fn the_postgres_index_answers_as_the_memory_index_and_follows_writes() {
     );
 
     let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
-    let topics: Vec<Value> = ds
-        .topics
-        .iter()
-        .filter(|t| t.parent.is_some())
-        .take(16)
-        .map(|t| {
-            let p = ds.topic(t.parent.as_deref().unwrap()).unwrap();
-            json!({"id": uuid(), "channel_id": uuid(), "title": t.title,
-                "description": t.description, "language": t.language,
-                "ancestors": [{"id": uuid(), "title": p.title, "description": p.description,
-                    "level": 0}]})
-        })
-        .collect();
+    let topics = studio_topics(&data, 16);
     assert!(topics.iter().any(|t| t["language"] == "es"));
     for path in [
         "/stable/recommend",
@@ -202,11 +192,147 @@ fn the_postgres_index_answers_as_the_memory_index_and_follows_writes() {
         "give --store postgres://",
     );
     refused(
-        &["--model", &model, "--model", "lexical", "--store", &url],
-        "not served from PostgreSQL yet",
-    );
-    refused(
         &["--model", &model, "--store", &url, "--ef-search", "0"],
         "--ef-search 0: pgvector accepts 1 to 1000",
     );
+}
+
+/// Topics of the corpus at `data` as Studio sends them (with their parent as ancestor).
+fn studio_topics(data: &str, n: usize) -> Vec<Value> {
+    let ds = lecr::data::load_dataset(Path::new(data)).unwrap();
+    ds.topics
+        .iter()
+        .filter(|t| t.parent.is_some())
+        .take(n)
+        .map(|t| {
+            let p = ds.topic(t.parent.as_deref().unwrap()).unwrap();
+            json!({"id": uuid(), "channel_id": uuid(), "title": t.title,
+                "description": t.description, "language": t.language,
+                "ancestors": [{"id": uuid(), "title": p.title, "description": p.description,
+                    "level": 0}]})
+        })
+        .collect()
+}
+
+fn refs(a: &[String]) -> Vec<&str> {
+    a.iter().map(String::as_str).collect()
+}
+
+/// The value of an unlabelled metric in a `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn with_the_lexical_retriever_the_postgres_index_answers_as_the_memory_index() {
+    let pg = Cluster::start_pgvector()
+        .expect("a PostgreSQL with pgvector (scripts/fetch-pgvector.sh; scripts/test.sh runs it)");
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let (data, model) = common::serve_corpus(root.path());
+    let rr = root.path().join("rr");
+    let rr_path = rr.to_str().unwrap();
+    common::run_lecr([
+        "rerank", "train", "--data", &data, "--fold", "0", "--model", &model, "--model", "lexical",
+        "--k", "4", "--trees", "30", "--out", rr_path,
+    ]);
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--model", &model, "--model", "lexical", "--data", &data]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--store".to_string(), url.clone()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let memory = Server::start(&refs(&args(&[])));
+    let remote = Server::start(&refs(&args(&["--index", "postgres"])));
+    let ranked = Server::start(&refs(&args(&["--reranker", rr_path])));
+    let ranked_remote = Server::start(&refs(&args(&[
+        "--reranker",
+        rr_path,
+        "--index",
+        "postgres",
+    ])));
+    let metrics = remote.text("/metrics");
+    assert!(
+        metrics.contains("lecr_index_bytes{part=\"vectors\"} 0"),
+        "no vectors held: {metrics}"
+    );
+    assert!(
+        metric(&metrics, "lecr_lexical_index_bytes") > 0.0,
+        "the lexical index is held: {metrics}"
+    );
+
+    let topics = studio_topics(&data, 24);
+    let body = json!({ "topics": topics });
+    let paths = [
+        "/stable/recommend",
+        "/stable/recommend?override_threshold=True&top_k=10",
+        "/stable/recommend?override_threshold=True&top_k=40",
+    ];
+    let same = |a: &Server, b: &Server, path: &str| -> (Vec<BTreeMap<String, String>>, bool) {
+        let (c1, x) = a.post(path, &body);
+        let (c2, y) = b.post(path, &body);
+        assert_eq!((c1, c2), (200, 200), "{x} {y}");
+        let (x, y) = (answers(&x), answers(&y));
+        let equal = x == y;
+        (x, equal)
+    };
+    for (a, b) in [(&memory, &remote), (&ranked, &ranked_remote)] {
+        for path in paths {
+            let (x, equal) = same(a, b, path);
+            assert!(x.iter().filter(|t| !t.is_empty()).count() > 12, "{x:?}");
+            assert!(equal, "{path}: the same contents with the same scores");
+        }
+    }
+    // At this size every ranking is certain (the lexical list reaches the whole language).
+    for s in [&remote, &ranked_remote] {
+        assert_eq!(
+            metric(&s.text("/metrics"), "lecr_search_uncertain_total"),
+            0.0
+        );
+    }
+
+    // A new content, written through the remote server with a title of its own: a topic of
+    // that title finds it first on both servers once their lexical indexes are refitted,
+    // and the two agree again everywhere.
+    let channel = uuid();
+    let title = "Zyxwv quokkanometry";
+    let new_id = uuid().replace('-', "");
+    let (code, v) = remote.post(
+        "/stable/embed-content",
+        &json!({"resources": [{"id": new_id, "title": title, "description": "", "text": "",
+            "language": "en", "files": null}], "metadata": {"channel_id": channel}}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let topic = json!({"topics": [{"id": uuid(), "channel_id": channel,
+        "title": "quokkanometry", "description": "", "language": "en"}]});
+    let rec = "/stable/recommend?override_threshold=True";
+    let first = |s: &Server| -> Option<String> {
+        s.post(rec, &topic).1["topics"][0]["recommendations"][0]["id"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for s in [&remote, &memory] {
+        within(
+            Duration::from_secs(10),
+            "ranking the new content first",
+            || first(s).as_deref() == Some(new_id.as_str()),
+        );
+    }
+    within(
+        Duration::from_secs(10),
+        "the same answers after the write",
+        || paths.iter().all(|p| same(&memory, &remote, p).1),
+    );
+    // Removed: gone from the remote server's lexical side too.
+    let (code, v) = remote.post("/stable/remove-content", &json!({ "ids": [new_id] }));
+    assert_eq!(code, 200, "{v}");
+    within(Duration::from_secs(10), "dropping it", || {
+        first(&remote).as_deref() != Some(new_id.as_str())
+    });
 }

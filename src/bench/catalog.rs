@@ -110,6 +110,9 @@ pub struct CatalogFigures {
     /// With `--index postgres`: recall@100 of the HNSW search against exact search, its
     /// queries' p50/p99 (ms, one client), and the search table's bytes on the server.
     pub recall: Option<super::catalog_pg::Recall>,
+    /// With `--index postgres` and the lexical retriever: answers given without certainty
+    /// that their top is the whole language's (`lecr_search_uncertain_total` after the load).
+    pub uncertain: u64,
 }
 
 /// The token limit the servers and `--vectors model` embed with (the embedding default).
@@ -244,9 +247,17 @@ fn topic_body(title: &Value, description: &Value, language: &Value) -> String {
     .to_string()
 }
 
-/// `lecr_index_bytes{part="..."}` (with `exact_on_disk` last: the exact vectors' file) and
-/// `lecr_lexical_stale_languages` of a `/metrics` text.
-fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
+/// What the bench reads from a server's `/metrics`.
+struct Served {
+    /// `lecr_index_bytes{part="..."}`, with `exact_on_disk` last (the exact vectors' file).
+    parts: Vec<(String, f64)>,
+    /// `lecr_lexical_stale_languages`.
+    stale: f64,
+    /// `lecr_search_uncertain_total`.
+    uncertain: f64,
+}
+
+fn metrics(base: &str) -> Result<Served> {
     let text = ureq::get(&format!("{base}/metrics"))
         .call()
         .context("GET /metrics")?
@@ -254,6 +265,7 @@ fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
     let mut parts = Vec::new();
     let mut stale = 0.0;
     let mut exact = 0.0;
+    let mut uncertain = 0.0;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("lecr_index_bytes{part=\"") {
             if let Some((part, value)) = rest.split_once("\"} ") {
@@ -263,6 +275,8 @@ fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
             exact = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = line.strip_prefix("lecr_lexical_stale_languages ") {
             stale = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("lecr_search_uncertain_total ") {
+            uncertain = v.trim().parse().unwrap_or(0.0);
         }
     }
     anyhow::ensure!(
@@ -270,14 +284,18 @@ fn metrics(base: &str) -> Result<(Vec<(String, f64)>, f64)> {
         "{base}/metrics has no lecr_index_bytes (another version of lecr?)"
     );
     parts.push(("exact_on_disk".to_string(), exact));
-    Ok((parts, stale))
+    Ok(Served {
+        parts,
+        stale,
+        uncertain,
+    })
 }
 
 /// Waits until no language's lexical index misses writes (answers are final then), at most
 /// `limit` (a refit runs in idle time, so it takes longer the larger the catalog).
 fn settle(base: &str, limit: Duration) -> Result<()> {
     let t0 = Instant::now();
-    while metrics(base)?.1 > 0.0 {
+    while metrics(base)?.stale > 0.0 {
         anyhow::ensure!(
             t0.elapsed() < limit,
             "the lexical index was still stale after {limit:?}"
@@ -453,7 +471,7 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.start_s = server.ready_s;
     f.rss_mib = server.rss_mib();
     f.peak_rss_mib = server.peak_rss_mib();
-    f.parts = metrics(&server.base)?.0;
+    f.parts = metrics(&server.base)?.parts;
     if let Some((_, b)) = f.parts.pop() {
         f.exact_file_bytes = b;
     }
@@ -508,8 +526,9 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
             f.fresh, f.publish_s, f.fresh_max_s
         );
     }
-    let (parts, _) = metrics(&server.base)?;
-    println!("index bytes after the load: {parts:?}");
+    let served = metrics(&server.base)?;
+    f.uncertain = served.uncertain as u64;
+    println!("index bytes after the load: {:?}", served.parts);
     // A refit fits what the start fitted, in idle time: allow it several start times.
     let settle_limit = FRESH_LIMIT.max(Duration::from_secs_f64(f.start_s * 4.0));
     settle(&server.base, settle_limit)?;
@@ -614,5 +633,11 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
             r.table_bytes as f64 / n,
             mib(r.table_bytes as f64)
         );
+        if o.models.iter().any(|m| m == "lexical") {
+            println!(
+                "| answers given at the pool's cap without certainty (`lecr_search_uncertain_total`) | {} of the load's {} requests |",
+                f.uncertain, f.requests
+            );
+        }
     }
 }

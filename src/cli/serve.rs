@@ -73,8 +73,8 @@ pub(crate) struct ServeArgs {
     metrics_addr: Option<String>,
     /// Where the contents' vectors and their nearest-neighbour search live: `memory` (in each
     /// server, exact) or `postgres` (in the PostgreSQL --store, pgvector's HNSW graphs, so a
-    /// server holds no vectors; needs the `vector` extension, see README; not with --model
-    /// lexical yet).
+    /// server holds no vectors; needs the `vector` extension, see README; with --model
+    /// lexical each server keeps the lexical index and ranks the union of both lists).
     #[arg(long, default_value = "memory", value_parser = ["memory", "postgres"])]
     index: String,
     /// With --index postgres: candidates each HNSW search keeps (pgvector's hnsw.ef_search,

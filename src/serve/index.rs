@@ -13,7 +13,7 @@
 
 use super::exact::ExactRows;
 use super::lexical::{Fitted, LexRows, Refit, Snapshot};
-use super::remote::RemoteSearch;
+use super::remote::{LexicalSide, RemoteSearch};
 use crate::kernels::quantized::{chain_dot, QuantizedRows, TopicNorms};
 use crate::rerank::candidates::{from_rows, rank_depth, TopicCandidates};
 use crate::select::threshold;
@@ -30,7 +30,9 @@ use std::sync::RwLock;
 struct LangMatrix {
     ids: Vec<String>,
     vectors: QuantizedRows,
-    exact: ExactRows,
+    /// `None` in the PostgreSQL index mode, which keeps a language's ids and lexical index
+    /// only (the store holds the vectors).
+    exact: Option<ExactRows>,
     lexical: Option<LexRows>,
     /// Writes to this language so far.
     version: u64,
@@ -189,34 +191,72 @@ impl Index {
             return Ok(());
         }
         if let Some(lang) = &meta.language {
-            let d = self.dim;
-            if !self.langs.contains_key(lang) {
-                let m = LangMatrix {
-                    ids: Vec::new(),
-                    vectors: QuantizedRows::new(d),
-                    exact: ExactRows::new_in(&self.exact_dir, d)?,
-                    lexical: None,
-                    version: 0,
-                    fitted: None,
-                };
-                self.langs.insert(lang.clone(), m);
-            }
-            let m = self.langs.get_mut(lang).expect("inserted above");
-            m.exact.push(vector)?;
-            self.row.insert(meta.id.clone(), m.ids.len());
-            m.ids.push(meta.id.clone());
+            let m = self.lang_rows(lang, true)?;
+            m.exact
+                .as_mut()
+                .expect("in-memory languages hold exact vectors")
+                .push(vector)?;
             m.vectors.push(vector);
-            m.version += 1;
-            if let Some(lx) = &mut m.lexical {
-                lx.push_unfitted();
-            }
+            self.push_row(lang, &meta.id);
         }
         self.heap += heap_bytes(&meta);
         self.meta.insert(meta.id.clone(), meta);
         Ok(())
     }
 
-    /// The PostgreSQL index mode's upsert: the metadata only (the store holds the vector).
+    /// `lang`'s rows, made when missing (with an exact vectors' file when `exact`).
+    fn lang_rows(&mut self, lang: &str, exact: bool) -> io::Result<&mut LangMatrix> {
+        if !self.langs.contains_key(lang) {
+            let d = self.dim;
+            let m = LangMatrix {
+                ids: Vec::new(),
+                vectors: QuantizedRows::new(d),
+                exact: exact
+                    .then(|| ExactRows::new_in(&self.exact_dir, d))
+                    .transpose()?,
+                lexical: None,
+                version: 0,
+                fitted: None,
+            };
+            self.langs.insert(lang.to_string(), m);
+        }
+        Ok(self.langs.get_mut(lang).expect("inserted above"))
+    }
+
+    /// Appends `id` to its language's row order (and to its lexical index, unfitted).
+    fn push_row(&mut self, lang: &str, id: &str) {
+        let m = self.langs.get_mut(lang).expect("made by lang_rows");
+        self.row.insert(id.to_string(), m.ids.len());
+        m.ids.push(id.to_string());
+        m.version += 1;
+        if let Some(lx) = &mut m.lexical {
+            lx.push_unfitted();
+        }
+    }
+
+    /// Takes row `r` out of `lang`'s row order (the last row moves into the hole).
+    fn take_row(&mut self, lang: &str, id: &str, r: usize) {
+        let m = self
+            .langs
+            .get_mut(lang)
+            .expect("a row implies its language");
+        self.row.remove(id);
+        let last = m.ids.len() - 1;
+        m.ids.swap_remove(r);
+        if m.exact.is_some() {
+            m.vectors.swap_remove(r);
+        }
+        m.version += 1;
+        if let Some(lx) = &mut m.lexical {
+            lx.swap_remove(r);
+        }
+        if r != last {
+            self.row.insert(m.ids[r].clone(), r);
+        }
+    }
+
+    /// The PostgreSQL index mode's upsert: the metadata (the store holds the vector), and
+    /// with lexical retrieval the content's row in its language's lexical index.
     pub fn upsert_meta(&mut self, meta: ContentMeta) {
         debug_assert!(self.is_remote(), "vectors are needed in memory");
         if let Some(old) = self.meta.remove(&meta.id) {
@@ -224,16 +264,27 @@ impl Index {
         }
         if let Some(lang) = &meta.language {
             *self.counts.entry(lang.clone()).or_default() += 1;
+            if self.lexical() {
+                self.lang_rows(lang, false)
+                    .expect("no file is made without exact vectors");
+                self.push_row(lang, &meta.id);
+            }
         }
         self.heap += heap_bytes(&meta);
         self.meta.insert(meta.id.clone(), meta);
     }
 
-    /// Takes a removed content's share out of the PostgreSQL index mode's counts.
+    /// Takes a removed content's share out of the PostgreSQL index mode's counts (and its
+    /// row out of the lexical index).
     fn forget_meta(&mut self, old: &ContentMeta) {
         self.heap -= heap_bytes(old);
-        if let Some(n) = old.language.as_ref().and_then(|l| self.counts.get_mut(l)) {
-            *n -= 1;
+        if let Some(lang) = &old.language {
+            if let Some(n) = self.counts.get_mut(lang) {
+                *n -= 1;
+            }
+            if let Some(&r) = self.row.get(&old.id) {
+                self.take_row(lang, &old.id, r);
+            }
         }
     }
 
@@ -262,7 +313,8 @@ impl Index {
             (Some(lang), Some(&r)) => self
                 .langs
                 .get(lang)
-                .is_some_and(|m| m.exact.row(r).is_ok_and(|x| x == vector)),
+                .and_then(|m| m.exact.as_ref())
+                .is_some_and(|e| e.row(r).is_ok_and(|x| x == vector)),
             (None, None) => true,
             _ => false,
         }
@@ -285,26 +337,14 @@ impl Index {
                 .get_mut(lang)
                 .expect("a row implies its language");
             // The only step that can fail goes first.
-            m.exact.swap_remove(r)?;
+            if let Some(e) = &mut m.exact {
+                e.swap_remove(r)?;
+            }
         }
         let old = self.meta.remove(id).expect("looked up above");
         self.heap -= heap_bytes(&old);
-        if let (Some(lang), Some(r)) = (old.language, self.row.remove(id)) {
-            let m = self
-                .langs
-                .get_mut(&lang)
-                .expect("a row implies its language");
-            // Move the last row into the hole.
-            let last = m.ids.len() - 1;
-            m.ids.swap_remove(r);
-            m.vectors.swap_remove(r);
-            m.version += 1;
-            if let Some(lx) = &mut m.lexical {
-                lx.swap_remove(r);
-            }
-            if r != last {
-                self.row.insert(m.ids[r].clone(), r);
-            }
+        if let (Some(lang), Some(&r)) = (&old.language, self.row.get(id)) {
+            self.take_row(lang, id, r);
         }
         Ok(true)
     }
@@ -315,7 +355,7 @@ impl Index {
     pub fn similarity(&self, id: &str, v: &[f32]) -> Option<f32> {
         let lang = self.meta.get(id)?.language.as_ref()?;
         let r = *self.row.get(id)?;
-        let exact = self.langs.get(lang)?.exact.row(r).ok()?;
+        let exact = self.langs.get(lang)?.exact.as_ref()?.row(r).ok()?;
         Some(chain_dot(&exact, v))
     }
 
@@ -350,13 +390,48 @@ impl Index {
     /// one model, `v · 1.0` is `v` to the bit).
     fn ensemble(&self, v: &[f32], l: Option<&[f32]>) -> Vec<f32> {
         match (self.lexical_with, l) {
-            (Some(models), Some(l)) => {
-                let w = models as f32;
-                let inv = 1.0 / (models + 1) as f32;
-                v.iter().zip(l).map(|(a, b)| (a * w + b) * inv).collect()
-            }
+            (Some(models), Some(l)) => v
+                .iter()
+                .zip(l)
+                .map(|(&a, &b)| ensemble(models, a, b))
+                .collect(),
             _ => v.to_vec(),
         }
+    }
+
+    /// With lexical retrieval and the topics' texts, what the PostgreSQL index mode ranks
+    /// against besides the store's nearest contents: the language's ids in row order and each
+    /// topic's lexical similarities to all of them (and its parent's, with `parents`).
+    fn lexical_side(
+        &self,
+        lang: &str,
+        lexical: Option<&[&str]>,
+        parents: Option<&[Option<Parent>]>,
+    ) -> Option<LexicalSide<'_>> {
+        let models = self.lexical_with?;
+        let texts = lexical?;
+        let m = self.langs.get(lang);
+        let lx = m.and_then(|m| m.lexical.as_ref());
+        let rows = lx.map(|lx| {
+            texts
+                .par_iter()
+                .map(|t| lx.scores(t))
+                .collect::<Vec<Vec<f32>>>()
+        });
+        let parent_rows = match (lx, parents) {
+            (Some(lx), Some(ps)) => ps
+                .iter()
+                .map(|p| p.as_ref().and_then(|p| p.lexical).map(|t| lx.scores(t)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(LexicalSide {
+            models,
+            ids: m.map_or(&[][..], |m| &m.ids[..]),
+            row_of: &self.row,
+            rows,
+            parent_rows,
+        })
     }
 
     /// Makes `v`, one topic's approximate similarities to `m`'s rows, exact wherever the top
@@ -429,7 +504,8 @@ impl Index {
             if !self.has_language(lang) {
                 return Ok(vec![Vec::new(); n_topics]);
             }
-            return remote.search(lang, topics, d, r);
+            let side = self.lexical_side(lang, lexical, None);
+            return remote.search(lang, topics, d, side.as_ref(), r);
         }
         let Some(m) = self.langs.get(lang).filter(|m| !m.ids.is_empty()) else {
             return Ok(vec![Vec::new(); n_topics]);
@@ -484,7 +560,11 @@ impl Index {
             if !self.has_language(lang) {
                 return Ok((0..n_topics).map(|_| empty()).collect());
             }
-            return remote.candidates(lang, topics, d, parents, columns, k);
+            let side = columns
+                .contains(&Column::Lexical)
+                .then(|| self.lexical_side(lang, lexical, Some(parents)))
+                .flatten();
+            return remote.candidates(lang, topics, d, side.as_ref(), parents, columns, k);
         }
         let Some(m) = self.langs.get(lang).filter(|m| !m.ids.is_empty()) else {
             return Ok((0..n_topics).map(|_| empty()).collect());
@@ -533,7 +613,7 @@ impl Index {
                             ps.push(match col {
                                 Column::Vectors => match exact.get(&(j as u32)) {
                                     Some(x) => chain_dot(x, p.vector),
-                                    None => chain_dot(&m.exact.row(j)?, p.vector),
+                                    None => chain_dot(&m.exact()?.row(j)?, p.vector),
                                 },
                                 Column::Lexical => plex.as_ref().map_or(0.0, |r| r[j]),
                             });
@@ -616,7 +696,12 @@ impl Index {
             .sum();
         IndexMemory {
             vectors: self.langs.values().map(|m| m.vectors.memory_bytes()).sum(),
-            exact_on_disk: self.langs.values().map(|m| m.exact.file_bytes()).sum(),
+            exact_on_disk: self
+                .langs
+                .values()
+                .filter_map(|m| m.exact.as_ref())
+                .map(ExactRows::file_bytes)
+                .sum(),
             lexical: self.lexical_bytes(),
             metadata: table(
                 self.meta.capacity(),
@@ -625,6 +710,15 @@ impl Index {
                 + ids
                 + self.heap,
         }
+    }
+}
+
+impl LangMatrix {
+    /// The exact vectors (an error in the PostgreSQL index mode, which holds none).
+    fn exact(&self) -> io::Result<&ExactRows> {
+        self.exact
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no exact vectors in the PostgreSQL index mode"))
     }
 }
 
@@ -638,7 +732,7 @@ fn read_exact(
 ) -> io::Result<()> {
     for j in rows {
         if let std::collections::hash_map::Entry::Vacant(e) = exact.entry(j) {
-            let x = m.exact.row(j as usize)?;
+            let x = m.exact()?.row(j as usize)?;
             v[j as usize] = chain_dot(&x, t);
             e.insert(x);
         }
@@ -671,6 +765,15 @@ pub struct IndexMemory {
     pub lexical: usize,
     /// Ids, the metadata recommendations return and the row lookup.
     pub metadata: usize,
+}
+
+/// `predict`'s ensemble of one content's similarities: the mean of `models` models (`v`,
+/// their mean already) and the lexical similarity `l`, summed then times 1/members (with
+/// one model, `v · 1.0` is `v` to the bit). Non-decreasing in `v` and in `l`.
+pub(super) fn ensemble(models: usize, v: f32, l: f32) -> f32 {
+    let w = models as f32;
+    let inv = 1.0 / (models + 1) as f32;
+    (v * w + l) * inv
 }
 
 /// The mean of equal-length rows as `predict`'s ensemble computes it: summed in order, then

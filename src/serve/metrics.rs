@@ -1,8 +1,8 @@
 //! Prometheus metrics of the service (`GET /metrics`, text format).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,6 +20,9 @@ pub struct Metrics {
     /// Changes of the store's log this server followed, by who wrote them: `this_server`
     /// (skipped: applied as written) or `others` (read and applied).
     pub changes_followed: IntCounterVec,
+    /// The PostgreSQL index mode with lexical retrieval: answers given at the lexical list's
+    /// cap without certainty that their top is the language's ([`super::remote`]).
+    pub search_uncertain: IntCounter,
     /// Always 1; its labels name the instruction-set level the kernels run at, the int8 and bf16
     /// kernels, the level `LECR_ISA` asked for and the CPU's features (set once at start).
     pub kernels: IntGaugeVec,
@@ -99,6 +102,12 @@ impl Metrics {
             &["writer"],
         )
         .expect("valid metric");
+        let search_uncertain = IntCounter::new(
+            "lecr_search_uncertain_total",
+            "With --index postgres and --model lexical: rankings answered at the lexical list's \
+             deepest without certainty that no content outside the pool belongs in their top",
+        )
+        .expect("valid metric");
         let kernels = IntGaugeVec::new(
             Opts::new(
                 "lecr_kernels_info",
@@ -128,6 +137,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(kernels.clone()),
             Box::new(changes_followed.clone()),
+            Box::new(search_uncertain.clone()),
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
             Box::new(index_contents.clone()),
@@ -151,6 +161,7 @@ impl Metrics {
             index_bytes,
             exact_file_bytes,
             changes_followed,
+            search_uncertain,
             kernels,
         }
     }

@@ -102,7 +102,7 @@ fn remote_index(
     at: Option<&crate::store::Location>,
     index: Index,
     search: crate::store::search::SearchSettings,
-    lexical: bool,
+    uncertain: prometheus::IntCounter,
 ) -> Result<Index> {
     let Some(loc @ crate::store::Location::Postgres(_)) = at else {
         anyhow::bail!(
@@ -110,12 +110,6 @@ fn remote_index(
              --store postgres://... (or --index memory)"
         );
     };
-    anyhow::ensure!(
-        !lexical,
-        "--index postgres with --model lexical: the lexical retriever's index is held in \
-         memory and is not served from PostgreSQL yet; serve without --model lexical, or with \
-         --index memory"
-    );
     anyhow::ensure!(
         (1..=1000).contains(&search.ef_search),
         "--ef-search {}: pgvector accepts 1 to 1000",
@@ -147,7 +141,12 @@ fn remote_index(
         search.indexed_from
     );
     let connections = rayon::current_num_threads().max(2);
-    Ok(index.with_remote(super::remote::RemoteSearch::open(loc, connections, search)?))
+    Ok(index.with_remote(super::remote::RemoteSearch::open(
+        loc,
+        connections,
+        search,
+        uncertain,
+    )?))
 }
 
 impl Engine {
@@ -195,7 +194,13 @@ impl Engine {
         let t0 = std::time::Instant::now();
         let mut index = Index::new(embedder.dim());
         if let IndexMode::Postgres(search) = settings.index {
-            index = remote_index(&mut store, store_at, index, search, settings.lexical)?;
+            index = remote_index(
+                &mut store,
+                store_at,
+                index,
+                search,
+                metrics.search_uncertain.clone(),
+            )?;
         }
         // The exact vectors' files beside a store on disk (the system's temporary folder,
         // which may be memory, otherwise).

@@ -98,6 +98,22 @@ pub struct SearchSetup {
     pub rows: usize,
 }
 
+/// The stored exact vectors of a set of ids (`$1`, a text array).
+const VECTORS_OF: &str = "SELECT id, vector FROM contents WHERE id = ANY($1)";
+
+/// Contents' ids with their stored exact vectors.
+pub type IdVectors = Vec<(String, Vec<f32>)>;
+
+/// `(id, exact vector)` of each row of a query selecting `id, vector`.
+fn id_vectors(rows: &[postgres::Row]) -> Result<IdVectors> {
+    rows.iter()
+        .map(|r| {
+            let blob: Vec<u8> = r.try_get(1)?;
+            Ok((r.try_get(0)?, super::contents::from_blob(&blob)))
+        })
+        .collect()
+}
+
 /// The advisory lock key under which the search table is made and filled ("lecs").
 const SEARCH_LOCK: i64 = 0x6c65_6373;
 
@@ -247,22 +263,46 @@ impl Store {
         query: &[f32],
         k: usize,
         settings: SearchSettings,
-    ) -> Result<Vec<(String, Vec<f32>)>> {
-        let rows = self.in_search(settings, |tx| {
-            Ok(tx.query(
+    ) -> Result<IdVectors> {
+        Ok(self.nearest_and(language, query, k, &[], settings)?.0)
+    }
+
+    /// [`nearest`](Self::nearest), and in the same transaction the stored exact vectors of
+    /// those of `also` that exist (the PostgreSQL index mode's lexical candidates): one round
+    /// trip for both.
+    pub fn nearest_and(
+        &self,
+        language: &str,
+        query: &[f32],
+        k: usize,
+        also: &[&str],
+        settings: SearchSettings,
+    ) -> Result<(IdVectors, IdVectors)> {
+        let (near, more) = self.in_search(settings, |tx| {
+            let near = tx.query(
                 &format!(
                     "SELECT c.id, c.vector FROM ({NEAREST}) s
                      JOIN contents c ON c.id = s.id"
                 ),
                 &[&language, &to_half(query), &(k as i64)],
-            )?)
+            )?;
+            let more = if also.is_empty() {
+                Vec::new()
+            } else {
+                tx.query(VECTORS_OF, &[&also])?
+            };
+            Ok((near, more))
         })?;
-        rows.iter()
-            .map(|r| {
-                let blob: Vec<u8> = r.try_get(1)?;
-                Ok((r.try_get(0)?, super::contents::from_blob(&blob)))
-            })
-            .collect()
+        Ok((id_vectors(&near)?, id_vectors(&more)?))
+    }
+
+    /// The stored exact vectors of those of `ids` that exist, in one query run as searches
+    /// run (`settings`' time limit): the PostgreSQL index mode's deeper lexical candidates.
+    pub fn vectors_of(&self, ids: &[&str], settings: SearchSettings) -> Result<IdVectors> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        id_vectors(&self.in_search(settings, |tx| Ok(tx.query(VECTORS_OF, &[&ids])?))?)
     }
 
     /// How the database runs [`nearest`](Self::nearest)'s search for `language` (its
