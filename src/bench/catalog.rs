@@ -95,6 +95,13 @@ pub struct CatalogFigures {
     pub parts: Vec<(String, f64)>,
     /// Bytes of the exact vectors' files on disk (`lecr_index_exact_vectors_file_bytes`).
     pub exact_file_bytes: f64,
+    /// Bytes of the lexical indexes used from their saved files (`lecr_lexical_mapped_bytes`).
+    pub lexical_mapped_bytes: f64,
+    /// Bytes of the metadata's texts file (`lecr_index_metadata_file_bytes`).
+    pub metadata_file_bytes: f64,
+    /// Of the RSS after start: anonymous (heap) and file-backed (mapped files' pages).
+    pub rss_anon_mib: f64,
+    pub rss_file_mib: f64,
     pub requests: usize,
     pub errors: usize,
     pub per_second: f64,
@@ -255,6 +262,10 @@ struct Served {
     stale: f64,
     /// `lecr_search_uncertain_total`.
     uncertain: f64,
+    /// `lecr_lexical_mapped_bytes`.
+    mapped: f64,
+    /// `lecr_index_metadata_file_bytes`.
+    metadata_file: f64,
 }
 
 fn metrics(base: &str) -> Result<Served> {
@@ -266,6 +277,8 @@ fn metrics(base: &str) -> Result<Served> {
     let mut stale = 0.0;
     let mut exact = 0.0;
     let mut uncertain = 0.0;
+    let mut mapped = 0.0;
+    let mut metadata_file = 0.0;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("lecr_index_bytes{part=\"") {
             if let Some((part, value)) = rest.split_once("\"} ") {
@@ -277,6 +290,10 @@ fn metrics(base: &str) -> Result<Served> {
             stale = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = line.strip_prefix("lecr_search_uncertain_total ") {
             uncertain = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("lecr_lexical_mapped_bytes ") {
+            mapped = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("lecr_index_metadata_file_bytes ") {
+            metadata_file = v.trim().parse().unwrap_or(0.0);
         }
     }
     anyhow::ensure!(
@@ -288,6 +305,8 @@ fn metrics(base: &str) -> Result<Served> {
         parts,
         stale,
         uncertain,
+        mapped,
+        metadata_file,
     })
 }
 
@@ -471,7 +490,12 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     f.start_s = server.ready_s;
     f.rss_mib = server.rss_mib();
     f.peak_rss_mib = server.peak_rss_mib();
-    f.parts = metrics(&server.base)?.parts;
+    f.rss_anon_mib = server.status_mib("RssAnon:");
+    f.rss_file_mib = server.status_mib("RssFile:");
+    let served = metrics(&server.base)?;
+    f.lexical_mapped_bytes = served.mapped;
+    f.metadata_file_bytes = served.metadata_file;
+    f.parts = served.parts;
     if let Some((_, b)) = f.parts.pop() {
         f.exact_file_bytes = b;
     }
@@ -583,6 +607,10 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
         f.rss_mib, f.peak_rss_mib, f.empty_rss_mib
     );
     println!(
+        "| of it: anonymous (heap) / file-backed (mapped files, reclaimable) | {:.0} / {:.0} MiB |",
+        f.rss_anon_mib, f.rss_file_mib
+    );
+    println!(
         "| RSS the contents add (after start, less the empty store's) | {:.0} bytes per content |",
         (f.rss_mib - f.empty_rss_mib) * (1u64 << 20) as f64 / n
     );
@@ -605,6 +633,18 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
         f.exact_file_bytes / n,
         mib(f.exact_file_bytes)
     );
+    println!(
+        "| metadata texts, on disk (read back for what responses return) | {:.0} bytes per content ({:.1} MiB) |",
+        f.metadata_file_bytes / n,
+        mib(f.metadata_file_bytes)
+    );
+    if f.lexical_mapped_bytes > 0.0 {
+        println!(
+            "| lexical, used in place from its saved files (page cache, not heap) | {:.0} bytes per content ({:.1} MiB) |",
+            f.lexical_mapped_bytes / n,
+            mib(f.lexical_mapped_bytes)
+        );
+    }
     println!(
         "| recommend, Studio-shaped, {} clients, {:.0} s | {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors |",
         o.clients, o.seconds, f.per_second, f.p50_ms, f.p99_ms, f.errors

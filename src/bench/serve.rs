@@ -130,7 +130,8 @@ impl ServerProcess {
         self.status_mib("VmRSS:")
     }
 
-    fn status_mib(&self, field: &str) -> f64 {
+    /// A `/proc/PID/status` figure of the server process (`VmRSS:`, `RssAnon:`, ...), MiB.
+    pub fn status_mib(&self, field: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {

@@ -13,6 +13,9 @@ use rayon::prelude::*;
 use std::collections::HashMap as StdHashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+mod form;
+use form::Held;
+
 /// Maps keyed by n-gram hashes: they are hashes already, so the map only mixes them (the
 /// murmur3 finaliser) instead of running SipHash over them, a fifth of a fit's time.
 type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<Mix>>;
@@ -99,14 +102,14 @@ fn ngrams(text: &str) -> HashMap<u64, f32> {
 /// allocations than in postings.
 pub struct LexicalIndex {
     /// Hashes of the known features, ascending.
-    hashes: Vec<u64>,
+    hashes: Held<u64>,
     /// Feature `f`'s list is `postings[offsets[f]..offsets[f + 1]]` ([`postings`]' format:
     /// its length, which is the feature's document frequency, then its postings).
-    offsets: Vec<u64>,
-    postings: Vec<u8>,
+    offsets: Held<u64>,
+    postings: Held<u8>,
     packer: BitPacker4x,
     /// Each content's L2 norm of its weights (1 for a content with no known feature).
-    norms: Vec<f32>,
+    norms: Held<f32>,
     n: usize,
 }
 
@@ -192,11 +195,11 @@ impl LexicalIndex {
         }
         debug_assert!(writer.complete(&offsets), "every list filled to its size");
         LexicalIndex {
-            hashes,
-            offsets,
-            postings,
+            hashes: hashes.into(),
+            offsets: offsets.into(),
+            postings: postings.into(),
             packer: BitPacker4x::new(),
-            norms,
+            norms: norms.into(),
             n,
         }
     }
@@ -250,7 +253,7 @@ impl LexicalIndex {
     pub fn scores_into(&self, text: &str, row: &mut [f32]) {
         assert_eq!(row.len(), self.n, "a row of the index's contents");
         self.each_product(text, |c, x| row[c] += x);
-        for (r, &norm) in row.iter_mut().zip(&self.norms) {
+        for (r, &norm) in row.iter_mut().zip(self.norms.iter()) {
             *r /= norm;
         }
     }
@@ -267,7 +270,7 @@ impl LexicalIndex {
                 row[r as usize] += x;
             }
         });
-        for (&r, &norm) in slot.iter().zip(&self.norms) {
+        for (&r, &norm) in slot.iter().zip(self.norms.iter()) {
             if r != u32::MAX {
                 row[r as usize] /= norm;
             }
@@ -281,107 +284,22 @@ impl LexicalIndex {
         row
     }
 
-    /// Bytes held.
+    /// Bytes held in memory (a saved index mapped from its file holds none: see
+    /// [`mapped_bytes`](Self::mapped_bytes)).
     pub fn memory_bytes(&self) -> usize {
-        self.hashes.capacity() * 8
-            + self.offsets.capacity() * 8
-            + self.postings.capacity()
-            + self.norms.capacity() * 4
+        self.hashes.heap_bytes()
+            + self.offsets.heap_bytes()
+            + self.postings.heap_bytes()
+            + self.norms.heap_bytes()
     }
 
-    /// Writes the index in its own binary form (little-endian: content count, feature
-    /// count, posting bytes, then the hashes, offsets, postings and norms), which
-    /// [`read_from`](Self::read_from) reads back into an equal index.
-    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        for v in [self.n, self.hashes.len(), self.postings.len()] {
-            w.write_all(&(v as u64).to_le_bytes())?;
-        }
-        for part in self.hashes.chunks(1 << 16) {
-            let b: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
-            w.write_all(&b)?;
-        }
-        for part in self.offsets.chunks(1 << 16) {
-            let b: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
-            w.write_all(&b)?;
-        }
-        w.write_all(&self.postings)?;
-        for part in self.norms.chunks(1 << 16) {
-            let b: Vec<u8> = part.iter().flat_map(|v| v.to_le_bytes()).collect();
-            w.write_all(&b)?;
-        }
-        Ok(())
-    }
-
-    /// Reads what [`write_to`](Self::write_to) wrote, checking its shape (sizes, sorted
-    /// hashes, offsets in order and in range, positive norms): an `InvalidData` error names
-    /// what is wrong. (Posting contents are not checked here: the caller checks a digest.)
-    pub fn read_from(r: &mut dyn std::io::Read) -> std::io::Result<LexicalIndex> {
-        use std::io::{Error, ErrorKind, Read};
-        let bad = |what: &str| Error::new(ErrorKind::InvalidData, what.to_string());
-        let mut word = [0u8; 8];
-        let mut u64_of = |r: &mut dyn std::io::Read| -> std::io::Result<u64> {
-            r.read_exact(&mut word)?;
-            Ok(u64::from_le_bytes(word))
-        };
-        let (n, features, bytes) = (u64_of(r)?, u64_of(r)?, u64_of(r)?);
-        // Limits far past any catalog, so a damaged header cannot ask for all memory.
-        if n > u32::MAX as u64 || features > 1 << 36 || bytes > 1 << 40 {
-            return Err(bad("sizes out of range"));
-        }
-        let read_u64s = |r: &mut dyn std::io::Read, len: usize| -> std::io::Result<Vec<u64>> {
-            // Grown as the data comes (a damaged size must not reserve memory up front).
-            let mut out = Vec::with_capacity(len.min(1 << 20));
-            let mut buf = vec![0u8; 8 << 16];
-            while out.len() < len {
-                let take = (len - out.len()).min(1 << 16);
-                r.read_exact(&mut buf[..take * 8])?;
-                out.extend(
-                    buf[..take * 8]
-                        .chunks_exact(8)
-                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-                );
-            }
-            Ok(out)
-        };
-        let hashes = read_u64s(r, features as usize)?;
-        if hashes.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(bad("feature hashes not ascending"));
-        }
-        let offsets = read_u64s(r, features as usize + 1)?;
-        if offsets[0] != 0
-            || offsets.windows(2).any(|w| w[0] > w[1])
-            || offsets[features as usize] != bytes
-        {
-            return Err(bad("posting offsets out of order or out of range"));
-        }
-        let mut postings = Vec::new();
-        Read::take(&mut *r, bytes).read_to_end(&mut postings)?;
-        if postings.len() as u64 != bytes {
-            return Err(Error::new(ErrorKind::UnexpectedEof, "postings cut short"));
-        }
-        postings.shrink_to_fit();
-        let mut norms = Vec::with_capacity((n as usize).min(1 << 20));
-        let mut buf = vec![0u8; 4 << 16];
-        while norms.len() < n as usize {
-            let take = (n as usize - norms.len()).min(1 << 16);
-            r.read_exact(&mut buf[..take * 4])?;
-            norms.extend(
-                buf[..take * 4]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-            );
-        }
-        if norms.iter().any(|&x| !(x.is_finite() && x > 0.0)) {
-            return Err(bad("a content norm that is not positive"));
-        }
-        Ok(LexicalIndex {
-            hashes,
-            offsets,
-            postings,
-            packer: BitPacker4x::new(),
-            norms,
-            n: n as usize,
-        })
+    /// Bytes read through a mapping of a saved file (the page cache holds them, not the
+    /// heap: the system can drop cold pages and read them again).
+    pub fn mapped_bytes(&self) -> usize {
+        self.hashes.mapped_bytes()
+            + self.offsets.mapped_bytes()
+            + self.postings.mapped_bytes()
+            + self.norms.mapped_bytes()
     }
 
     /// Known features and postings (for the memory model).

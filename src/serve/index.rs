@@ -13,6 +13,7 @@
 
 use super::exact::ExactRows;
 use super::lexical::{Fitted, LexRows, Refit, Snapshot};
+use super::meta::MetaTable;
 use super::remote::{LexicalSide, RemoteSearch};
 use crate::kernels::quantized::{chain_dot, QuantizedRows, TopicNorms};
 use crate::rerank::candidates::{from_rows, rank_depth, TopicCandidates};
@@ -72,14 +73,14 @@ pub struct ServedCandidates {
 pub struct Index {
     dim: usize,
     langs: BTreeMap<String, LangMatrix>,
-    /// Every stored content (with or without a language).
-    meta: HashMap<String, ContentMeta>,
+    /// Every stored content (with or without a language); its texts on disk.
+    meta: MetaTable,
     /// Row of each recommendable content in its language's matrix.
     row: HashMap<String, usize>,
     /// With lexical retrieval: how many models the vectors average (the lexical similarity
     /// is one more member of the mean).
     lexical_with: Option<usize>,
-    /// Heap bytes of the ids and metadata ([`heap_bytes`] summed).
+    /// Heap bytes of the ids as keys of `row` and in their languages' row order.
     heap: usize,
     /// Where the languages' exact vectors' files go.
     exact_dir: PathBuf,
@@ -96,7 +97,7 @@ impl Index {
         Index {
             dim,
             langs: BTreeMap::new(),
-            meta: HashMap::new(),
+            meta: MetaTable::new_in(&std::env::temp_dir()),
             row: HashMap::new(),
             lexical_with: None,
             heap: 0,
@@ -119,9 +120,11 @@ impl Index {
         self.remote.is_some()
     }
 
-    /// Puts the exact vectors' files in `dir` (by default the system's temporary folder).
+    /// Puts the exact vectors' files and the metadata's texts file in `dir` (by default the
+    /// system's temporary folder).
     pub fn with_exact_dir(mut self, dir: &Path) -> Self {
         self.exact_dir = dir.to_path_buf();
+        self.meta.set_dir(dir);
         self
     }
 
@@ -146,8 +149,14 @@ impl Index {
         self.dim
     }
 
-    pub fn get(&self, id: &str) -> Option<&ContentMeta> {
+    /// A content's metadata (its texts read back from the metadata file).
+    pub fn get(&self, id: &str) -> io::Result<Option<ContentMeta>> {
         self.meta.get(id)
+    }
+
+    /// Whether the index holds a content (no disk read).
+    pub fn contains(&self, id: &str) -> bool {
+        self.meta.contains(id)
     }
 
     /// Contents per language (recommendable ones).
@@ -163,7 +172,7 @@ impl Index {
 
     /// Stored contents that have no language yet.
     pub fn without_language(&self) -> usize {
-        self.meta.values().filter(|m| m.language.is_none()).count()
+        self.meta.without_language()
     }
 
     pub fn len(&self) -> usize {
@@ -187,20 +196,28 @@ impl Index {
         assert_eq!(vector.len(), self.dim, "vector of the index dimension");
         self.remove(&meta.id)?;
         if self.is_remote() {
-            self.upsert_meta(meta);
-            return Ok(());
+            return self.upsert_meta(meta);
         }
+        // The steps that can fail go first: the texts, then the exact vector.
+        self.meta.insert(&meta)?;
         if let Some(lang) = &meta.language {
-            let m = self.lang_rows(lang, true)?;
-            m.exact
+            if let Err(e) = self.lang_rows(lang, true) {
+                self.meta.remove(&meta.id);
+                return Err(e);
+            }
+            let m = self.langs.get_mut(lang).expect("made above");
+            let pushed = m
+                .exact
                 .as_mut()
                 .expect("in-memory languages hold exact vectors")
-                .push(vector)?;
+                .push(vector);
+            if let Err(e) = pushed {
+                self.meta.remove(&meta.id);
+                return Err(e);
+            }
             m.vectors.push(vector);
             self.push_row(lang, &meta.id);
         }
-        self.heap += heap_bytes(&meta);
-        self.meta.insert(meta.id.clone(), meta);
         Ok(())
     }
 
@@ -226,6 +243,7 @@ impl Index {
     /// Appends `id` to its language's row order (and to its lexical index, unfitted).
     fn push_row(&mut self, lang: &str, id: &str) {
         let m = self.langs.get_mut(lang).expect("made by lang_rows");
+        self.heap += 2 * id.len();
         self.row.insert(id.to_string(), m.ids.len());
         m.ids.push(id.to_string());
         m.version += 1;
@@ -241,6 +259,7 @@ impl Index {
             .get_mut(lang)
             .expect("a row implies its language");
         self.row.remove(id);
+        self.heap -= 2 * id.len();
         let last = m.ids.len() - 1;
         m.ids.swap_remove(r);
         if m.exact.is_some() {
@@ -257,10 +276,15 @@ impl Index {
 
     /// The PostgreSQL index mode's upsert: the metadata (the store holds the vector), and
     /// with lexical retrieval the content's row in its language's lexical index.
-    pub fn upsert_meta(&mut self, meta: ContentMeta) {
+    /// Fails only when the metadata's texts file cannot be written; the content then stays
+    /// as it was.
+    pub fn upsert_meta(&mut self, meta: ContentMeta) -> io::Result<()> {
         debug_assert!(self.is_remote(), "vectors are needed in memory");
-        if let Some(old) = self.meta.remove(&meta.id) {
-            self.forget_meta(&old);
+        let old = self.meta.language(&meta.id).map(str::to_string);
+        let was = self.meta.contains(&meta.id);
+        self.meta.insert(&meta)?;
+        if was {
+            self.forget_row(&meta.id, old.as_deref());
         }
         if let Some(lang) = &meta.language {
             *self.counts.entry(lang.clone()).or_default() += 1;
@@ -270,20 +294,18 @@ impl Index {
                 self.push_row(lang, &meta.id);
             }
         }
-        self.heap += heap_bytes(&meta);
-        self.meta.insert(meta.id.clone(), meta);
+        Ok(())
     }
 
-    /// Takes a removed content's share out of the PostgreSQL index mode's counts (and its
-    /// row out of the lexical index).
-    fn forget_meta(&mut self, old: &ContentMeta) {
-        self.heap -= heap_bytes(old);
-        if let Some(lang) = &old.language {
+    /// Takes a removed (or replaced) content's share out of the PostgreSQL index mode's
+    /// counts, and its row out of the lexical index; `language` was its language.
+    fn forget_row(&mut self, id: &str, language: Option<&str>) {
+        if let Some(lang) = language {
             if let Some(n) = self.counts.get_mut(lang) {
                 *n -= 1;
             }
-            if let Some(&r) = self.row.get(&old.id) {
-                self.take_row(lang, &old.id, r);
+            if let Some(&r) = self.row.get(id) {
+                self.take_row(lang, id, r);
             }
         }
     }
@@ -302,7 +324,11 @@ impl Index {
     /// Whether the index holds exactly this content: the same metadata, and (recommendable)
     /// the same vector.
     pub fn holds(&self, meta: &ContentMeta, vector: &[f32]) -> bool {
-        if self.meta.get(&meta.id) != Some(meta) {
+        if !self
+            .meta
+            .get(&meta.id)
+            .is_ok_and(|m| m.as_ref() == Some(meta))
+        {
             return false;
         }
         if self.is_remote() {
@@ -323,15 +349,16 @@ impl Index {
     /// Removes a content; false when it was not there. Fails only when the exact vectors'
     /// file cannot be written; the content then stays.
     pub fn remove(&mut self, id: &str) -> io::Result<bool> {
-        let Some(old) = self.meta.get(id) else {
+        if !self.meta.contains(id) {
             return Ok(false);
-        };
+        }
+        let lang = self.meta.language(id).map(str::to_string);
         if self.is_remote() {
-            let old = self.meta.remove(id).expect("looked up above");
-            self.forget_meta(&old);
+            self.meta.remove(id);
+            self.forget_row(id, lang.as_deref());
             return Ok(true);
         }
-        if let (Some(lang), Some(&r)) = (&old.language, self.row.get(id)) {
+        if let (Some(lang), Some(&r)) = (&lang, self.row.get(id)) {
             let m = self
                 .langs
                 .get_mut(lang)
@@ -341,9 +368,8 @@ impl Index {
                 e.swap_remove(r)?;
             }
         }
-        let old = self.meta.remove(id).expect("looked up above");
-        self.heap -= heap_bytes(&old);
-        if let (Some(lang), Some(&r)) = (&old.language, self.row.get(id)) {
+        self.meta.remove(id);
+        if let (Some(lang), Some(&r)) = (&lang, self.row.get(id)) {
             self.take_row(lang, id, r);
         }
         Ok(true)
@@ -353,7 +379,7 @@ impl Index {
     /// or its exact vector unreadable); bit-identical to the same pair's value in
     /// [`search`](Self::search).
     pub fn similarity(&self, id: &str, v: &[f32]) -> Option<f32> {
-        let lang = self.meta.get(id)?.language.as_ref()?;
+        let lang = self.meta.language(id)?;
         let r = *self.row.get(id)?;
         let exact = self.langs.get(lang)?.exact.as_ref()?.row(r).ok()?;
         Some(chain_dot(&exact, v))
@@ -648,16 +674,29 @@ impl Index {
     }
 
     /// A language's contents to fit the lexical index on: ids and lexical texts.
+    /// (`None` also when the metadata's texts cannot be read back: said in the log, and the
+    /// language keeps its current fit.)
     pub fn snapshot(&self, lang: &str) -> Option<Snapshot> {
         let m = self.langs.get(lang)?;
         let texts = m
             .ids
             .iter()
             .map(|id| {
-                let c = &self.meta[id];
-                crate::text::content_text_of_short(&c.title, &c.description, &c.short_text)
+                let c = self.meta.get(id)?.expect("a row implies its metadata");
+                Ok(crate::text::content_text_of_short(
+                    &c.title,
+                    &c.description,
+                    &c.short_text,
+                ))
             })
-            .collect();
+            .collect::<io::Result<Vec<String>>>();
+        let texts = match texts {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("the lexical index of `{lang}` cannot be refitted: {e}");
+                return None;
+            }
+        };
         Some(Snapshot {
             language: lang.to_string(),
             version: m.version,
@@ -675,12 +714,21 @@ impl Index {
         m.fitted = Some(snap.version);
     }
 
-    /// Bytes the lexical indexes hold.
+    /// Bytes the lexical indexes hold in memory.
     pub fn lexical_bytes(&self) -> usize {
         self.langs
             .values()
             .filter_map(|m| m.lexical.as_ref())
             .map(LexRows::memory_bytes)
+            .sum()
+    }
+
+    /// Bytes of the lexical indexes used in place from their saved files (page cache).
+    pub fn lexical_mapped_bytes(&self) -> usize {
+        self.langs
+            .values()
+            .filter_map(|m| m.lexical.as_ref())
+            .map(LexRows::mapped_bytes)
             .sum()
     }
 
@@ -703,12 +751,12 @@ impl Index {
                 .map(ExactRows::file_bytes)
                 .sum(),
             lexical: self.lexical_bytes(),
-            metadata: table(
-                self.meta.capacity(),
-                std::mem::size_of::<(String, ContentMeta)>(),
-            ) + table(self.row.capacity(), std::mem::size_of::<(String, usize)>())
+            lexical_mapped: self.lexical_mapped_bytes(),
+            metadata: self.meta.memory_bytes()
+                + table(self.row.capacity(), std::mem::size_of::<(String, usize)>())
                 + ids
                 + self.heap,
+            metadata_on_disk: self.meta.file_bytes(),
         }
     }
 }
@@ -740,20 +788,6 @@ fn read_exact(
     Ok(())
 }
 
-/// Heap bytes of a content's strings in the index: its metadata, and its id as the key of the
-/// metadata table, of the row table and in its language's row order.
-fn heap_bytes(m: &ContentMeta) -> usize {
-    let keys = if m.language.is_some() { 3 } else { 1 };
-    m.id.capacity()
-        + m.id.len() * keys
-        + m.channel_id.capacity()
-        + m.title.capacity()
-        + m.description.capacity()
-        + m.kind.capacity()
-        + m.language.as_ref().map_or(0, String::capacity)
-        + m.short_text.capacity()
-}
-
 /// Bytes the index holds in memory, by part.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexMemory {
@@ -761,10 +795,16 @@ pub struct IndexMemory {
     pub vectors: usize,
     /// The exact (f32) vectors' files: on disk, read through the page cache, not in memory.
     pub exact_on_disk: u64,
-    /// The lexical indexes (with their row maps).
+    /// The lexical indexes (with their row maps), in memory.
     pub lexical: usize,
-    /// Ids, the metadata recommendations return and the row lookup.
+    /// The lexical indexes used in place from their saved files: in the page cache, which
+    /// the system can reclaim, not in the heap.
+    pub lexical_mapped: usize,
+    /// Ids, the metadata recommendations return (less its texts) and the row lookup.
     pub metadata: usize,
+    /// The metadata's texts (titles, descriptions, short texts), in a file on disk read
+    /// through the page cache.
+    pub metadata_on_disk: u64,
 }
 
 /// `predict`'s ensemble of one content's similarities: the mean of `models` models (`v`,

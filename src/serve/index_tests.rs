@@ -188,24 +188,47 @@ fn memory_counts_what_comes_and_goes() {
     let mut ix = Index::new(2);
     let empty = ix.memory();
     assert_eq!((empty.vectors, empty.lexical, ix.heap), (0, 0, 0));
+    assert_eq!(empty.metadata_on_disk, 0);
     ix.upsert(meta("a", Some("en")), &[1.0, 0.0]).unwrap();
     ix.upsert(meta("b", None), &[0.0, 1.0]).unwrap();
     let m = ix.memory();
-    // At least the strings themselves, and one padded block pair of vectors.
-    let strings = |c: &ContentMeta| {
-        c.id.len() + c.channel_id.len() + c.title.len() + c.description.len() + c.kind.len()
-    };
-    assert!(ix.heap >= strings(&meta("a", Some("en"))) + strings(&meta("b", None)));
+    // In memory: the recommendable content's id as the row table's key and in its row order.
+    assert_eq!(ix.heap, 2 * "a".len());
     assert!(m.metadata > ix.heap);
+    // On disk: each content's three texts and their lengths.
+    let texts = |c: &ContentMeta| 12 + c.title.len() + c.description.len() + c.short_text.len();
+    let on_disk = texts(&meta("a", Some("en"))) + texts(&meta("b", None));
+    assert_eq!(m.metadata_on_disk, on_disk as u64);
+    assert_eq!(ix.get("b").unwrap(), Some(meta("b", None)));
+    // A long text goes to disk, not to memory.
+    let mut long = meta("c", Some("en"));
+    long.description = "d".repeat(20_000);
+    ix.upsert(long.clone(), &[0.6, 0.8]).unwrap();
+    // (Written through a buffer of at most a MiB, which a bulk load's end flushes.)
+    assert!(ix.memory().metadata >= m.metadata + 20_000);
+    ix.shrink_to_fit();
+    let after = ix.memory();
+    assert!(after.metadata_on_disk >= m.metadata_on_disk + 20_000);
+    assert!(
+        after.metadata < m.metadata + 1_000,
+        "{} -> {}",
+        m.metadata,
+        after.metadata
+    );
+    assert_eq!(ix.get("c").unwrap(), Some(long));
     // int8 values, and a scale and a residual norm per row (room for 16 at first); the exact
-    // f32 values of the one recommendable content are on disk.
+    // f32 values of the two recommendable contents are on disk.
     assert_eq!(m.vectors, 2 * 16 * 2 + 2 * 16 * 4);
-    assert_eq!(m.exact_on_disk, 2 * 4);
+    assert_eq!(after.exact_on_disk, 2 * 2 * 4);
     // Replacing a content counts it once; removing everything leaves no string bytes.
     ix.upsert(meta("a", Some("es")), &[1.0, 0.0]).unwrap();
-    ix.remove("a").unwrap();
-    ix.remove("b").unwrap();
+    assert_eq!(ix.heap, 2 * ("a".len() + "c".len()));
+    for id in ["a", "b", "c"] {
+        assert!(ix.remove(id).unwrap());
+    }
     assert_eq!(ix.heap, 0);
+    assert_eq!((ix.len(), ix.without_language()), (0, 0));
+    assert_eq!(ix.get("a").unwrap(), None);
 }
 
 #[test]

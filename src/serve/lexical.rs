@@ -33,11 +33,6 @@ pub struct Fitted {
 }
 
 impl Fitted {
-    /// Fits on `texts` of `ids` (in that order); `threads` says where the work runs.
-    pub fn fit(ids: &[String], texts: &[String], threads: Threads) -> Fitted {
-        Self::with_index(ids, LexicalIndex::fit_with(texts, threads))
-    }
-
     /// An index fitted on the texts of `ids` (in that order).
     pub fn with_index(ids: &[String], index: LexicalIndex) -> Fitted {
         Fitted {
@@ -125,9 +120,15 @@ impl LexRows {
         row
     }
 
-    /// Bytes held (the index and the two maps).
+    /// Bytes held in memory (the index, unless it is used from its saved file, and the two
+    /// maps).
     pub fn memory_bytes(&self) -> usize {
         self.index.memory_bytes() + (self.map.capacity() + self.slot.capacity()) * 4
+    }
+
+    /// Bytes of the index used in place from its saved file (through the page cache).
+    pub fn mapped_bytes(&self) -> usize {
+        self.index.mapped_bytes()
     }
 }
 
@@ -150,8 +151,11 @@ pub trait Refit: Send + Sync + 'static {
     fn saved(&self, _snapshot: &Snapshot) -> Option<LexicalIndex> {
         None
     }
-    /// Keeps a fit for the next start (where fits are kept).
-    fn save(&self, _snapshot: &Snapshot, _index: &LexicalIndex) {}
+    /// Keeps a fit for the next start (where fits are kept), and gives back the index to
+    /// serve: the saved one, used from its file, or `index` itself.
+    fn save(&self, _snapshot: &Snapshot, index: LexicalIndex) -> LexicalIndex {
+        index
+    }
 }
 
 /// Fits every stale language of `target` now; returns how many it fitted. In the
@@ -218,14 +222,13 @@ fn refit_one(
             Fitted::with_index(&snap.ids, index)
         }
         None => {
-            let fitted = Fitted::fit(&snap.ids, &snap.texts, threads);
+            let index = LexicalIndex::fit_with(&snap.texts, threads);
             tracing::debug!(
                 "lexical index of `{lang}` refitted on {} contents in {:.2} s",
                 snap.ids.len(),
                 t0.elapsed().as_secs_f64()
             );
-            target.save(&snap, &fitted.index);
-            fitted
+            Fitted::with_index(&snap.ids, target.save(&snap, index))
         }
     };
     let mut parts = Some((snap, fitted));

@@ -10,17 +10,26 @@
 //! beside its final name and renamed over it once synced, so a kill -9 leaves the old one or
 //! the new one.
 //!
-//! File: `LECRLEX1`, the fingerprint (32 bytes), the index
-//! ([`LexicalIndex::write_to`]), the body's SHA-256 (32 bytes).
+//! A saved fit is also where the served index lives: it is used in place, mapped from its file
+//! ([`LexicalIndex::map_from`]), so a language's postings take no heap, only pages of the
+//! page cache that the system can drop when cold and read again when touched. A fit made
+//! while serving is saved first and then used from its file the same way.
+//!
+//! File: `LECRLEX2`, the fingerprint (32 bytes), the index ([`LexicalIndex::write_to`], 8-byte
+//! aligned parts: the body starts at byte 40), the body's SHA-256 (32 bytes). (`LECRLEX1`
+//! files, of the release before, had unaligned parts: they are fitted again and replaced.)
 
 use super::lexical::Snapshot;
 use crate::select::lexical::LexicalIndex;
 use ring::digest::{Context, SHA256};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"LECRLEX1";
+const MAGIC: &[u8; 8] = b"LECRLEX2";
+/// Where the body starts: after the magic and the fingerprint (a multiple of 8).
+const BODY: usize = 40;
+const DIGEST: usize = 32;
 
 pub struct SavedFits {
     dir: PathBuf,
@@ -40,14 +49,6 @@ impl<W: Write> Write for Hashing<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(b)?;
-        self.hash.update(&b[..n]);
-        Ok(n)
     }
 }
 
@@ -80,12 +81,12 @@ impl SavedFits {
         h.finish().as_ref().try_into().expect("32 bytes")
     }
 
-    /// The saved fit of exactly `snap`, if there is a whole one. A damaged file is said once
-    /// in the log (and refitted by the caller).
+    /// The saved fit of exactly `snap`, if there is a whole one, mapped from its file. A
+    /// damaged file is said once in the log (and refitted by the caller).
     pub fn load(&self, snap: &Snapshot) -> Option<LexicalIndex> {
         let path = self.path(&snap.language);
         let file = File::open(&path).ok()?;
-        match read(file, &Self::fingerprint(snap), snap.ids.len()) {
+        match map(file, &Self::fingerprint(snap), snap.ids.len(), true) {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(
@@ -97,15 +98,31 @@ impl SavedFits {
         }
     }
 
-    /// Saves the fit of `snap` (replacing an older one).
-    pub fn save(&self, snap: &Snapshot, index: &LexicalIndex) -> io::Result<()> {
+    /// Saves the fit of `snap` (replacing an older one) and gives it back mapped from the
+    /// file just written (its digest is not checked again: this process wrote and synced it).
+    pub fn save(&self, snap: &Snapshot, index: &LexicalIndex) -> io::Result<LexicalIndex> {
+        let fingerprint = Self::fingerprint(snap);
+        self.write(&snap.language, &fingerprint, index)?;
+        let file = File::open(self.path(&snap.language))?;
+        match map(file, &fingerprint, snap.ids.len(), false)? {
+            Some(mapped) => Ok(mapped),
+            None => Err(io::Error::other("the saved file changed under it")),
+        }
+    }
+
+    fn write(
+        &self,
+        language: &str,
+        fingerprint: &[u8; 32],
+        index: &LexicalIndex,
+    ) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.path(&snap.language);
+        let path = self.path(language);
         let part = path.with_extension(format!("lex.part-{}", std::process::id()));
         let written = (|| {
             let mut w = BufWriter::with_capacity(1 << 20, File::create(&part)?);
             w.write_all(MAGIC)?;
-            w.write_all(&Self::fingerprint(snap))?;
+            w.write_all(fingerprint)?;
             let mut body = Hashing {
                 inner: &mut w,
                 hash: Context::new(&SHA256),
@@ -126,29 +143,35 @@ impl SavedFits {
     }
 }
 
-/// `Ok(None)`: a whole file of another catalog (or build). `Err`: damaged.
-fn read(file: File, fingerprint: &[u8; 32], n: usize) -> io::Result<Option<LexicalIndex>> {
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut head = [0u8; 40];
-    r.read_exact(&mut head)?;
-    if &head[..8] != MAGIC || head[8..] != fingerprint[..] {
+/// The index in `file`, mapped. `Ok(None)`: a whole file of another catalog (or build).
+/// `Err`: damaged (with `verify`, the body's digest is checked too).
+fn map(
+    file: File,
+    fingerprint: &[u8; 32],
+    n: usize,
+    verify: bool,
+) -> io::Result<Option<LexicalIndex>> {
+    // SAFETY: lecr never writes a saved file in place (a new one is renamed over it), so
+    // the mapped bytes do not change while mapped; see `select::lexical::form`.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    if map.len() < BODY + DIGEST {
+        return match map.starts_with(MAGIC) {
+            true => Err(bad("cut short")),
+            false => Ok(None),
+        };
+    }
+    if &map[..8] != MAGIC || map[8..BODY] != fingerprint[..] {
         return Ok(None);
     }
-    let mut body = Hashing {
-        inner: &mut r,
-        hash: Context::new(&SHA256),
-    };
-    let index = LexicalIndex::read_from(&mut body)?;
-    let digest = body.hash.finish();
-    let mut stored = [0u8; 32];
-    r.read_exact(&mut stored)?;
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    if stored[..] != *digest.as_ref() {
-        return Err(bad("its digest does not match its body"));
+    let end = map.len() - DIGEST;
+    if verify {
+        let digest = ring::digest::digest(&SHA256, &map[BODY..end]);
+        if map[end..] != *digest.as_ref() {
+            return Err(bad("its digest does not match its body"));
+        }
     }
-    if r.read(&mut [0u8; 1])? != 0 {
-        return Err(bad("bytes after its digest"));
-    }
+    let index = LexicalIndex::map_from(std::sync::Arc::new(map), BODY, end)?;
     if index.len() != n {
         return Err(bad("another number of contents than its fingerprint's"));
     }
@@ -176,7 +199,12 @@ mod tests {
         let s = snap(&texts);
         assert!(saved.load(&s).is_none(), "nothing saved yet");
         let ix = LexicalIndex::fit(&s.texts);
-        saved.save(&s, &ix).unwrap();
+        let mapped = saved.save(&s, &ix).unwrap();
+        // What save gives back is used from its file: no heap, the same scores.
+        assert!(ix.memory_bytes() > 0 && ix.mapped_bytes() == 0);
+        assert_eq!(mapped.memory_bytes(), 0);
+        assert_eq!(mapped.mapped_bytes(), ix.memory_bytes());
+        assert_eq!(mapped.scores("fractions"), ix.scores("fractions"));
         // The language is hex in the file name: no path from a request.
         let path = saved.path(&s.language);
         assert_eq!(path.parent().unwrap(), dir.path().join("lexical"));
@@ -188,6 +216,30 @@ mod tests {
             .ends_with(".lex"));
         let back = saved.load(&s).expect("the same contents");
         assert_eq!(back.scores("fractions"), ix.scores("fractions"));
+        assert_eq!(
+            back.memory_bytes(),
+            0,
+            "read back in place, not into the heap"
+        );
+        // A file of the release before (another magic): fitted again, not an error.
+        let mut old = std::fs::read(&path).unwrap();
+        old[..8].copy_from_slice(b"LECRLEX1");
+        std::fs::write(&path, &old).unwrap();
+        assert!(saved.load(&s).is_none());
+        saved.save(&s, &ix).unwrap();
+        // Replaced while a mapping of the old file is in use: the old mapping keeps its bytes.
+        let other = snap(&["a different catalog", "of two"]);
+        let other_ix = LexicalIndex::fit(&other.texts);
+        let held = saved.load(&s).unwrap();
+        let mut renamed = other.clone_for_test();
+        renamed.language = s.language.clone();
+        saved.save(&renamed, &other_ix).unwrap();
+        assert_eq!(held.scores("fractions"), ix.scores("fractions"));
+        assert!(
+            saved.load(&s).is_none(),
+            "the file is the other catalog's now"
+        );
+        saved.save(&s, &ix).unwrap();
         // Another text, or the same texts in another order: not used.
         assert!(saved
             .load(&snap(&["adding fractions", "volcano", "fractional parts"]))

@@ -14,6 +14,10 @@ pub struct Metrics {
     pub without_language: IntGauge,
     pub lexical_stale: IntGauge,
     pub lexical_bytes: IntGauge,
+    /// Bytes of the lexical indexes used in place from their saved files (page cache).
+    pub lexical_mapped_bytes: IntGauge,
+    /// Bytes of the metadata's texts file (on disk, read through the page cache).
+    pub metadata_file_bytes: IntGauge,
     pub index_bytes: IntGaugeVec,
     /// Bytes of the exact vectors' files (on disk, read through the page cache).
     pub exact_file_bytes: IntGauge,
@@ -77,6 +81,18 @@ impl Metrics {
         let lexical_bytes = IntGauge::new(
             "lecr_lexical_index_bytes",
             "Memory held by the lexical indexes",
+        )
+        .expect("valid metric");
+        let metadata_file_bytes = IntGauge::new(
+            "lecr_index_metadata_file_bytes",
+            "Bytes of the file on disk that holds the contents' titles, descriptions and short \
+             texts (read back for what a response returns; the index keeps the rest in memory)",
+        )
+        .expect("valid metric");
+        let lexical_mapped_bytes = IntGauge::new(
+            "lecr_lexical_mapped_bytes",
+            "Bytes of the lexical indexes used in place from their saved files beside the store \
+             (read through the page cache, which the system can reclaim; not in the heap)",
         )
         .expect("valid metric");
         let index_bytes = IntGaugeVec::new(
@@ -144,6 +160,8 @@ impl Metrics {
             Box::new(without_language.clone()),
             Box::new(lexical_stale.clone()),
             Box::new(lexical_bytes.clone()),
+            Box::new(lexical_mapped_bytes.clone()),
+            Box::new(metadata_file_bytes.clone()),
             Box::new(index_bytes.clone()),
             Box::new(exact_file_bytes.clone()),
         ] {
@@ -158,6 +176,8 @@ impl Metrics {
             without_language,
             lexical_stale,
             lexical_bytes,
+            lexical_mapped_bytes,
+            metadata_file_bytes,
             index_bytes,
             exact_file_bytes,
             changes_followed,
@@ -191,6 +211,8 @@ impl Metrics {
                 .set(bytes as i64);
         }
         self.exact_file_bytes.set(m.exact_on_disk as i64);
+        self.lexical_mapped_bytes.set(m.lexical_mapped as i64);
+        self.metadata_file_bytes.set(m.metadata_on_disk as i64);
     }
 
     /// The lexical gauges from the index.

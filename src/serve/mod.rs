@@ -16,6 +16,7 @@ pub mod index;
 pub mod lexical;
 pub mod lexical_saved;
 pub mod limits;
+pub mod meta;
 pub mod metrics;
 pub mod queue;
 pub mod remote;

@@ -249,8 +249,11 @@ impl ServeReranker {
         let mut rows = Vec::new();
         for (cand, cid) in tc.candidates.iter().zip(&cands.ids) {
             let counts = links.counts(q, channel, cid);
-            let view = index
+            let meta = index
                 .get(cid)
+                .map_err(|e| format!("reading the index's metadata file: {e}"))?;
+            let view = meta
+                .as_ref()
                 .map(|m| ContentView::new(&m.title, &m.description, &m.short_text, &m.kind))
                 .unwrap_or_default();
             features::push_row(&mut rows, tc, cand, &topic, &view, &counts);

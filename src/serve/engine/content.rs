@@ -3,7 +3,7 @@
 //! and it is committed in one transaction, then applied to the index, under the store lock.
 //! A request cancelled (timed out) before its commit began changes nothing.
 
-use super::{blocking, check_count, Engine};
+use super::{blocking, check_count, meta_of, Engine};
 use crate::serve::cancel::Cancel;
 use crate::serve::embedder::Embedder;
 use crate::serve::embedder::Role;
@@ -233,10 +233,10 @@ impl Engine {
                 language: r.language.clone(),
                 short_text: crate::text::short_text(&r.text),
             };
-            let old_meta = index.get(&r.id);
+            let old_meta = meta_of(&index, &r.id)?;
             let vector = match stored.get(&r.id) {
                 Some((old_text, v)) if *old_text == text => {
-                    if old_meta == Some(&meta) {
+                    if old_meta.as_ref() == Some(&meta) {
                         summary.unchanged += 1;
                         continue;
                     }

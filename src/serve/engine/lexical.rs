@@ -41,14 +41,21 @@ impl Refit for LexicalTarget {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(found)
     }
-    fn save(&self, snapshot: &Snapshot, index: &LexicalIndex) {
-        if let Some(s) = &self.saved {
-            // A cache: failing to keep it costs the next start a fit, nothing else.
-            if let Err(e) = s.save(snapshot, index) {
+    fn save(&self, snapshot: &Snapshot, index: LexicalIndex) -> LexicalIndex {
+        let Some(s) = &self.saved else {
+            return index;
+        };
+        // Failing to keep it costs the next start a fit and this one the index's memory,
+        // nothing else.
+        match s.save(snapshot, &index) {
+            Ok(mapped) => mapped,
+            Err(e) => {
                 tracing::warn!(
-                    "{}: could not save the lexical index ({e}); the next start fits it again",
+                    "{}: could not save the lexical index ({e}); it is held in memory, and \
+                     the next start fits it again",
                     s.path(&snapshot.language).display()
                 );
+                index
             }
         }
     }

@@ -212,7 +212,7 @@ impl Engine {
         }
         if index.is_remote() {
             store.each_meta(|m| {
-                index.upsert_meta(m);
+                index.upsert_meta(m)?;
                 Ok::<(), anyhow::Error>(())
             })?;
         } else {
@@ -550,4 +550,13 @@ mod degraded_tests {
         assert!(e.checked(Ok(())).is_ok());
         assert_eq!(e.degraded(), None);
     }
+}
+
+/// A content's metadata from `index`, its texts read back from the index's metadata file
+/// (`None`: not in the index, e.g. removed since it was ranked).
+pub(super) fn meta_of(index: &Index, id: &str) -> ServeResult<Option<crate::store::ContentMeta>> {
+    index.get(id).map_err(|e| {
+        tracing::error!("reading the index's metadata file: {e}");
+        ServeError::Internal(anyhow::anyhow!("reading the index's metadata file: {e}"))
+    })
 }

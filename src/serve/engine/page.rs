@@ -2,7 +2,7 @@
 //! breadcrumb, links and decisions, its recommendations (or a free text's), and decisions.
 
 use super::recommend::{check_overrides, OwnedQuery, RankItem, Settings};
-use super::{blocking, check_len, Engine};
+use super::{blocking, check_len, meta_of, Engine};
 use crate::serve::cancel::Cancel;
 use crate::serve::error::{ServeError, ServeResult};
 use crate::store::{Decision, DecisionKind, DecisionOrigin, NewDecision};
@@ -51,14 +51,14 @@ impl Engine {
         };
         let linked: Vec<Value> = {
             let index = self.index()?;
-            links
-                .iter()
-                .filter_map(|c| index.get(c))
-                .map(|m| {
-                    json!({"id": m.id, "title": m.title, "kind": m.kind,
-                           "description": m.description, "language": m.language})
-                })
-                .collect()
+            let mut linked = Vec::new();
+            for c in links.iter() {
+                if let Some(m) = meta_of(&index, c)? {
+                    linked.push(json!({"id": m.id, "title": m.title, "kind": m.kind,
+                           "description": m.description, "language": m.language}));
+                }
+            }
+            linked
         };
         let decisions: serde_json::Map<String, Value> = self
             .decisions(id)
@@ -171,7 +171,7 @@ impl Engine {
             if exclude.contains(&h.content) {
                 continue;
             }
-            let Some(m) = index.get(&h.content) else {
+            let Some(m) = meta_of(&index, &h.content)? else {
                 continue;
             };
             if pos < r.selected {
@@ -246,7 +246,7 @@ impl Engine {
                 ))
             }
         };
-        if self.index()?.get(&content).is_none() {
+        if !self.index()?.contains(&content) {
             return Err(ServeError::not_found(
                 "/content_id",
                 format!("no content `{content}`"),

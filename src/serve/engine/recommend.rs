@@ -4,7 +4,7 @@
 //! run off the async threads); then the dynamic threshold (or the reranker's selection) says
 //! how many are recommended.
 
-use super::{blocking, check_count, check_len, Engine};
+use super::{blocking, check_count, check_len, meta_of, Engine};
 use crate::select::threshold::{selected_len, MAX_SELECTED};
 use crate::serve::error::{ServeError, ServeResult};
 use crate::serve::index::Hit;
@@ -117,34 +117,38 @@ impl Engine {
             override_threshold: q.override_threshold,
         };
         let ranked = self.rank_select(items, settings).await?;
-        let index = self.index()?;
-        Ok(topics
-            .into_iter()
-            .zip(ranked)
-            .map(|(t, r)| {
-                let recommendations = r.order[..r.selected]
-                    .iter()
-                    .map(|&(i, p)| (&r.hits[i], p))
+        // The texts come from the index's metadata file: off the async threads.
+        let eng = self.clone();
+        blocking(move || {
+            let index = eng.index()?;
+            let mut out = Vec::with_capacity(topics.len());
+            for (t, r) in topics.into_iter().zip(ranked) {
+                let mut recommendations = Vec::new();
+                for &(i, p) in &r.order[..r.selected] {
+                    let h = &r.hits[i];
                     // A content removed since ranking is left out.
-                    .filter_map(|(h, p)| index.get(&h.content).map(|m| (h, p, m)))
-                    .enumerate()
-                    .map(|(i, (h, p, m))| Recommendation {
-                        id: m.id.clone(),
-                        channel_id: m.channel_id.clone(),
-                        title: m.title.clone(),
-                        description: m.description.clone(),
-                        kind: m.kind.clone(),
+                    let Some(m) = meta_of(&index, &h.content)? else {
+                        continue;
+                    };
+                    recommendations.push(Recommendation {
+                        id: m.id,
+                        channel_id: m.channel_id,
+                        title: m.title,
+                        description: m.description,
+                        kind: m.kind,
                         similarity: h.similarity,
                         probability: p,
-                        rank: i + 1,
-                    })
-                    .collect();
-                TopicRecommendations {
+                        rank: recommendations.len() + 1,
+                    });
+                }
+                out.push(TopicRecommendations {
                     id: t.id,
                     recommendations,
-                }
-            })
-            .collect())
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Studio's embed-topics: each topic's vector, in request order.
