@@ -13,12 +13,16 @@
 //! lexical index's best (whose exact vectors come back with them). A content in neither list
 //! scores at most the ensemble of the two lists' last scores (the ensemble is non-decreasing
 //! in both; the vectors' last is raised by the half-precision rounding the store ranks by),
-//! so while the pool's `depth`-th best ensemble score lies above that bound, the pool's top
-//! is the whole language's. Both lists start at twice the depth (at least 32) and are
-//! deepened 4× at a time until that holds, at most [`POOL_CAP`]× the depth (and at least
-//! three deepenings). Within that cap, what can differ from the in-memory index is again only
-//! the vectors' recall; an answer given at the cap without that certainty is counted
-//! (`lecr_search_uncertain_total`).
+//! and since the replica holds every content's lexical similarity to the topic, the contents
+//! that can still enter the top are known by name: those outside the pool whose own bound,
+//! the ensemble of the vectors' last score and their lexical similarity, reaches the pool's
+//! `depth`-th best score. They are read back (their exact vectors, a second round trip on the
+//! same connection), and then the pool's top is the whole language's. Both lists start at
+//! twice the depth (at least 32); the vectors' list is deepened 4× at a time only while those
+//! contents are more than [`POOL_CAP`]× the depth (or a content with no lexical similarity
+//! could still enter), at most to that cap (and at least three deepenings). Within that cap,
+//! what can differ from the in-memory index is again only the vectors' recall; an answer
+//! given at the cap without that certainty is counted (`lecr_search_uncertain_total`).
 
 use super::index::{ensemble, mean, Column, Hit, Parent, ServedCandidates};
 use crate::kernels::quantized::chain_dot;
@@ -199,8 +203,8 @@ impl RemoteSearch {
                 .map(|&(j, _)| s.ids[j as usize].as_str())
                 .filter(|id| !found.contains_key(*id))
                 .collect();
-            let (near, more) = self
-                .connection()?
+            let conn = self.connection()?;
+            let (near, more) = conn
                 .nearest_and(lang, t, kv, &ids, self.settings)
                 .map_err(io::Error::other)?;
             // Fewer than asked: the language has no more, all are here. The store orders by
@@ -214,25 +218,39 @@ impl RemoteSearch {
                     + HALF_SLACK
             };
             found.extend(near.into_iter().chain(more));
-            let l_last = match lexical.last() {
-                Some(&(_, l)) if d < n => l,
-                _ => f32::NEG_INFINITY,
+            if v_last == f32::NEG_INFINITY || depth == 0 {
+                break;
+            }
+            let score =
+                |id: &str, x: &[f32]| rank(chain_dot(x, t), s.row(id).map_or(0.0, |r| row[r]));
+            let mut scores: Vec<f32> = found.iter().map(|(id, x)| score(id, x)).collect();
+            let kth = if scores.len() >= depth {
+                *scores
+                    .select_nth_unstable_by(depth - 1, |a, b| b.total_cmp(a))
+                    .1
+            } else {
+                f32::NEG_INFINITY
             };
-            let bound = rank(v_last, l_last);
-            let mut scores: Vec<f32> = found
-                .iter()
-                .map(|(id, x)| rank(chain_dot(x, t), s.row(id).map_or(0.0, |r| row[r])))
-                .collect();
-            let certain = bound == f32::NEG_INFINITY
-                || (scores.len() >= depth && depth > 0 && {
-                    let (_, kth, _) =
-                        scores.select_nth_unstable_by(depth - 1, |a, b| b.total_cmp(a));
-                    *kth > bound
-                });
-            if certain || (kv >= cap && d >= cap.min(n)) {
-                if !certain {
-                    self.uncertain.inc();
+            // A content outside the pool scores at most `rank(v_last, l)`, its own lexical
+            // similarity `l` known here (0 for one this replica's index does not hold). When
+            // even `l = 0` stays below the k-th, only the contents whose own bound reaches it
+            // can enter the top: all of them, read back, make the pool's top the language's.
+            if rank(v_last, 0.0) < kth {
+                let need: Vec<&str> = (0..n)
+                    .filter(|&j| rank(v_last, row[j]) >= kth)
+                    .map(|j| s.ids[j].as_str())
+                    .filter(|id| !found.contains_key(*id))
+                    .collect();
+                if need.len() <= cap {
+                    let got = conn
+                        .vectors_of(&need, self.settings)
+                        .map_err(io::Error::other)?;
+                    found.extend(got);
+                    break;
                 }
+            }
+            if kv >= cap && d >= cap.min(n) {
+                self.uncertain.inc();
                 break;
             }
             kv = (POOL_GROWTH * kv).min(cap);

@@ -49,8 +49,9 @@ impl Engine {
                 .collect();
             (t, crumbs, cat.links(&id).to_vec())
         };
-        let linked: Vec<Value> = {
-            let index = self.index()?;
+        let eng = self.clone();
+        let linked: Vec<Value> = blocking(move || {
+            let index = eng.index()?;
             let mut linked = Vec::new();
             for c in links.iter() {
                 if let Some(m) = meta_of(&index, c)? {
@@ -58,8 +59,9 @@ impl Engine {
                            "description": m.description, "language": m.language}));
                 }
             }
-            linked
-        };
+            Ok(linked)
+        })
+        .await?;
         let decisions: serde_json::Map<String, Value> = self
             .decisions(id)
             .await?
@@ -163,30 +165,37 @@ impl Engine {
             .await?
             .pop()
             .expect("one item in, one out");
-        let index = self.index()?;
-        let mut out = Vec::new();
-        let mut selected = 0;
-        for (pos, &(i, p)) in r.order.iter().enumerate() {
-            let h = &r.hits[i];
-            if exclude.contains(&h.content) {
-                continue;
+        // The texts come from the index's metadata file: off the async threads.
+        let eng = self.clone();
+        let exclude = exclude.clone();
+        let (out, selected) = blocking(move || {
+            let index = eng.index()?;
+            let mut out = Vec::new();
+            let mut selected = 0;
+            for (pos, &(i, p)) in r.order.iter().enumerate() {
+                let h = &r.hits[i];
+                if exclude.contains(&h.content) {
+                    continue;
+                }
+                let Some(m) = meta_of(&index, &h.content)? else {
+                    continue;
+                };
+                if pos < r.selected {
+                    selected += 1;
+                } else if out.len() >= top_k {
+                    break;
+                }
+                let mut v = json!({"id": m.id, "title": m.title, "kind": m.kind,
+                    "description": m.description, "language": m.language,
+                    "similarity": h.similarity, "rank": out.len() + 1});
+                if let Some(p) = p {
+                    v["probability"] = json!(p);
+                }
+                out.push(v);
             }
-            let Some(m) = meta_of(&index, &h.content)? else {
-                continue;
-            };
-            if pos < r.selected {
-                selected += 1;
-            } else if out.len() >= top_k {
-                break;
-            }
-            let mut v = json!({"id": m.id, "title": m.title, "kind": m.kind,
-                "description": m.description, "language": m.language,
-                "similarity": h.similarity, "rank": out.len() + 1});
-            if let Some(p) = p {
-                v["probability"] = json!(p);
-            }
-            out.push(v);
-        }
+            Ok((out, selected))
+        })
+        .await?;
         let (rule, shown_margin) = match &self.reranker {
             Some(rr) => {
                 let mut sel = rr.rr.meta.selection;
