@@ -196,7 +196,10 @@ impl RemoteSearch {
         let mut kv = (POOL_FIRST * depth).max(POOL_FLOOR);
         let mut d = kv.min(n);
         let mut found: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut rounds = 0;
+        let mut fetched = 0;
         loop {
+            rounds += 1;
             let lexical = threshold::top_r(row, d);
             let ids: Vec<&str> = lexical
                 .iter()
@@ -241,6 +244,7 @@ impl RemoteSearch {
                     .map(|j| s.ids[j].as_str())
                     .filter(|id| !found.contains_key(*id))
                     .collect();
+                fetched = need.len();
                 if need.len() <= cap {
                     let got = conn
                         .vectors_of(&need, self.settings)
@@ -256,6 +260,11 @@ impl RemoteSearch {
             kv = (POOL_GROWTH * kv).min(cap);
             d = (POOL_GROWTH * d).min(cap).min(n);
         }
+        tracing::debug!(
+            "pool of {} in `{lang}` for depth {depth}: {rounds} round(s), vectors {kv}, lexical {d}, \
+             {fetched} read back by name",
+            found.len()
+        );
         Ok(Pool::new(found, t, side))
     }
 
