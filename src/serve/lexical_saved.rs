@@ -66,11 +66,13 @@ impl SavedFits {
         self.dir.join(format!("{hex}.lex"))
     }
 
-    /// What the fit of `snap` depends on: its ids and texts in order, and this build.
+    /// What the fit of `snap` depends on: its ids and texts in order, this build and the
+    /// rule that picks the features.
     pub fn fingerprint(snap: &Snapshot) -> [u8; 32] {
         let mut h = Context::new(&SHA256);
         h.update(MAGIC);
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(crate::select::lexical::fit_rule().as_bytes());
         h.update(&(snap.ids.len() as u64).to_le_bytes());
         for (id, text) in snap.ids.iter().zip(&snap.texts) {
             for s in [id, text] {
