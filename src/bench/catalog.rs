@@ -120,6 +120,17 @@ pub struct CatalogFigures {
     /// With `--index postgres` and the lexical retriever: answers given without certainty
     /// that their top is the whole language's (`lecr_search_uncertain_total` after the load).
     pub uncertain: u64,
+    /// Exact vectors read back per ranked topic text over the load (`None`: none ranked, or
+    /// the PostgreSQL index mode, which does not count them).
+    pub rescored_per_topic: Option<f64>,
+}
+
+/// What the rescoring cost, in words.
+fn rescored_line(per_topic: Option<f64>) -> String {
+    match per_topic {
+        Some(r) => format!("{r:.0} exact vectors read back per topic"),
+        None => "no topic ranked".into(),
+    }
 }
 
 /// The token limit the servers and `--vectors model` embed with (the embedding default).
@@ -266,6 +277,10 @@ struct Served {
     mapped: f64,
     /// `lecr_index_metadata_file_bytes`.
     metadata_file: f64,
+    /// `lecr_index_rescored_rows_total`.
+    rescored: f64,
+    /// `lecr_batch_topics_sum`: texts ranked so far.
+    ranked: f64,
 }
 
 fn metrics(base: &str) -> Result<Served> {
@@ -279,6 +294,7 @@ fn metrics(base: &str) -> Result<Served> {
     let mut uncertain = 0.0;
     let mut mapped = 0.0;
     let mut metadata_file = 0.0;
+    let (mut rescored, mut ranked) = (0.0, 0.0);
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("lecr_index_bytes{part=\"") {
             if let Some((part, value)) = rest.split_once("\"} ") {
@@ -294,6 +310,10 @@ fn metrics(base: &str) -> Result<Served> {
             mapped = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = line.strip_prefix("lecr_index_metadata_file_bytes ") {
             metadata_file = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("lecr_index_rescored_rows_total ") {
+            rescored = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("lecr_batch_topics_sum ") {
+            ranked = v.trim().parse().unwrap_or(0.0);
         }
     }
     anyhow::ensure!(
@@ -307,6 +327,8 @@ fn metrics(base: &str) -> Result<Served> {
         uncertain,
         mapped,
         metadata_file,
+        rescored,
+        ranked,
     })
 }
 
@@ -537,9 +559,18 @@ pub fn run(o: &CatalogBenchOptions) -> Result<CatalogFigures> {
     let r = load(&server.base, &bodies, o.clients, o.seconds);
     (f.requests, f.errors, f.per_second, f.p50_ms, f.p99_ms) =
         (r.requests, r.errors, r.per_second, r.p50_ms, r.p99_ms);
+    let loaded = metrics(&server.base)?;
+    let ranked = loaded.ranked - served.ranked;
+    f.rescored_per_topic =
+        (ranked > 0.0 && !postgres).then(|| (loaded.rescored - served.rescored) / ranked);
     println!(
-        "recommend at {} clients: {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
-        o.clients, f.per_second, f.p50_ms, f.p99_ms, f.errors
+        "recommend at {} clients: {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors; {}",
+        o.clients,
+        f.per_second,
+        f.p50_ms,
+        f.p99_ms,
+        f.errors,
+        rescored_line(f.rescored_per_topic)
     );
     if o.fresh > 0 {
         (f.publish_s, f.fresh_max_s) = freshness(&server.base, &ds, o.fresh)?;
@@ -646,8 +677,14 @@ fn print_table(f: &CatalogFigures, o: &CatalogBenchOptions) {
         );
     }
     println!(
-        "| recommend, Studio-shaped, {} clients, {:.0} s | {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors |",
-        o.clients, o.seconds, f.per_second, f.p50_ms, f.p99_ms, f.errors
+        "| recommend, Studio-shaped, {} clients, {:.0} s | {:.1} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors; {} |",
+        o.clients,
+        o.seconds,
+        f.per_second,
+        f.p50_ms,
+        f.p99_ms,
+        f.errors,
+        rescored_line(f.rescored_per_topic)
     );
     if f.fresh > 0 {
         println!(

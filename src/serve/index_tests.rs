@@ -216,9 +216,10 @@ fn memory_counts_what_comes_and_goes() {
         after.metadata
     );
     assert_eq!(ix.get("c").unwrap(), Some(long));
-    // int8 values, and a scale and a residual norm per row (room for 16 at first); the exact
-    // f32 values of the two recommendable contents are on disk.
-    assert_eq!(m.vectors, 2 * 16 * 2 + 2 * 16 * 4);
+    // int8 values (two dimensions stored as four), and a scale, two norms and an offset per
+    // row (room for 16 at first); the exact f32 values of the two recommendable contents are
+    // on disk.
+    assert_eq!(m.vectors, 2 * 16 * 4 + 4 * 16 * 4);
     assert_eq!(after.exact_on_disk, 2 * 2 * 4);
     // Replacing a content counts it once; removing everything leaves no string bytes.
     ix.upsert(meta("a", Some("es")), &[1.0, 0.0]).unwrap();
@@ -240,7 +241,7 @@ fn a_write_after_a_full_matrix_grows_it_by_an_eighth_not_double() {
     }
     ix.shrink_to_fit();
     let full = ix.memory().vectors;
-    assert_eq!(full, 3200 * (4 + 8), "3,200 rows: 200 blocks, no spare");
+    assert_eq!(full, 3200 * (4 + 16), "3,200 rows: 200 blocks, no spare");
     assert_eq!(ix.memory().exact_on_disk, 3200 * 4 * 4);
     ix.upsert(meta("one more", Some("en")), &[0.0, 1.0, 0.0, 0.0])
         .unwrap();

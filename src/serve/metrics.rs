@@ -27,6 +27,9 @@ pub struct Metrics {
     /// The PostgreSQL index mode with lexical retrieval: answers given at the lexical list's
     /// cap without certainty that their top is the language's ([`super::remote`]).
     pub search_uncertain: IntCounter,
+    /// Exact content vectors read back to make the top of rankings exact (the int8 scores'
+    /// bounds decide which: `kernels::quantized`).
+    pub rescored: IntCounter,
     /// Always 1; its labels name the instruction-set level the kernels run at, the int8 and bf16
     /// kernels, the level `LECR_ISA` asked for and the CPU's features (set once at start).
     pub kernels: IntGaugeVec,
@@ -124,6 +127,12 @@ impl Metrics {
              deepest without certainty that no content outside the pool belongs in their top",
         )
         .expect("valid metric");
+        let rescored = IntCounter::new(
+            "lecr_index_rescored_rows_total",
+            "Exact (f32) content vectors read back to make the top of rankings exact (those \
+             whose int8 score's bound could still reach it)",
+        )
+        .expect("valid metric");
         let kernels = IntGaugeVec::new(
             Opts::new(
                 "lecr_kernels_info",
@@ -154,6 +163,7 @@ impl Metrics {
             Box::new(kernels.clone()),
             Box::new(changes_followed.clone()),
             Box::new(search_uncertain.clone()),
+            Box::new(rescored.clone()),
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
             Box::new(index_contents.clone()),
@@ -182,6 +192,7 @@ impl Metrics {
             exact_file_bytes,
             changes_followed,
             search_uncertain,
+            rescored,
             kernels,
         }
     }

@@ -17,6 +17,7 @@
 use super::error::{ServeError, ServeResult};
 use super::index::{Column, Hit, Index, Parent, ServedCandidates};
 use crate::serve::embedder::{Embedder, Role};
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -322,6 +323,9 @@ fn next_batch(s: &Shared, max_batch: usize, streak: &mut usize) -> Option<Batch>
 
 fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
     let mut streak = 0;
+    // The index's count of rescored rows when the metric last caught up with it.
+    let rescored = || model.index.read().map_or(0, |i| i.rescored());
+    let mut counted = rescored();
     while let Some(batch) = next_batch(s, max_batch, &mut streak) {
         let t0 = Instant::now();
         let n = match &batch {
@@ -332,6 +336,9 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
             Batch::Rank(jobs) => {
                 s.metrics.batch_topics.observe(n as f64);
                 let result = guarded(|| rank_batch(model, &jobs));
+                let now = rescored();
+                s.metrics.rescored.inc_by(now.saturating_sub(counted));
+                counted = now;
                 match result {
                     Ok(all) => {
                         let mut all = all.into_iter();
@@ -446,8 +453,14 @@ impl RankJob {
     }
 }
 
+/// What one group (a language and a kind of answer) found, for the texts at `rows`.
+enum Found {
+    Hits(Vec<usize>, Vec<Vec<Hit>>),
+    Candidates(Vec<usize>, Vec<ServedCandidates>),
+}
+
 /// One embedding call for every text of the batch (parents after the topics), then per
-/// language and per kind of answer one matrix product.
+/// language and per kind of answer one matrix product (the groups in parallel).
 fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, RankFailure> {
     let items: Vec<(&RankText, &Want)> = jobs
         .iter()
@@ -488,40 +501,58 @@ fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, Ra
             .index
             .read()
             .map_err(|_| RankFailure::Other("the index lock is poisoned".into()))?;
-        for (lang, want, rows) in groups {
-            let mut block = Vec::with_capacity(rows.len() * d);
-            for &i in &rows {
-                block.extend_from_slice(vector(i));
-            }
-            let lexical: Option<Vec<&str>> = index.lexical().then(|| {
-                rows.iter()
-                    .map(|&i| items[i].0.lexical.as_deref().unwrap_or(&items[i].0.text))
-                    .collect()
-            });
-            match want {
-                Want::Hits(r) => {
-                    let found = index
-                        .search(lang, &block, lexical.as_deref(), *r)
-                        .map_err(RankFailure::searching)?;
-                    for (&i, h) in rows.iter().zip(found) {
+        // The groups side by side: a batch of a few topics per language would otherwise leave
+        // a core idle through each language's lexical rows and rescoring (each group's own
+        // work is parallel too; rayon shares the pool between them).
+        let found: Vec<Result<Found, RankFailure>> = groups
+            .into_par_iter()
+            .map(|(lang, want, rows)| {
+                let mut block = Vec::with_capacity(rows.len() * d);
+                for &i in &rows {
+                    block.extend_from_slice(vector(i));
+                }
+                let lexical: Option<Vec<&str>> = index.lexical().then(|| {
+                    rows.iter()
+                        .map(|&i| items[i].0.lexical.as_deref().unwrap_or(&items[i].0.text))
+                        .collect()
+                });
+                Ok(match want {
+                    Want::Hits(r) => Found::Hits(
+                        rows.clone(),
+                        index
+                            .search(lang, &block, lexical.as_deref(), *r)
+                            .map_err(RankFailure::searching)?,
+                    ),
+                    Want::Candidates { columns, k } => {
+                        let parents: Vec<Option<Parent>> = rows
+                            .iter()
+                            .map(|&i| {
+                                let p = items[i].0.parent.as_ref()?;
+                                Some(Parent {
+                                    vector: vector(parent_row[i]?),
+                                    lexical: Some(p.lexical.as_deref().unwrap_or(&p.text)),
+                                })
+                            })
+                            .collect();
+                        Found::Candidates(
+                            rows.clone(),
+                            index
+                                .candidates(lang, &block, lexical.as_deref(), &parents, columns, *k)
+                                .map_err(RankFailure::searching)?,
+                        )
+                    }
+                })
+            })
+            .collect();
+        for f in found {
+            match f? {
+                Found::Hits(rows, found) => {
+                    for (i, h) in rows.into_iter().zip(found) {
                         hits[i] = h;
                     }
                 }
-                Want::Candidates { columns, k } => {
-                    let parents: Vec<Option<Parent>> = rows
-                        .iter()
-                        .map(|&i| {
-                            let p = items[i].0.parent.as_ref()?;
-                            Some(Parent {
-                                vector: vector(parent_row[i]?),
-                                lexical: Some(p.lexical.as_deref().unwrap_or(&p.text)),
-                            })
-                        })
-                        .collect();
-                    let found = index
-                        .candidates(lang, &block, lexical.as_deref(), &parents, columns, *k)
-                        .map_err(RankFailure::searching)?;
-                    for (&i, c) in rows.iter().zip(found) {
+                Found::Candidates(rows, found) => {
+                    for (i, c) in rows.into_iter().zip(found) {
                         candidates[i] = Some(c);
                     }
                 }
