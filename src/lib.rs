@@ -6,6 +6,7 @@
 //! [`studio`] (Kolibri Studio's requests and feedback) → [`serve`] (the service).
 
 pub mod bench;
+pub mod cross;
 pub mod data;
 pub mod features;
 pub mod io;

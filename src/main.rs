@@ -52,6 +52,10 @@ enum Cmd {
     /// (`--reranker DIR` on eval, predict and serve).
     #[command(subcommand)]
     Rerank(cli::rerank::RerankCmd),
+    /// The cross-encoder stage: a transformer that reads a topic and a candidate together
+    /// (train it on the retrievers' candidates; score it against their order).
+    #[command(subcommand)]
+    Cross(cli::cross::CrossCmd),
     /// Int8 post-training quantization of a model folder's dense layers (SmoothQuant-calibrated,
     /// per-row weight scales); every --model option accepts the result.
     Quantize(cli::model::QuantizeArgs),
@@ -123,6 +127,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Eval(a) => cli::select::eval(a),
         Cmd::Predict(a) => cli::select::predict(a),
         Cmd::Rerank(c) => cli::rerank::rerank(c),
+        Cmd::Cross(c) => cli::cross::cross(c),
         Cmd::Feedback(c) => cli::feedback::feedback(c),
         Cmd::Serve(a) => cli::serve::serve(*a),
         Cmd::Bench(b) => cli::bench::bench(b),

@@ -586,6 +586,31 @@ pub fn make_batch(
     })
 }
 
+impl Batch {
+    /// The same batch with token type ids (segment A 0, segment B 1 for text pairs), one row
+    /// per sequence, right-padded with 0.
+    pub fn with_token_types(mut self, types: &[Vec<u32>]) -> Result<Batch> {
+        let (n, len) = self.ids.dims2()?;
+        anyhow::ensure!(
+            types.len() == n,
+            "{} token type rows for {n} sequences",
+            types.len()
+        );
+        let mut flat = Vec::with_capacity(n * len);
+        for t in types {
+            anyhow::ensure!(
+                t.len() <= len,
+                "token types longer than the batch ({} > {len})",
+                t.len()
+            );
+            flat.extend_from_slice(t);
+            flat.extend(std::iter::repeat_n(0, len - t.len()));
+        }
+        self.token_types = Tensor::from_vec(flat, (n, len), self.ids.device())?;
+        Ok(self)
+    }
+}
+
 /// Mean over the last-but-one dimension, weighted by the mask.
 pub fn mean_pool(h: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let m = mask.unsqueeze(D::Minus1)?;

@@ -40,6 +40,27 @@ impl TextTokenizer {
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// Token ids and token type ids (0 for the first text, 1 for the second where the
+    /// tokenizer's template says so) of text pairs, joined with the special tokens and
+    /// truncated together to `max_len`, the longer text first.
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+        let inputs: Vec<tokenizers::EncodeInput> =
+            pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        let enc = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing pairs: {e}"))?;
+        Ok(enc
+            .into_iter()
+            .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
+            .collect())
+    }
+
+    /// How many tokens the vocabulary holds (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// The id of the pad token, if the tokenizer names one.
     pub fn pad_id(&self) -> Option<u32> {
         ["[PAD]", "<pad>"]

@@ -46,14 +46,7 @@ pub fn write(
 ) -> Result<()> {
     model.save_with(&run.join(LAST), |dir| {
         crate::model::trained::write(dir, trained)?;
-        let mut tensors = Vec::new();
-        for (i, n) in names.iter().enumerate() {
-            for (suffix, buf) in [("m", &opt.m[i]), ("v", &opt.v[i])] {
-                let t = candle_core::Tensor::from_slice(buf, buf.len(), &candle_core::Device::Cpu)?;
-                tensors.push((format!("{n}.{suffix}"), t));
-            }
-        }
-        crate::model::save::write_safetensors(&dir.join(OPTIMIZER), &tensors)?;
+        write_moments(dir, opt, names)?;
         crate::model::save::write_json(
             &dir.join(STATE),
             &StateFile {
@@ -76,6 +69,41 @@ pub fn read_state(run: &Path) -> Result<(TrainState, f32)> {
     Ok((s.state, s.logit_scale))
 }
 
+/// Writes the optimizer's moments into a checkpoint folder, by variable name.
+pub fn write_moments(dir: &Path, opt: &AdamW, names: &[String]) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        for (suffix, buf) in [("m", &opt.m[i]), ("v", &opt.v[i])] {
+            let t = candle_core::Tensor::from_slice(buf, buf.len(), &candle_core::Device::Cpu)?;
+            tensors.push((format!("{n}.{suffix}"), t));
+        }
+    }
+    crate::model::save::write_safetensors(&dir.join(OPTIMIZER), &tensors)
+}
+
+/// Puts saved moments (of [`read_optimizer`]) back into `opt`, whose variables are `names`;
+/// `step` is the optimizer steps taken.
+pub fn restore_moments(
+    opt: &mut AdamW,
+    names: &[String],
+    saved: &HashMap<String, Vec<f32>>,
+    step: usize,
+) -> Result<()> {
+    for (i, n) in names.iter().enumerate() {
+        if let (Some(m), Some(v)) = (saved.get(&format!("{n}.m")), saved.get(&format!("{n}.v"))) {
+            anyhow::ensure!(
+                m.len() == opt.m[i].len() && v.len() == opt.v[i].len(),
+                "optimizer state for {n} has the wrong size"
+            );
+            opt.m[i] = m.clone();
+            opt.v[i] = v.clone();
+        }
+    }
+    opt.step = step as u64;
+    Ok(())
+}
+
+/// The optimizer moments of `run/last`.
 pub fn read_optimizer(run: &Path) -> Result<HashMap<String, Vec<f32>>> {
     let p = run.join(LAST).join(OPTIMIZER);
     let m = candle_core::safetensors::load(&p, &candle_core::Device::Cpu)

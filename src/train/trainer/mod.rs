@@ -317,18 +317,7 @@ impl Trainer {
             },
         );
         if let Some(st) = opt_state {
-            let names = var_names(&model);
-            for (i, n) in names.iter().enumerate() {
-                if let (Some(m), Some(v)) = (st.get(&format!("{n}.m")), st.get(&format!("{n}.v"))) {
-                    anyhow::ensure!(
-                        m.len() == opt.m[i].len(),
-                        "optimizer state for {n} has the wrong size"
-                    );
-                    opt.m[i] = m.clone();
-                    opt.v[i] = v.clone();
-                }
-            }
-            opt.step = state.step as u64;
+            checkpoint::restore_moments(&mut opt, &var_names(&model), &st, state.step)?;
         }
         Ok(Trainer {
             cfg,
