@@ -276,3 +276,101 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_reranker_reads_the_cross_logit_of_the_top_candidates_and_the_service_says_it_cannot() {
+    use lecr::pipeline::{EmbedSettings, Source};
+    use lecr::rerank::model::{BoostSettings, CrossFeature, Reranker};
+    std::env::set_var("LECR_NO_PROGRESS", "1");
+    let root = tempfile::tempdir().unwrap();
+    let (data, base) = setup(root.path());
+    let run = root.path().join("run");
+    let cfg = CrossConfig {
+        max_topics: 30,
+        max_val_topics: 10,
+        ..config(&data, &base, &run, 1)
+    };
+    CrossTrainer::new(cfg).unwrap().fit(None).unwrap();
+    let cross_dir = run.join("best").display().to_string();
+    let ds = lecr::data::load_dataset(Path::new(&data)).unwrap();
+    // Fold 1: neither the cross-encoder nor (here) the lexical retriever trained on it.
+    let top = 3;
+    let opts = lecr::rerank::TrainOptions {
+        k: 8,
+        boost: BoostSettings {
+            trees: 20,
+            ..Default::default()
+        },
+        cold_share: 0.0,
+        cross: Some(CrossFeature {
+            dir: cross_dir.clone(),
+            top,
+        }),
+    };
+    let (rr, report) = lecr::rerank::train(
+        &ds,
+        &[Source::Lexical],
+        &["lexical".into()],
+        &EmbedSettings::default(),
+        1,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(
+        rr.meta.features.last().map(String::as_str),
+        Some(lecr::rerank::CROSS_FEATURE)
+    );
+    assert!(report
+        .importances
+        .iter()
+        .any(|(n, _)| n == lecr::rerank::CROSS_FEATURE));
+    let saved = root.path().join("rr");
+    rr.save(&saved).unwrap();
+    let back = Reranker::load(&saved).unwrap();
+    assert_eq!(back.meta.cross, rr.meta.cross);
+
+    // Scoring (eval, predict): the feature is read for each topic's best `top` only.
+    let truth = lecr::select::truth(&ds);
+    let topics: Vec<usize> = (0..ds.topics.len())
+        .filter(|&t| ds.topics[t].fold == Some(1) && truth.contains_key(&t))
+        .take(12)
+        .collect();
+    let (parents, embed) = lecr::rerank::with_parents(&ds, &topics);
+    let rets = lecr::rerank::retrievers(&ds, &[Source::Lexical], &embed, &EmbedSettings::default())
+        .unwrap();
+    let mut prep = lecr::rerank::prepare(&ds, &rets, &topics, &parents, 8).unwrap();
+    lecr::rerank::add_cross_feature(&back, &ds, &mut prep).unwrap();
+    let cross = CrossEncoder::load(Path::new(&cross_dir), &CrossOptions::default()).unwrap();
+    let texts = lecr::text::topic_texts(&ds.topics);
+    for (p, tc) in prep.candidates.iter().enumerate() {
+        let mut best: Vec<(f32, u32, usize)> = tc
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.sims[0], c.content, prep.offsets[p] + i))
+            .collect();
+        best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (rank, &(_, content, row)) in best.iter().enumerate() {
+            let v = prep.features.get(row, lecr::rerank::CROSS_FEATURE).unwrap();
+            if rank < top {
+                let want = lecr::cross::logits_of(&cross, &ds, &texts, &[(tc.topic, content)], 1)
+                    .unwrap()[0];
+                assert!((v - want as f64).abs() < 1e-4, "row {row}: {v} vs {want}");
+            } else {
+                assert!(v.is_nan(), "rank {rank} is past the budget but has {v}");
+            }
+        }
+    }
+    let scores = lecr::rerank::score(&back, &ds, &prep).unwrap();
+    assert!(scores
+        .iter()
+        .all(|s| s.is_finite() && (0.0..=1.0).contains(s)));
+
+    let e = lecr::serve::rerank::ServeReranker::load(&saved, &["lexical".into()], 96, None)
+        .err()
+        .expect("the service refuses it");
+    assert!(
+        format!("{e:#}").contains("does not run the cross-encoder"),
+        "{e:#}"
+    );
+}

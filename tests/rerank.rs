@@ -263,6 +263,7 @@ fn reranker_beats_its_retriever_on_held_back_topics_and_reloads_identically() {
         },
         // Some topics also trained without tree context (the path `--cold-share` takes).
         cold_share: 0.3,
+        cross: None,
     };
     let (rr, report) = rerank::train(
         &ds,

@@ -57,6 +57,13 @@ pub(crate) struct TrainArgs {
     /// nobody has linked yet sees it); compare the report's "new-channel context" row.
     #[arg(long, default_value_t = lecr::rerank::DEFAULT_COLD_SHARE)]
     cold_share: f64,
+    /// A cross-encoder folder (`lecr cross train`'s `best/`, trained without this fold): its
+    /// logit on each topic's best --cross-top candidates becomes a feature.
+    #[arg(long)]
+    cross: Option<PathBuf>,
+    /// Candidates per topic the cross-encoder reads.
+    #[arg(long, default_value_t = lecr::cross::DEFAULT_TOP)]
+    cross_top: usize,
 }
 
 pub(crate) fn rerank(c: RerankCmd) -> Result<i32> {
@@ -95,6 +102,14 @@ fn train(a: TrainArgs) -> Result<i32> {
             ..Default::default()
         },
         cold_share: a.cold_share,
+        cross: a.cross.as_ref().map(|d| lecr::rerank::model::CrossFeature {
+            // Absolute, so eval and predict find it from anywhere.
+            dir: std::fs::canonicalize(d)
+                .unwrap_or_else(|_| d.clone())
+                .display()
+                .to_string(),
+            top: a.cross_top,
+        }),
     };
     anyhow::ensure!(
         (0.0..=1.0).contains(&a.cold_share),

@@ -480,7 +480,8 @@ fn rerank_topics(
 ) -> Result<(Vec<lecr::select::Ranked>, lecr::rerank::Prepared)> {
     let (parents, embed) = lecr::rerank::with_parents(ds, topics);
     let rets = lecr::rerank::retrievers(ds, sources, &embed, settings)?;
-    let prep = lecr::rerank::prepare(ds, &rets, topics, &parents, rr.meta.k)?;
+    let mut prep = lecr::rerank::prepare(ds, &rets, topics, &parents, rr.meta.k)?;
+    lecr::rerank::add_cross_feature(rr, ds, &mut prep)?;
     let scores = lecr::rerank::score(rr, ds, &prep)?;
     Ok((prep.ranked_by(&scores), prep))
 }

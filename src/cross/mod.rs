@@ -174,7 +174,7 @@ pub fn evaluate_budgets(
             .collect();
         let pairs: usize = cut.iter().map(Vec::len).sum();
         let found = recall_of(&cut, &lists.topics, &truth);
-        let (m, _) = crate::rerank::best_margin(&cut, &lists.topics, &truth);
+        let (m, _) = crate::select::sweep::best_margin(&cut, &lists.topics, &truth);
         let report = crate::select::evaluate(
             ds,
             &lists.topics,
@@ -203,7 +203,7 @@ pub fn evaluate_budgets(
             })
             .collect();
         re.iter_mut().for_each(|r| r.truncate(n));
-        let (sel, _) = crate::rerank::best_selection(&re, &lists.topics, &truth);
+        let (sel, _) = crate::select::sweep::best_selection(&re, &lists.topics, &truth);
         let report = crate::select::evaluate_with(
             ds,
             &lists.topics,

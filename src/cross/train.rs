@@ -418,7 +418,7 @@ impl CrossTrainer {
             self.cfg.batch_size * 4,
         )?;
         let truth = crate::select::truth(&self.ds);
-        Ok(crate::rerank::best_selection(&ranked, &self.val.topics, &truth).1)
+        Ok(crate::select::sweep::best_selection(&ranked, &self.val.topics, &truth).1)
     }
 
     /// Validation F2 of the retriever's own order of the same candidates, at its best margin.
@@ -427,7 +427,7 @@ impl CrossTrainer {
             return -1.0;
         }
         let truth = crate::select::truth(&self.ds);
-        crate::rerank::best_margin(&self.val.ranked, &self.val.topics, &truth).1
+        crate::select::sweep::best_margin(&self.val.ranked, &self.val.topics, &truth).1
     }
 
     /// Trains the remaining epochs (at most `max_epochs` in this call).

@@ -201,6 +201,13 @@ impl FeatureMatrix {
         m
     }
 
+    /// Appends a column (one value per row; NaN where the feature is missing).
+    pub fn push_column(&mut self, name: &str, values: &[f64]) {
+        assert_eq!(values.len(), self.rows, "one value per row");
+        self.names.push(name.to_string());
+        self.data.extend_from_slice(values);
+    }
+
     /// These rows followed by `other`'s (same columns).
     pub fn stacked(&self, other: &FeatureMatrix) -> FeatureMatrix {
         assert_eq!(

@@ -17,8 +17,8 @@ use crate::select::{GroupBy, Ranked};
 use anyhow::Result;
 use candidates::TopicCandidates;
 use features::{FeatureMatrix, LinkContext};
-use model::{Meta, Reranker, Selection};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use model::{Meta, Reranker};
+use std::collections::{BTreeMap, HashSet};
 
 /// Candidates drawn per retriever by default.
 pub const DEFAULT_K: usize = 50;
@@ -143,6 +143,63 @@ pub fn prepare(
     })
 }
 
+/// The name of the cross-encoder's feature.
+pub const CROSS_FEATURE: &str = "cross_logit";
+
+/// Adds the cross-encoder's logit as a feature: read for each topic's best `top` candidates
+/// by the retrievers (the last column: their mean when several), missing (NaN) for the rest,
+/// which the trees send down their own branch.
+pub fn add_cross_column(
+    ds: &Dataset,
+    prep: &mut Prepared,
+    cross: &crate::cross::model::CrossEncoder,
+    top: usize,
+    batch_size: usize,
+) -> Result<()> {
+    let col = prep
+        .candidates
+        .first()
+        .and_then(|tc| tc.candidates.first())
+        .map(|c| c.sims.len().saturating_sub(1))
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut pairs = Vec::new();
+    for (p, tc) in prep.candidates.iter().enumerate() {
+        let mut order: Vec<usize> = (0..tc.candidates.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (x, y) = (&tc.candidates[a], &tc.candidates[b]);
+            y.sims[col]
+                .total_cmp(&x.sims[col])
+                .then(x.content.cmp(&y.content))
+        });
+        for &i in order.iter().take(top) {
+            rows.push(prep.offsets[p] + i);
+            pairs.push((tc.topic, tc.candidates[i].content));
+        }
+    }
+    let texts = crate::text::topic_texts(&ds.topics);
+    let logits = crate::cross::logits_of(cross, ds, &texts, &pairs, batch_size)?;
+    let mut values = vec![f64::NAN; prep.features.rows];
+    for (r, l) in rows.into_iter().zip(logits) {
+        values[r] = l as f64;
+    }
+    prep.features.push_column(CROSS_FEATURE, &values);
+    Ok(())
+}
+
+/// Loads the reranker's cross-encoder (if it has one) and adds its feature to `prep`.
+pub fn add_cross_feature(rr: &Reranker, ds: &Dataset, prep: &mut Prepared) -> Result<()> {
+    let Some(c) = &rr.meta.cross else {
+        return Ok(());
+    };
+    let model = crate::cross::model::CrossEncoder::load(
+        std::path::Path::new(&c.dir),
+        &crate::cross::model::CrossOptions::default(),
+    )
+    .map_err(|e| e.context(format!("the reranker's cross-encoder {}", c.dir)))?;
+    add_cross_column(ds, prep, &model, c.top, 32)
+}
+
 /// Scores every candidate of `prep`, each topic with the booster that did not train on it.
 pub fn score(rr: &Reranker, ds: &Dataset, prep: &Prepared) -> Result<Vec<f32>> {
     anyhow::ensure!(
@@ -200,92 +257,7 @@ pub fn channel_halves(ds: &Dataset, topics: &[usize]) -> [Vec<usize>; 2] {
     halves
 }
 
-/// Mean F2 over topics of ranked lists cut by `count`, fast enough to sweep a grid.
-struct Sweep {
-    /// Per topic: hits among the first i of its list (prefix counts), and its truth size.
-    hits: Vec<(Vec<u32>, usize)>,
-}
-
-impl Sweep {
-    fn new(ranked: &[Ranked], topics: &[usize], truth: &HashMap<usize, HashSet<u32>>) -> Sweep {
-        let empty = HashSet::new();
-        let hits = ranked
-            .iter()
-            .zip(topics)
-            .map(|(r, t)| {
-                let tr = truth.get(t).unwrap_or(&empty);
-                let mut acc = vec![0u32];
-                for (c, _) in r {
-                    acc.push(acc.last().copied().unwrap_or(0) + tr.contains(c) as u32);
-                }
-                (acc, tr.len())
-            })
-            .collect();
-        Sweep { hits }
-    }
-    fn f2(&self, counts: impl Iterator<Item = usize>) -> f64 {
-        let mut sum = 0.0;
-        for ((acc, truth), n) in self.hits.iter().zip(counts) {
-            if n == 0 || *truth == 0 {
-                continue;
-            }
-            let h = acc[n] as f64;
-            let p = h / n as f64;
-            let r = h / *truth as f64;
-            if p + r > 0.0 {
-                sum += 5.0 * p * r / (4.0 * p + r);
-            }
-        }
-        sum / self.hits.len().max(1) as f64
-    }
-}
-
-/// The setting of `settings` with the best mean F2 when each list is cut by `count`.
-fn sweep_best<S: Copy>(
-    ranked: &[Ranked],
-    topics: &[usize],
-    truth: &HashMap<usize, HashSet<u32>>,
-    settings: impl IntoIterator<Item = S>,
-    count: impl Fn(&S, &[f32]) -> usize,
-) -> Option<(S, f64)> {
-    let sweep = Sweep::new(ranked, topics, truth);
-    let scores: Vec<Vec<f32>> = ranked
-        .iter()
-        .map(|r| r.iter().map(|x| x.1).collect())
-        .collect();
-    settings
-        .into_iter()
-        .map(|s| (s, sweep.f2(scores.iter().map(|v| count(&s, v)))))
-        .fold(None, |best: Option<(S, f64)>, x| match best {
-            Some(b) if b.1 >= x.1 => Some(b),
-            _ => Some(x),
-        })
-}
-
-/// The best reranker selection of the grid on `ranked` (probabilities), with its F2.
-pub fn best_selection(
-    ranked: &[Ranked],
-    topics: &[usize],
-    truth: &HashMap<usize, HashSet<u32>>,
-) -> (Selection, f64) {
-    sweep_best(ranked, topics, truth, Selection::grid(), |s, v| {
-        s.count(v, crate::select::threshold::MAX_SELECTED)
-    })
-    .expect("a non-empty grid")
-}
-
-/// The best margin (method §8) in 0.00..0.60 for similarity lists, with its F2.
-pub fn best_margin(
-    ranked: &[Ranked],
-    topics: &[usize],
-    truth: &HashMap<usize, HashSet<u32>>,
-) -> (f32, f64) {
-    let margins = (0..=60).map(|i| i as f32 / 100.0);
-    sweep_best(ranked, topics, truth, margins, |&m, v| {
-        crate::select::threshold::selected_len(v, m, crate::select::threshold::MAX_SELECTED)
-    })
-    .expect("a non-empty sweep")
-}
+pub use crate::select::sweep::{best_margin, best_selection};
 
 /// Options of `lecr rerank train`.
 #[derive(Debug, Clone)]
@@ -295,6 +267,8 @@ pub struct TrainOptions {
     /// Share of the training topics whose rows are also given in their cold form (the tree
     /// context of a channel nobody has linked yet), so the trees learn to rank without it.
     pub cold_share: f64,
+    /// A cross-encoder whose logit becomes a feature (it must not have trained on the fold).
+    pub cross: Option<model::CrossFeature>,
 }
 
 /// Default of [`TrainOptions::cold_share`].
@@ -382,7 +356,18 @@ pub fn train(
     );
     let (parents, embed) = with_parents(ds, &topics);
     let rets = retrievers(ds, sources, &embed, settings)?;
-    let prep = prepare(ds, &rets, &topics, &parents, opts.k)?;
+    let mut prep = prepare(ds, &rets, &topics, &parents, opts.k)?;
+    if let Some(c) = &opts.cross {
+        let model = crate::cross::model::CrossEncoder::load(
+            std::path::Path::new(&c.dir),
+            &crate::cross::model::CrossOptions::default(),
+        )?;
+        eprintln!(
+            "cross-encoder {}: the best {} candidates of each topic",
+            c.dir, c.top
+        );
+        add_cross_column(ds, &mut prep, &model, c.top, 32)?;
+    }
     let y = prep.labels(ds);
     let halves = channel_halves(ds, &topics);
     let cold = prep.features.cold();
@@ -470,6 +455,7 @@ pub fn train(
         ],
         boost: opts.boost,
         cold_share: opts.cold_share,
+        cross: opts.cross.clone(),
     };
     let mut hb = half_boosters.into_iter();
     let (a, b) = (

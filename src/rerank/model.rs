@@ -23,58 +23,7 @@ pub const BOOSTER_FILE: &str = "booster.json";
 pub const HALF_FILES: [&str; 2] = ["booster-a.json", "booster-b.json"];
 pub const IMPORTANCE_FILE: &str = "importances.csv";
 
-/// How the reranker's probabilities become a selection (method §8's spirit on a new score):
-/// keep every candidate with probability ≥ `threshold`, or ≥ `(1 − margin)·best`; the topic's
-/// best candidate is always kept.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Selection {
-    pub threshold: f32,
-    pub margin: f32,
-}
-
-impl Selection {
-    /// How many of `scores` (sorted high to low) are selected.
-    pub fn count(&self, scores: &[f32], cap: usize) -> usize {
-        let Some(&best) = scores.first() else {
-            return 0;
-        };
-        let cut = self.threshold.min((1.0 - self.margin) * best);
-        scores.partition_point(|&s| s >= cut).clamp(1, cap.max(1))
-    }
-
-    /// The settings `lecr rerank train` and `lecr eval --reranker` sweep.
-    pub fn grid() -> Vec<Selection> {
-        // Hundredths as integer ratios, so sweeps elsewhere meet the same f32 values.
-        let thresholds = (1..10)
-            .chain((10..=80).step_by(2))
-            .map(|i| i as f32 / 100.0);
-        let mut v = Vec::new();
-        for t in thresholds {
-            for m in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5] {
-                let m: f32 = m;
-                v.push(Selection {
-                    threshold: t,
-                    margin: m,
-                });
-            }
-        }
-        v
-    }
-}
-
-/// The rule in words, as every command and the page print it: `probability ≥ 0.04 or ≥ 70% of
-/// the best`.
-impl std::fmt::Display for Selection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // As typed (0.04), not as f32 widens it (0.03999999910).
-        let t = (self.threshold as f64 * 1e6).round() / 1e6;
-        write!(
-            f,
-            "probability ≥ {t} or ≥ {:.0}% of the best",
-            (1.0 - self.margin as f64) * 100.0
-        )
-    }
-}
+pub use crate::select::sweep::Selection;
 
 /// What a reranker folder records besides its boosters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +43,17 @@ pub struct Meta {
     /// Share of topics also trained in their cold (no tree context) form.
     #[serde(default)]
     pub cold_share: f64,
+    /// The cross-encoder whose logit is a feature (`cross_logit`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross: Option<CrossFeature>,
+}
+
+/// A cross-encoder read by the reranker: its folder and how many candidates per topic it
+/// reads (the retrievers' best first; the others' `cross_logit` is missing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossFeature {
+    pub dir: String,
+    pub top: usize,
 }
 
 /// The booster's settings (`lecr rerank train --trees --learning-rate --depth`).

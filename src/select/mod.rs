@@ -5,6 +5,7 @@ pub mod lexical;
 pub mod postings;
 pub mod score;
 pub mod similarity;
+pub mod sweep;
 pub mod threshold;
 
 use crate::data::Dataset;

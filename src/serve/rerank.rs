@@ -158,6 +158,13 @@ impl ServeReranker {
         data: Option<&Dataset>,
     ) -> Result<ServeReranker> {
         let rr = Reranker::load(dir)?;
+        if let Some(c) = &rr.meta.cross {
+            anyhow::bail!(
+                "{}: this reranker reads a cross-encoder's logit ({}); the service does not run the cross-encoder yet: serve a reranker trained without --cross (`lecr eval` and `lecr predict` take this one)",
+                dir.display(),
+                c.dir
+            );
+        }
         let trained = &rr.meta.retrievers;
         let columns: Vec<Column> = trained.iter().map(|r| column_of(r)).collect();
         let n_models = columns.iter().filter(|c| **c == Column::Vectors).count();
