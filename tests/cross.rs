@@ -4,6 +4,7 @@
 //! candidates, and a paused-then-resumed run ends with an uninterrupted run's weights.
 
 mod common;
+use common::weights;
 use lecr::cross::model::{CrossEncoder, CrossOptions};
 use lecr::cross::train::{CrossConfig, CrossTrainer};
 use lecr::data::synth::SynthConfig;
@@ -43,17 +44,6 @@ fn config(data: &str, base: &str, out: &Path, epochs: usize) -> CrossConfig {
         output: out.display().to_string(),
         ..Default::default()
     }
-}
-
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<(String, Vec<f32>)> =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-            .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 fn err_of(r: anyhow::Result<CrossEncoder>) -> String {

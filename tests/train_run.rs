@@ -3,6 +3,7 @@
 //! as an uninterrupted one.
 
 mod common;
+use common::weights;
 use lecr::data::synth::SynthConfig;
 use lecr::model::SentenceModel;
 use lecr::train::config::TrainConfig;
@@ -114,17 +115,6 @@ fn two_epochs_lower_the_loss_and_raise_f2() {
     SentenceModel::load(run.join("best").to_str().unwrap(), &Default::default()).unwrap();
     // A finished run refuses to be overwritten.
     assert!(Trainer::new(config(&data, &model, &run, 2)).is_err());
-}
-
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<(String, Vec<f32>)> =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-            .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]

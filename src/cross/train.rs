@@ -18,13 +18,13 @@ use crate::pipeline::{EmbedSettings, Source};
 use crate::train::adamw::{AdamW, AdamWParams};
 use crate::train::checkpoint;
 use crate::train::schedule::learning_rate;
+use crate::train::trainer::log_line;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -188,17 +188,6 @@ pub struct CrossTrainer {
     /// Rejected contents per training topic position.
     rejected: Vec<Vec<u32>>,
     topic_texts: Vec<String>,
-}
-
-fn log_line(run: &Path, line: &str) {
-    eprintln!("{line}");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.join("train.log"))
-    {
-        let _ = writeln!(f, "{line}");
-    }
 }
 
 /// A fixed draw of at most `max` of `items` (all when `max` is 0), in their order.

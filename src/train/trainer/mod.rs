@@ -72,7 +72,8 @@ pub struct Trainer {
     curated_wrong: HashMap<usize, Vec<usize>>,
 }
 
-fn log_line(run: &Path, line: &str) {
+/// Prints a line and appends it to the run's `train.log`.
+pub(crate) fn log_line(run: &Path, line: &str) {
     eprintln!("{line}");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
