@@ -41,7 +41,7 @@ impl Products {
     /// Whether the bf16 kernel runs for this choice on this CPU (and `LECR_ISA`).
     pub fn runs_bf16(self) -> bool {
         self == Products::Bf16
-            && super::bf16::Bf16Kernel::detect() == super::bf16::Bf16Kernel::Avx512Bf16
+            && super::bf16::Bf16Kernel::detect().vector()
     }
 }
 

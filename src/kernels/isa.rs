@@ -10,8 +10,8 @@
 //! - `avx512`: AVX-512 F/BW/DQ/VL, and AVX-512 VNNI where present;
 //! - `amx`: the matrix units too (AMX-TILE, AMX-INT8, AMX-BF16; Sapphire Rapids and later),
 //!   once Linux has granted this process the tile data state (`arch_prctl`
-//!   `ARCH_REQ_XCOMP_PERM`). No kernel uses the tiles yet (issue 32): at this level the
-//!   AVX-512 kernels run, and the level says the CPU and the kernel would allow them.
+//!   `ARCH_REQ_XCOMP_PERM`): the int8 and bf16 dense products run on the tiles
+//!   (`kernels::amx`), everything else on the AVX-512 kernels.
 //!
 //! A cap above what this CPU (or its kernel) allows runs the highest level below it, with one
 //! log line saying why ([`fallback`]).

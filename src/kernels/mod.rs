@@ -37,6 +37,8 @@ pub fn simd_level() -> u8 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 pub mod attention;
 pub mod bf16;
 pub mod dropout;

@@ -310,9 +310,10 @@ fn pair_dots(
     acc: &mut [[[i32; BLOCK]; 2]; TOPICS],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kernel == Int8Kernel::Vnni {
+    if matches!(kernel, Int8Kernel::Vnni | Int8Kernel::Amx) {
         // SAFETY: `Int8Kernel::Vnni` is chosen (or offered to tests) only where the CPU has
-        // AVX-512 VNNI.
+        // AVX-512 VNNI, and `Amx` only where it has AMX too (every AMX CPU has AVX-512 VNNI);
+        // these catalog scores run on VNNI either way.
         unsafe {
             match nt {
                 1 => vnni::pair_dots::<1>(t, d4, b, acc),

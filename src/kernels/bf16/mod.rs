@@ -7,16 +7,15 @@
 //! and softmax stay in f32; attention's two products run in bf16 too (`attention`).
 //!
 //! Kernels, chosen at run time (`LECR_ISA` caps the choice, see `kernels::isa`):
+//! - AMX (`tdpbf16ps` on the tile registers: 16 × 16 outputs × 32 inputs per instruction,
+//!   Sapphire Rapids and later), at level `amx`; the panels below are already its B tiles;
 //! - AVX512_BF16 (`vdpbf16ps` on zmm: 16 lanes × 2 bf16 products per instruction, added to f32;
 //!   Cooper Lake, Sapphire Rapids and Zen 4 and later), at level `avx512` and above;
 //! - portable loops (the reference: exact products, f32 sums; much slower than the f32 model,
 //!   so a load on such a CPU says so).
 //!
-//! The AMX tiles (`tdpbf16ps`) are the next path for this layout: the panels below already hold
-//! the pairs of inputs that a tile's B operand wants.
-//!
 //! Layout: this file holds the kernel choice, the weights and activations in bf16 and the one
-//! dispatch table ([`run_tile`]); the AVX512_BF16 path is `avx512`, the reference `portable`,
+//! dispatch table ([`run_tile`]); the AMX path is `amx`, the AVX512_BF16 one `avx512`, the reference `portable`,
 //! and the candle operations that run them `ops`.
 
 use rayon::prelude::*;
@@ -24,6 +23,8 @@ use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod attention;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod ops;
@@ -43,6 +44,8 @@ const TASK_ROWS: usize = 64;
 /// Which kernel runs the bf16 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bf16Kernel {
+    /// AMX tiles (`tdpbf16ps`); conversions and the rest on AVX512_BF16.
+    Amx,
     /// AVX512_BF16 (`vdpbf16ps` on zmm).
     Avx512Bf16,
     /// Portable loops.
@@ -60,6 +63,7 @@ impl Bf16Kernel {
     pub fn best_for(isa: super::isa::Isa, cpu: super::isa::CpuFeatures) -> Self {
         use super::isa::Isa;
         match isa {
+            Isa::Amx if cpu.amx && cpu.avx512_bf16 => Bf16Kernel::Amx,
             Isa::Amx | Isa::Avx512 if cpu.avx512_bf16 => Bf16Kernel::Avx512Bf16,
             _ => Bf16Kernel::Portable,
         }
@@ -69,6 +73,9 @@ impl Bf16Kernel {
     pub fn available() -> Vec<Self> {
         let cpu = super::isa::CpuFeatures::detect();
         let mut k = Vec::new();
+        if cpu.amx && cpu.avx512_bf16 && super::isa::amx_permission().is_ok() {
+            k.push(Bf16Kernel::Amx);
+        }
         if cpu.avx512_bf16 {
             k.push(Bf16Kernel::Avx512Bf16);
         }
@@ -76,8 +83,15 @@ impl Bf16Kernel {
         k
     }
 
+    /// Whether this kernel's CPU has the AVX512_BF16 vector instructions (conversions and the
+    /// attention products use them beside either of the fast kernels).
+    pub fn vector(self) -> bool {
+        matches!(self, Bf16Kernel::Amx | Bf16Kernel::Avx512Bf16)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
+            Bf16Kernel::Amx => "AMX-BF16",
             Bf16Kernel::Avx512Bf16 => "AVX512-BF16",
             Bf16Kernel::Portable => "portable",
         }
@@ -250,8 +264,8 @@ impl RowsOut<'_> {
 /// `x` rounded into the front of `out` (the rest stays as it is: zero padding).
 fn convert_row(x: &[f32], out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
-    if Bf16Kernel::detect() == Bf16Kernel::Avx512Bf16 {
-        // SAFETY: that kernel is only chosen where the CPU has AVX512_BF16.
+    if Bf16Kernel::detect().vector() {
+        // SAFETY: those kernels are only chosen where the CPU has AVX512_BF16.
         return unsafe { avx512::convert_row(x, out) };
     }
     portable::convert_row(x, out)
@@ -322,6 +336,10 @@ fn run_tile(
         rows,
     };
     match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Amx` is only chosen where the CPU has AMX and AVX512_BF16 and Linux granted
+        // the tile state (or by a test that checked them).
+        Bf16Kernel::Amx => unsafe { amx::task(&tile, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512Bf16` is only chosen when the CPU has AVX512_BF16 (or by a test that
         // checked it).

@@ -15,6 +15,9 @@ fn kernels() -> Vec<Bf16Kernel> {
     if !k.contains(&Bf16Kernel::Avx512Bf16) {
         eprintln!("not tested on this CPU: the AVX512-BF16 kernel (the CPU lacks AVX512_BF16)");
     }
+    if !k.contains(&Bf16Kernel::Amx) {
+        eprintln!("not tested on this CPU: the AMX-BF16 kernel (no AMX, or Linux refused it)");
+    }
     k
 }
 
@@ -89,6 +92,8 @@ fn every_kernel_matches_exact_sums_of_the_rounded_inputs_on_odd_shapes() {
         (8, 64, 48),
         (17, 384, 49),
         (70, 131, 100),
+        // Whole 64-byte tile rows, more than one task, an odd last panel (AMX).
+        (130, 768, 80),
     ] {
         let x = random(rows * k, 1 + k as u64, 2.0);
         let w = random(n * k, 2 + n as u64, 0.2);
@@ -239,6 +244,10 @@ fn kernel_choice_follows_the_instruction_set_level() {
         Bf16Kernel::Avx512Bf16
     );
     assert_eq!(Bf16Kernel::best_for(Isa::Amx, zen4), Bf16Kernel::Avx512Bf16);
+    // Sapphire Rapids: the tiles at the AMX level, the vector kernel capped at avx512.
+    let spr = CpuFeatures { amx: true, ..zen4 };
+    assert_eq!(Bf16Kernel::best_for(Isa::Amx, spr), Bf16Kernel::Amx);
+    assert_eq!(Bf16Kernel::best_for(Isa::Avx512, spr), Bf16Kernel::Avx512Bf16);
     // LECR_ISA=avx2 on the same CPU: the zmm kernel is off.
     assert_eq!(Bf16Kernel::best_for(Isa::Avx2, zen4), Bf16Kernel::Portable);
     // Ice Lake server: AVX-512 without BF16.

@@ -103,9 +103,9 @@ impl Bf16Acts {
     }
 }
 
-/// Whether the vector conversions below may run (the AVX512_BF16 kernel was chosen).
+/// Whether the vector conversions below may run (the CPU has AVX512_BF16, by the kernel choice).
 fn vector() -> bool {
-    cfg!(target_arch = "x86_64") && Bf16Kernel::detect() == Bf16Kernel::Avx512Bf16
+    cfg!(target_arch = "x86_64") && Bf16Kernel::detect().vector()
 }
 
 /// Rows `n0 .. n0 + here` of `v` into one panel (`row`: scratch of `k2` values).

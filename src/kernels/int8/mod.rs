@@ -8,6 +8,8 @@
 //! exactly in i32 and scaled back: `y = s_x s_w · (Σ q_x q_w − z Σ_k q_w) + b`.
 //!
 //! Kernels, chosen at run time (`LECR_ISA` caps the choice, see `kernels::isa`):
+//! - AMX (`tdpbsud` on the tile registers: 16 × 16 outputs × 64 inputs per instruction,
+//!   Sapphire Rapids and later; the same packed weights and integers as AVX-512 VNNI);
 //! - AVX-512 VNNI (`vpdpbusd` on zmm: 16 lanes × 4 products of u8 × i8 per instruction);
 //! - AVX-VNNI (the same instruction on ymm, Alder Lake and later);
 //! - AVX2 (`vpmaddubsw` + `vpmaddwd`);
@@ -24,7 +26,7 @@
 //!
 //! Layout: this file holds the kernel choice, the quantized activations and the one dispatch
 //! table ([`run_tile`], [`quantize_row`]); each instruction-set path has its own file
-//! (`portable`, `avx2`, `avx_vnni`, `avx512_vnni`, the 256-bit micro-kernel shared by the
+//! (`portable`, `avx2`, `avx_vnni`, `avx512_vnni`, `amx`, the 256-bit micro-kernel shared by the
 //! AVX2 and AVX-VNNI paths in `ymm`), the weights and their packing are in `weights`, and
 //! the candle operations that run them in `ops`.
 
@@ -37,6 +39,8 @@ mod weights;
 #[cfg(target_arch = "x86_64")]
 #[macro_use]
 mod ymm;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -57,6 +61,8 @@ const TASK_ROWS: usize = 64;
 /// Which kernel runs the products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
+    /// AMX tiles (`tdpbsud`), with the AVX-512 VNNI kernel's epilogue.
+    Amx,
     /// AVX-512 VNNI (`vpdpbusd` on zmm).
     Vnni,
     /// AVX-VNNI (`vpdpbusd` on ymm).
@@ -84,6 +90,7 @@ impl Int8Kernel {
     pub fn best_for(isa: super::isa::Isa, cpu: super::isa::CpuFeatures) -> Self {
         use super::isa::Isa;
         match isa {
+            Isa::Amx if cpu.amx && cpu.avx512 => Int8Kernel::Amx,
             Isa::Amx | Isa::Avx512 if cpu.avx512_vnni => Int8Kernel::Vnni,
             Isa::Amx | Isa::Avx512 | Isa::AvxVnni if cpu.avx_vnni => Int8Kernel::AvxVnni,
             Isa::Amx | Isa::Avx512 | Isa::AvxVnni | Isa::Avx2 if cpu.avx2_fma => Int8Kernel::Avx2,
@@ -94,7 +101,9 @@ impl Int8Kernel {
     /// Every kernel this CPU can run (tests and benchmarks), best first.
     pub fn available() -> Vec<Self> {
         let cpu = super::isa::CpuFeatures::detect();
+        let amx = cpu.amx && cpu.avx512 && super::isa::amx_permission().is_ok();
         [
+            (amx, Int8Kernel::Amx),
             (cpu.avx512_vnni, Int8Kernel::Vnni),
             (cpu.avx_vnni, Int8Kernel::AvxVnni),
             (cpu.avx2_fma, Int8Kernel::Avx2),
@@ -107,6 +116,7 @@ impl Int8Kernel {
 
     pub fn name(self) -> &'static str {
         match self {
+            Int8Kernel::Amx => "AMX",
             Int8Kernel::Vnni => "AVX-512 VNNI",
             Int8Kernel::AvxVnni => "AVX-VNNI",
             Int8Kernel::Avx2 => "AVX2",
@@ -304,6 +314,10 @@ fn run_tile(
         rows,
     };
     match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Amx` is only chosen where the CPU has AMX and AVX-512 and Linux granted the
+        // tile state (`Isa::Amx` is active only then; `available` checks the same).
+        Int8Kernel::Amx => unsafe { amx::task(&tile, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Vnni` is only chosen when the CPU has these features (or by a test that
         // checked them).

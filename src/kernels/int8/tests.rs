@@ -37,7 +37,12 @@ fn reference(x: &[f32], w: &QuantizedMatrix, bias: &[f32]) -> Vec<f32> {
 /// Every kernel this CPU runs; names the ones it cannot.
 fn kernels() -> Vec<Int8Kernel> {
     let k = Int8Kernel::available();
-    for missing in [Int8Kernel::Vnni, Int8Kernel::AvxVnni, Int8Kernel::Avx2] {
+    for missing in [
+        Int8Kernel::Amx,
+        Int8Kernel::Vnni,
+        Int8Kernel::AvxVnni,
+        Int8Kernel::Avx2,
+    ] {
         if !k.contains(&missing) {
             eprintln!("not tested on this CPU: the {} int8 kernel", missing.name());
         }
@@ -84,6 +89,9 @@ fn kernels_compute_the_exact_integer_product() {
         (70, 33, 40),
         (131, 64, 48),
         (9, 384, 96),
+        // Whole and partial 64-input tile rows, 32-row blocks and panel pairs (AMX).
+        (33, 192, 80),
+        (97, 130, 33),
     ] {
         let x = random(rows * k, rows as u64, 2.0);
         let wf = random(n * k, k as u64, 0.5);
@@ -179,6 +187,48 @@ fn kernels_agree_bit_for_bit_and_do_not_saturate_at_the_extremes() {
 }
 
 #[test]
+fn amx_tiles_give_the_vnni_kernel_floats_bit_for_bit() {
+    let k = Int8Kernel::available();
+    if !k.contains(&Int8Kernel::Amx) {
+        eprintln!(
+            "skipped: no AMX here ({})",
+            crate::kernels::isa::CpuFeatures::detect()
+                .missing(crate::kernels::isa::Isa::Amx)
+                .unwrap_or_else(|| "AMX is capped".into())
+        );
+        return;
+    }
+    // MiniLM's shapes (384 → 1152 fused QKV, 384 → 1536, 1536 → 384) and odd ones: rows not a
+    // multiple of 16 or 32, inputs not a multiple of 64, an odd number of panels.
+    for (i, (rows, k, n)) in [
+        (256, 384, 1152),
+        (100, 1536, 384),
+        (17, 384, 1536),
+        (31, 100, 16),
+        (65, 68, 49),
+        (1, 4, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = random(rows * k, 40 + i as u64, 3.0);
+        let q = QuantizedMatrix::quantize(&random(n * k, 50 + i as u64, 0.4), n, k);
+        let packed = PackedInt8::pack(&q);
+        let bias = random(n, 60, 1.0);
+        let acts = QuantizedActs::quantize(&x, k);
+        let mut vnni = vec![0f32; rows * n];
+        let mut amx = vec![f32::NAN; rows * n];
+        matmul(&acts, &packed, Some(&bias), Int8Kernel::Vnni, &mut vnni);
+        matmul(&acts, &packed, Some(&bias), Int8Kernel::Amx, &mut amx);
+        assert_eq!(
+            amx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            vnni.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{rows}×{k}×{n}"
+        );
+    }
+}
+
+#[test]
 fn kernel_choice_follows_the_instruction_set_level() {
     use crate::kernels::isa::{CpuFeatures, Isa};
     let all = CpuFeatures {
@@ -189,8 +239,10 @@ fn kernel_choice_follows_the_instruction_set_level() {
         avx512_bf16: true,
         amx: true,
     };
-    // No AMX kernel yet: the AMX level runs the AVX-512 VNNI one.
-    assert_eq!(Int8Kernel::best_for(Isa::Amx, all), Int8Kernel::Vnni);
+    assert_eq!(Int8Kernel::best_for(Isa::Amx, all), Int8Kernel::Amx);
+    // The AMX level on a CPU without the tiles runs the AVX-512 VNNI kernel.
+    let no_tiles = CpuFeatures { amx: false, ..all };
+    assert_eq!(Int8Kernel::best_for(Isa::Amx, no_tiles), Int8Kernel::Vnni);
     assert_eq!(Int8Kernel::best_for(Isa::Avx512, all), Int8Kernel::Vnni);
     assert_eq!(Int8Kernel::best_for(Isa::AvxVnni, all), Int8Kernel::AvxVnni);
     assert_eq!(Int8Kernel::best_for(Isa::Avx2, all), Int8Kernel::Avx2);
