@@ -81,21 +81,24 @@ impl Drop for Tiles {
 /// `16 (q / 2) ..` and panel `q % 2`, each row 16 sums of 32 bits.
 pub(crate) type Block = [u32; 4 * TILE * TILE];
 
-/// Expands to the tile loop with the product instruction `$op`.
+/// Expands to the tile loop with the product instruction `$op`: tmm0–3 = the block's sums.
 macro_rules! tile_loop {
-    ($op:literal, $a0:expr, $a1:expr, $sa:expr, $b0:expr, $b1:expr, $n:expr, $c:expr) => {
+    ($op:literal, $a0:expr, $a1:expr, $sa:expr, $b0:expr, $b1:expr, $n:expr) => {
         asm!(
             "tilezero tmm0",
             "tilezero tmm1",
             "tilezero tmm2",
             "tilezero tmm3",
             "2:",
+            // Each load just before the first product that needs it, so that it overlaps
+            // the products already queued (tile registers are not renamed: a load waits for
+            // the last product that reads its register).
             "tileloadd tmm4, [{a0} + {sa}*1]",
             "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
             concat!($op, " tmm0, tmm4, tmm6"),
+            "tileloadd tmm7, [{b1} + {sb}*1]",
             concat!($op, " tmm1, tmm4, tmm7"),
+            "tileloadd tmm5, [{a1} + {sa}*1]",
             concat!($op, " tmm2, tmm5, tmm6"),
             concat!($op, " tmm3, tmm5, tmm7"),
             "add {a0}, 64",
@@ -104,47 +107,60 @@ macro_rules! tile_loop {
             "add {b1}, 1024",
             "dec {n}",
             "jnz 2b",
-            "tilestored [{c} + {sb}*1], tmm0",
-            "add {c}, 1024",
-            "tilestored [{c} + {sb}*1], tmm1",
-            "add {c}, 1024",
-            "tilestored [{c} + {sb}*1], tmm2",
-            "add {c}, 1024",
-            "tilestored [{c} + {sb}*1], tmm3",
             a0 = inout(reg) $a0 => _,
             a1 = inout(reg) $a1 => _,
             b0 = inout(reg) $b0 => _,
             b1 = inout(reg) $b1 => _,
             n = inout(reg) $n => _,
-            c = inout(reg) $c => _,
             sa = in(reg) $sa,
             sb = in(reg) ROW_BYTES,
-            options(nostack),
+            options(nostack, readonly),
         )
     };
 }
 
-/// One 32 × 32 block over `chunks` ≥ 1 chunks of 64 input bytes: A rows at `a0` and
-/// `a1` (stride `sa`), B tiles at `b0` and `b1` (1,024 bytes per chunk).
+/// Starts one 32 × 32 block over `chunks` ≥ 1 chunks of 64 input bytes: A rows at `a0` and
+/// 16 rows below (stride `sa`), B tiles at `b0` and `b1` (1,024 bytes per chunk). The sums
+/// stay in tmm0–3 until [`store_block`]; in between, the CPU is free to finish the previous
+/// block's outputs while the tile unit works on this one (the tile registers are not used by
+/// compiled code, so they keep their contents from one `asm!` to the next).
 ///
 /// # Safety
 /// Tiles configured; every byte read is inside its buffer.
 #[inline]
-unsafe fn block(
+unsafe fn compute_block(
     op: TileOp,
     a0: *const u8,
     sa: usize,
     b0: *const u8,
     b1: *const u8,
     chunks: usize,
-    c: &mut Block,
 ) {
     let a1 = a0.add(TILE * sa);
-    let cp = c.as_mut_ptr();
     match op {
-        TileOp::SignedByUnsigned => tile_loop!("tdpbsud", a0, a1, sa, b0, b1, chunks, cp),
-        TileOp::Bf16 => tile_loop!("tdpbf16ps", a0, a1, sa, b0, b1, chunks, cp),
+        TileOp::SignedByUnsigned => tile_loop!("tdpbsud", a0, a1, sa, b0, b1, chunks),
+        TileOp::Bf16 => tile_loop!("tdpbf16ps", a0, a1, sa, b0, b1, chunks),
     }
+}
+
+/// tmm0–3 into `c`.
+///
+/// # Safety
+/// Tiles configured, a block computed.
+#[inline]
+unsafe fn store_block(c: &mut Block) {
+    asm!(
+        "tilestored [{c} + {s}*1], tmm0",
+        "add {c}, 1024",
+        "tilestored [{c} + {s}*1], tmm1",
+        "add {c}, 1024",
+        "tilestored [{c} + {s}*1], tmm2",
+        "add {c}, 1024",
+        "tilestored [{c} + {s}*1], tmm3",
+        c = inout(reg) c.as_mut_ptr() => _,
+        s = in(reg) ROW_BYTES,
+        options(nostack),
+    )
 }
 
 /// One task's operands, in bytes.
@@ -202,10 +218,26 @@ pub(crate) unsafe fn run(op: TileOp, o: Operands, mut store: impl FnMut(&[u32], 
         w_copy = buf;
         (w_copy.as_ptr(), TILE * kp)
     };
-    let zeros = vec![0u8; chunks * B_TILE];
+    let zeros = if o.panels % 2 == 1 {
+        vec![0u8; chunks * B_TILE]
+    } else {
+        Vec::new()
+    };
     let _tiles = Tiles::configure();
-    let mut c: Block = [0; 4 * TILE * TILE];
+    // Two blocks of sums: the one being stored, and the one whose outputs are finished while
+    // the tiles compute the next.
+    let mut c: [Block; 2] = [[0; 4 * TILE * TILE]; 2];
+    let mut pending: Option<(usize, usize, usize)> = None;
+    let mut deliver = |c: &Block, i: usize, p: usize| {
+        for (q, tile) in c.chunks_exact(TILE * TILE).enumerate() {
+            let (ri, pj) = (i + (q / 2) * TILE, p + q % 2);
+            if ri < o.rows && pj < o.panels {
+                store(tile, ri, pj);
+            }
+        }
+    };
     let mut p = 0;
+    let mut next = 0;
     while p < o.panels {
         let b0 = w.add(p * wstride);
         let b1 = if p + 1 < o.panels {
@@ -215,15 +247,18 @@ pub(crate) unsafe fn run(op: TileOp, o: Operands, mut store: impl FnMut(&[u32], 
         };
         let mut i = 0;
         while i < o.rows {
-            block(op, a.add(i * sa), sa, b0, b1, chunks, &mut c);
-            for (q, tile) in c.chunks_exact(TILE * TILE).enumerate() {
-                let (ri, pj) = (i + (q / 2) * TILE, p + q % 2);
-                if ri < o.rows && pj < o.panels {
-                    store(tile, ri, pj);
-                }
+            compute_block(op, a.add(i * sa), sa, b0, b1, chunks);
+            if let Some((slot, pi, pp)) = pending {
+                deliver(&c[slot], pi, pp);
             }
+            store_block(&mut c[next]);
+            pending = Some((next, i, p));
+            next = 1 - next;
             i += 2 * TILE;
         }
         p += 2;
+    }
+    if let Some((slot, pi, pp)) = pending {
+        deliver(&c[slot], pi, pp);
     }
 }

@@ -40,8 +40,7 @@ pub enum Products {
 impl Products {
     /// Whether the bf16 kernel runs for this choice on this CPU (and `LECR_ISA`).
     pub fn runs_bf16(self) -> bool {
-        self == Products::Bf16
-            && super::bf16::Bf16Kernel::detect().vector()
+        self == Products::Bf16 && super::bf16::Bf16Kernel::detect().vector()
     }
 }
 

@@ -22,9 +22,9 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod attention;
-#[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod ops;

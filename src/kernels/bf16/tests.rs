@@ -247,7 +247,10 @@ fn kernel_choice_follows_the_instruction_set_level() {
     // Sapphire Rapids: the tiles at the AMX level, the vector kernel capped at avx512.
     let spr = CpuFeatures { amx: true, ..zen4 };
     assert_eq!(Bf16Kernel::best_for(Isa::Amx, spr), Bf16Kernel::Amx);
-    assert_eq!(Bf16Kernel::best_for(Isa::Avx512, spr), Bf16Kernel::Avx512Bf16);
+    assert_eq!(
+        Bf16Kernel::best_for(Isa::Avx512, spr),
+        Bf16Kernel::Avx512Bf16
+    );
     // LECR_ISA=avx2 on the same CPU: the zmm kernel is off.
     assert_eq!(Bf16Kernel::best_for(Isa::Avx2, zen4), Bf16Kernel::Portable);
     // Ice Lake server: AVX-512 without BF16.

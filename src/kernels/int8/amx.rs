@@ -43,6 +43,9 @@ pub(super) unsafe fn task(t: &Tile, out: &mut [MaybeUninit<f32>]) {
 
 /// One accumulator tile (task rows `i .. i + 16`, panel `p`) scaled, biased and stored, with
 /// the same operations in the same order as the AVX-512 VNNI kernel's epilogue.
+///
+/// # Safety
+/// AVX-512 F/BW; `m` indexes rows of `a` (padded to whole micro-tiles, so inside its vectors).
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
 unsafe fn store(t: &Tile, out: &mut [MaybeUninit<f32>], tile: &[u32], i: usize, p: usize) {
@@ -55,21 +58,24 @@ unsafe fn store(t: &Tile, out: &mut [MaybeUninit<f32>], tile: &[u32], i: usize, 
     } else {
         (1u16 << valid) - 1
     };
+    // Per column, loaded once per tile; per row, what the VNNI kernel computes per row.
+    let s_w = _mm512_loadu_ps(w.scales.as_ptr().add(c0));
+    let wsum = _mm512_loadu_si512(w.wsum.as_ptr().add(c0) as *const _);
+    let bias = t
+        .bias
+        .map(|b| _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0)));
     for r in 0..(t.rows - i).min(TILE) {
         let m = t.r0 + i + r;
-        let off = _mm512_set1_epi32(a.offsets[m]);
-        let zero = _mm512_set1_epi32(a.zeros[m]);
-        let xs = _mm512_set1_ps(a.scales[m]);
+        let off = _mm512_set1_epi32(*a.offsets.get_unchecked(m));
+        let zero = _mm512_set1_epi32(*a.zeros.get_unchecked(m));
+        let xs = _mm512_set1_ps(*a.scales.get_unchecked(m));
         let acc = _mm512_loadu_si512(tile.as_ptr().add(r * TILE) as *const _);
-        let s = _mm512_mul_ps(xs, _mm512_loadu_ps(w.scales.as_ptr().add(c0)));
-        let corr = _mm512_mullo_epi32(
-            zero,
-            _mm512_loadu_si512(w.wsum.as_ptr().add(c0) as *const _),
-        );
+        let s = _mm512_mul_ps(xs, s_w);
+        let corr = _mm512_mullo_epi32(zero, wsum);
         let acc = _mm512_sub_epi32(acc, _mm512_add_epi32(off, corr));
         let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
-        if let Some(b) = t.bias {
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(c0)));
+        if let Some(b) = bias {
+            v = _mm512_add_ps(v, b);
         }
         let dst = (out.as_mut_ptr() as *mut f32).add((i + r) * n);
         _mm512_mask_storeu_ps(dst.add(c0), mask, v);
