@@ -163,6 +163,14 @@ unsafe fn store_block(c: &mut Block) {
     )
 }
 
+/// The AVX-512 mask of the valid columns among the 16 from `c0` of an `n`-column output.
+pub(crate) fn column_mask(n: usize, c0: usize) -> u16 {
+    match n.saturating_sub(c0) {
+        v if v >= TILE => 0xffff,
+        v => (1u16 << v) - 1,
+    }
+}
+
 /// One task's operands, in bytes.
 pub(crate) struct Operands<'a> {
     /// All activation rows, `row_bytes` each (the zero rows that pad them included).

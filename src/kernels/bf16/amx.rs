@@ -34,12 +34,7 @@ pub(super) unsafe fn task(t: &Tile, out: &mut [MaybeUninit<f32>]) {
     };
     amx::run(TileOp::Bf16, ops, |tile, i, p| {
         let c0 = p * NR;
-        let valid = n.saturating_sub(c0).min(NR);
-        let mask: __mmask16 = if valid == NR {
-            0xffff
-        } else {
-            (1u16 << valid) - 1
-        };
+        let mask = amx::column_mask(n, c0);
         // SAFETY: AVX-512 F is enabled for this function; reads and stores stay inside the
         // tile, the bias and the task's rows (masked to the valid columns).
         unsafe {

@@ -52,12 +52,7 @@ unsafe fn store(t: &Tile, out: &mut [MaybeUninit<f32>], tile: &[u32], i: usize, 
     let (a, w) = (t.acts, t.w);
     let n = w.out_dim;
     let c0 = p * NR;
-    let valid = n.saturating_sub(c0).min(NR);
-    let mask: __mmask16 = if valid == NR {
-        0xffff
-    } else {
-        (1u16 << valid) - 1
-    };
+    let mask = amx::column_mask(n, c0);
     // Per column, loaded once per tile; per row, what the VNNI kernel computes per row.
     let s_w = _mm512_loadu_ps(w.scales.as_ptr().add(c0));
     let wsum = _mm512_loadu_si512(w.wsum.as_ptr().add(c0) as *const _);
