@@ -268,7 +268,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
 }
 
 #[test]
-fn a_reranker_reads_the_cross_logit_of_the_top_candidates_and_the_service_says_it_cannot() {
+fn a_reranker_reads_the_cross_logit_of_the_top_candidates() {
     use lecr::pipeline::{EmbedSettings, Source};
     use lecr::rerank::model::{BoostSettings, CrossFeature, Reranker};
     std::env::set_var("LECR_NO_PROGRESS", "1");
@@ -295,6 +295,7 @@ fn a_reranker_reads_the_cross_logit_of_the_top_candidates_and_the_service_says_i
         cross: Some(CrossFeature {
             dir: cross_dir.clone(),
             top,
+            precision: lecr::cross::model::Precision::F32,
         }),
     };
     let (rr, report) = lecr::rerank::train(
@@ -355,12 +356,123 @@ fn a_reranker_reads_the_cross_logit_of_the_top_candidates_and_the_service_says_i
     assert!(scores
         .iter()
         .all(|s| s.is_finite() && (0.0..=1.0).contains(s)));
+}
 
-    let e = lecr::serve::rerank::ServeReranker::load(&saved, &["lexical".into()], 96, None)
-        .err()
-        .expect("the service refuses it");
+#[test]
+fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
+    use common::server::Server;
+    use common::studio::{predict, recommend, studio_topics, without_sample_links};
+    std::env::set_var("LECR_NO_PROGRESS", "1");
+    let root = tempfile::tempdir().unwrap();
+    // Studio-shaped ids, so requests can name the data folder's topics; two languages.
+    let (data, model) = common::serve_corpus_with(root.path(), true);
+    let run = root.path().join("run");
+    let cfg = CrossConfig {
+        max_topics: 40,
+        max_val_topics: 10,
+        max_len: 64,
+        ..config(&data, &model, &run, 1)
+    };
+    CrossTrainer::new(cfg).unwrap().fit(None).unwrap();
+    let cross_dir = run.join("best");
+    let rr = root.path().join("rr");
+    let rr_path = rr.to_str().unwrap();
+    common::run_lecr([
+        "rerank",
+        "train",
+        "--data",
+        &data,
+        "--fold",
+        "0",
+        "--model",
+        &model,
+        "--model",
+        "lexical",
+        "--k",
+        "8",
+        "--trees",
+        "30",
+        "--cross",
+        cross_dir.to_str().unwrap(),
+        "--cross-top",
+        "4",
+        "--out",
+        rr_path,
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rr.join("reranker.json")).unwrap()).unwrap();
+    assert_eq!(meta["cross"]["top"], 4, "{meta}");
+    assert_eq!(
+        meta["cross"]["precision"], "int8",
+        "the default precision is saved"
+    );
+    let known = without_sample_links(&data, &root.path().join("known"));
+    let args = [
+        "--data",
+        &known,
+        "--model",
+        &model,
+        "--model",
+        "lexical",
+        "--reranker",
+        rr_path,
+    ];
+    let predicted = predict(root.path(), "crossed.csv", &args);
+    let s = Server::start(&args);
+    let ds = lecr::data::load_dataset(Path::new(&known)).unwrap();
+    // The topics the reranker did not train on (`predict` scores fold 0 out of fold).
+    let topics: Vec<(String, serde_json::Value)> = studio_topics(&ds, true)
+        .into_iter()
+        .filter(|(tid, _)| ds.topic(tid).unwrap().fold != Some(0))
+        .collect();
+    assert!(topics.len() >= 10);
+    let served = recommend(&s, &topics);
+    let mut nonempty = 0;
+    for (tid, _) in &topics {
+        assert_eq!(served[tid], predicted[tid], "topic {tid}");
+        nonempty += !served[tid].is_empty() as usize;
+    }
     assert!(
-        format!("{e:#}").contains("does not run the cross-encoder"),
-        "{e:#}"
+        nonempty >= topics.len() / 2,
+        "{nonempty} of {}",
+        topics.len()
+    );
+    // One by one (each request's pairs alone in its batch): the same answers.
+    for t in topics.iter().take(4) {
+        let alone = recommend(&s, std::slice::from_ref(t));
+        assert_eq!(alone[&t.0], predicted[&t.0], "topic {} alone", t.0);
+    }
+    let pairs = s
+        .text("/metrics")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("lecr_cross_pairs_total ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .expect("the cross-encoder's pairs in /metrics");
+    assert!(
+        pairs >= 4.0 * topics.len() as f64,
+        "{pairs} pairs read for {} topics at top 4",
+        topics.len()
+    );
+    drop(s);
+
+    // The reranker's cross-encoder folder gone: the service refuses to start, naming it.
+    let moved = root.path().join("moved");
+    std::fs::rename(&cross_dir, &moved).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .env("LECR_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cross-encoder") && err.contains(cross_dir.to_str().unwrap()),
+        "{err}"
     );
 }

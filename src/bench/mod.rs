@@ -7,6 +7,7 @@ pub mod catalog_pg;
 pub mod catalog_vectors;
 pub mod content;
 pub mod serve;
+pub mod serve_rerank;
 
 use crate::model::{LoadOptions, SentenceModel};
 use crate::train::adamw::{AdamW, AdamWParams};

@@ -48,6 +48,14 @@ pub struct ServeBenchOptions {
     /// lecr's int8 folders).
     #[arg(long)]
     pub baseline_model: Option<String>,
+    /// A reranker folder: also load a server that reranks with it (on the filled store, with
+    /// --data for its tree context), and compare.
+    #[arg(long)]
+    pub reranker: Option<PathBuf>,
+    /// A reranker that reads a cross-encoder (`lecr rerank train --cross`): also load a server
+    /// with it; its rows are compared with --reranker's (or the plain server's).
+    #[arg(long)]
+    pub cross_reranker: Option<PathBuf>,
     /// Only load a server already running at this base URL (e.g. http://127.0.0.1:8000); no
     /// seeding, restart or baseline figures.
     #[arg(long)]
@@ -455,6 +463,26 @@ pub fn run(o: &ServeBenchOptions) -> Result<()> {
     let restart = ServerProcess::start(serve_cmd(false), "lecr serve (restart)", limit)?;
     let (restart_s, restart_rss) = (restart.ready_s, restart.peak_rss_mib());
     restart.stop()?;
+    let mut reranked = vec![crate::bench::serve_rerank::RerankRun {
+        label: "retriever only".into(),
+        loads: ours.clone(),
+        cross: None,
+    }];
+    for (label, dir) in [
+        ("reranker", &o.reranker),
+        ("reranker + cross-encoder", &o.cross_reranker),
+    ] {
+        if let Some(dir) = dir {
+            reranked.push(crate::bench::serve_rerank::run_one(
+                serve_cmd(true),
+                label,
+                dir,
+                &bodies,
+                &o.clients,
+                o.seconds,
+            )?);
+        }
+    }
     let mut theirs: HashMap<usize, LoadResult> = HashMap::new();
     let mut baseline_ready = None;
     if let Some(py) = &o.python {
@@ -534,6 +562,13 @@ pub fn run(o: &ServeBenchOptions) -> Result<()> {
     println!("| embed-content, batches of 20, one after another | {content_rate:.1} resources/s |");
     if let Some((s, rss)) = baseline_ready {
         println!("| Python baseline start to ready | {s:.1} s, peak RSS {rss:.0} MiB |");
+    }
+    if reranked.len() > 1 {
+        println!(
+            "\nrecommend with the second stage, same bodies and client counts (CPU: {})",
+            cpu_features()
+        );
+        print!("{}", crate::bench::serve_rerank::render(&reranked));
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use crate::model::tokenize::length_order;
 use crate::model::{LoadOptions, SentenceModel};
 use anyhow::{Context, Result};
 use candle_core::{Module, Tensor, Var};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Written into a saved cross-encoder folder: what lecr needs beyond `config.json`.
@@ -36,11 +37,55 @@ pub struct CrossOptions {
     pub bf16: bool,
 }
 
+/// The arithmetic of a cross-encoder's dense layers at inference (layer norms, softmax and
+/// the head stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout (what a reranker saved without a precision was trained with).
+    #[default]
+    F32,
+    /// Weights rounded to bf16, f32 sums (AMX or AVX512_BF16 where the CPU has them).
+    Bf16,
+    /// Weights and activations in int8 (quantized as it loads, calibrated on generated
+    /// vocabulary texts with a fixed seed, so every load gives the same model); the fastest on
+    /// every CPU lecr runs on (VNNI, AVX-VNNI, AVX2), and exact across them.
+    Int8,
+}
+
+impl Precision {
+    /// The precision a new reranker's cross-encoder runs in unless told otherwise.
+    pub const DEFAULT_FOR_RERANKER: Precision = Precision::Int8;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// Load options in this precision.
+    pub fn options(self) -> CrossOptions {
+        CrossOptions {
+            int8: self == Precision::Int8,
+            bf16: self == Precision::Bf16,
+            ..Default::default()
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Tokens of a (topic, content) pair unless told otherwise: topic breadcrumbs and a
 /// content's title, description and text start fit; the cost grows with it.
 pub const DEFAULT_MAX_LEN: usize = 128;
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrossMeta {
     pub format: u32,
     pub max_len: usize,

@@ -146,6 +146,27 @@ pub fn prepare(
 /// The name of the cross-encoder's feature.
 pub const CROSS_FEATURE: &str = "cross_logit";
 
+/// The positions of the candidates of `tc` whose pair the cross-encoder reads: the best `top`
+/// by the last similarity column (the retrievers' mean when several), ties by content.
+pub fn cross_positions(tc: &candidates::TopicCandidates, top: usize) -> Vec<usize> {
+    let Some(col) = tc
+        .candidates
+        .first()
+        .map(|c| c.sims.len().saturating_sub(1))
+    else {
+        return Vec::new();
+    };
+    let mut order: Vec<usize> = (0..tc.candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&tc.candidates[a], &tc.candidates[b]);
+        y.sims[col]
+            .total_cmp(&x.sims[col])
+            .then(x.content.cmp(&y.content))
+    });
+    order.truncate(top);
+    order
+}
+
 /// Adds the cross-encoder's logit as a feature: read for each topic's best `top` candidates
 /// by the retrievers (the last column: their mean when several), missing (NaN) for the rest,
 /// which the trees send down their own branch.
@@ -156,23 +177,10 @@ pub fn add_cross_column(
     top: usize,
     batch_size: usize,
 ) -> Result<()> {
-    let col = prep
-        .candidates
-        .first()
-        .and_then(|tc| tc.candidates.first())
-        .map(|c| c.sims.len().saturating_sub(1))
-        .unwrap_or(0);
     let mut rows = Vec::new();
     let mut pairs = Vec::new();
     for (p, tc) in prep.candidates.iter().enumerate() {
-        let mut order: Vec<usize> = (0..tc.candidates.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (&tc.candidates[a], &tc.candidates[b]);
-            y.sims[col]
-                .total_cmp(&x.sims[col])
-                .then(x.content.cmp(&y.content))
-        });
-        for &i in order.iter().take(top) {
+        for i in cross_positions(tc, top) {
             rows.push(prep.offsets[p] + i);
             pairs.push((tc.topic, tc.candidates[i].content));
         }
@@ -192,12 +200,17 @@ pub fn add_cross_feature(rr: &Reranker, ds: &Dataset, prep: &mut Prepared) -> Re
     let Some(c) = &rr.meta.cross else {
         return Ok(());
     };
-    let model = crate::cross::model::CrossEncoder::load(
-        std::path::Path::new(&c.dir),
-        &crate::cross::model::CrossOptions::default(),
-    )
-    .map_err(|e| e.context(format!("the reranker's cross-encoder {}", c.dir)))?;
-    add_cross_column(ds, prep, &model, c.top, 32)
+    let model = load_cross(c)?;
+    add_cross_column(ds, prep, &model, c.top, CROSS_BATCH)
+}
+
+/// Pairs per transformer call of the cross-encoder feature (batch and service alike).
+pub const CROSS_BATCH: usize = 32;
+
+/// Loads the cross-encoder of a reranker's feature, in its precision.
+pub fn load_cross(c: &model::CrossFeature) -> Result<crate::cross::model::CrossEncoder> {
+    crate::cross::model::CrossEncoder::load(std::path::Path::new(&c.dir), &c.precision.options())
+        .map_err(|e| e.context(format!("the reranker's cross-encoder {}", c.dir)))
 }
 
 /// Scores every candidate of `prep`, each topic with the booster that did not train on it.
@@ -358,15 +371,12 @@ pub fn train(
     let rets = retrievers(ds, sources, &embed, settings)?;
     let mut prep = prepare(ds, &rets, &topics, &parents, opts.k)?;
     if let Some(c) = &opts.cross {
-        let model = crate::cross::model::CrossEncoder::load(
-            std::path::Path::new(&c.dir),
-            &crate::cross::model::CrossOptions::default(),
-        )?;
+        let model = load_cross(c)?;
         eprintln!(
-            "cross-encoder {}: the best {} candidates of each topic",
-            c.dir, c.top
+            "cross-encoder {} ({}): the best {} candidates of each topic",
+            c.dir, c.precision, c.top
         );
-        add_cross_column(ds, &mut prep, &model, c.top, 32)?;
+        add_cross_column(ds, &mut prep, &model, c.top, CROSS_BATCH)?;
     }
     let y = prep.labels(ds);
     let halves = channel_halves(ds, &topics);

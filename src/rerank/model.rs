@@ -48,12 +48,18 @@ pub struct Meta {
     pub cross: Option<CrossFeature>,
 }
 
-/// A cross-encoder read by the reranker: its folder and how many candidates per topic it
-/// reads (the retrievers' best first; the others' `cross_logit` is missing).
+/// A cross-encoder read by the reranker: its folder, how many candidates per topic it reads
+/// (the retrievers' best first; the others' `cross_logit` is missing) and the precision of its
+/// dense layers. Training, `eval`, `predict` and `serve` all read it the same way, so the
+/// feature has the same values wherever it is computed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrossFeature {
     pub dir: String,
     pub top: usize,
+    /// Saved since the service runs it; a reranker saved before reads it in f32, as it was
+    /// trained.
+    #[serde(default)]
+    pub precision: crate::cross::model::Precision,
 }
 
 /// The booster's settings (`lecr rerank train --trees --learning-rate --depth`).

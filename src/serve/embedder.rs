@@ -23,6 +23,34 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, role: Role, texts: &[String]) -> Result<Vec<f32>>;
 }
 
+/// Scores (topic text, content text) pairs: the reranker's cross-encoder.
+pub trait PairScorer: Send + Sync {
+    /// Names the folder and precision (the startup line, errors).
+    fn id(&self) -> &str;
+    /// One logit per pair, in order; the same values for a pair whatever else is in the call.
+    fn logits(&self, pairs: &[(String, String)]) -> Result<Vec<f32>>;
+}
+
+/// A cross-encoder, batched as the batch pipeline batches it.
+pub struct CrossScorer {
+    pub model: crate::cross::model::CrossEncoder,
+    pub id: String,
+    pub batch_size: usize,
+}
+
+impl PairScorer for CrossScorer {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn logits(&self, pairs: &[(String, String)]) -> Result<Vec<f32>> {
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        self.model.logits(&refs, self.batch_size)
+    }
+}
+
 /// One or more sentence models (an ensemble when several).
 pub struct ModelEmbedder {
     models: Vec<SentenceModel>,

@@ -10,6 +10,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub batch_topics: Histogram,
+    /// (topic, content) pairs the reranker's cross-encoder read.
+    pub cross_pairs: IntCounter,
+    /// Seconds of each cross-encoder batch.
+    pub cross_seconds: Histogram,
     pub index_contents: IntGaugeVec,
     pub without_language: IntGauge,
     pub lexical_stale: IntGauge,
@@ -61,6 +65,19 @@ impl Metrics {
                 "Topic texts embedded together by the dynamic batcher",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        let cross_pairs = IntCounter::new(
+            "lecr_cross_pairs_total",
+            "(topic, content) pairs read by the reranker's cross-encoder",
+        )
+        .expect("valid metric");
+        let cross_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "lecr_cross_batch_seconds",
+                "Seconds of each cross-encoder batch (the pairs of every waiting request)",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .expect("valid metric");
         let index_contents = IntGaugeVec::new(
@@ -166,6 +183,8 @@ impl Metrics {
             Box::new(rescored.clone()),
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
+            Box::new(cross_pairs.clone()),
+            Box::new(cross_seconds.clone()),
             Box::new(index_contents.clone()),
             Box::new(without_language.clone()),
             Box::new(lexical_stale.clone()),
@@ -182,6 +201,8 @@ impl Metrics {
             requests,
             latency,
             batch_topics,
+            cross_pairs,
+            cross_seconds,
             index_contents,
             without_language,
             lexical_stale,

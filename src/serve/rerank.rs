@@ -5,6 +5,7 @@
 //! the links curators accepted on the page, with the requested topic's own links left out, as
 //! `predict` leaves them out; siblings come from every topic the service knows.
 
+use super::embedder::{CrossScorer, PairScorer};
 use super::index::{Column, Index, ServedCandidates};
 use crate::data::Dataset;
 use crate::rerank::features::{self, ContentView, LinkCounts, TopicView};
@@ -146,6 +147,9 @@ pub struct ServeReranker {
     pub links: std::sync::RwLock<KnownLinks>,
     /// The similarity column of each of its retrievers, in its order.
     pub columns: Vec<Column>,
+    /// Its cross-encoder, loaded in the saved precision, until the engine's model worker
+    /// takes it ([`ServeReranker::take_scorer`]).
+    scorer: Option<Box<dyn PairScorer>>,
 }
 
 impl ServeReranker {
@@ -158,13 +162,6 @@ impl ServeReranker {
         data: Option<&Dataset>,
     ) -> Result<ServeReranker> {
         let rr = Reranker::load(dir)?;
-        if let Some(c) = &rr.meta.cross {
-            anyhow::bail!(
-                "{}: this reranker reads a cross-encoder's logit ({}); the service does not run the cross-encoder yet: serve a reranker trained without --cross (`lecr eval` and `lecr predict` take this one)",
-                dir.display(),
-                c.dir
-            );
-        }
         let trained = &rr.meta.retrievers;
         let columns: Vec<Column> = trained.iter().map(|r| column_of(r)).collect();
         let n_models = columns.iter().filter(|c| **c == Column::Vectors).count();
@@ -191,8 +188,12 @@ impl ServeReranker {
         } else {
             1
         };
+        let mut expected = features::names(n_cols);
+        if rr.meta.cross.is_some() {
+            expected.push(crate::rerank::CROSS_FEATURE.to_string());
+        }
         anyhow::ensure!(
-            rr.meta.features == features::names(n_cols),
+            rr.meta.features == expected,
             "{}: its feature list is not the one this lecr computes; train it again",
             dir.display()
         );
@@ -213,12 +214,36 @@ impl ServeReranker {
                  zero (it was trained with them)"
             );
         }
+        let scorer = match &rr.meta.cross {
+            Some(c) => {
+                let model = crate::rerank::load_cross(c).map_err(|e| {
+                    e.context(format!("{}: loading its cross-encoder", dir.display()))
+                })?;
+                Some(Box::new(CrossScorer {
+                    id: format!("{} ({}, {} tokens)", c.dir, c.precision, model.max_len()),
+                    model,
+                    batch_size: crate::rerank::CROSS_BATCH,
+                }) as Box<dyn PairScorer>)
+            }
+            None => None,
+        };
         Ok(ServeReranker {
             links: std::sync::RwLock::new(data.map(KnownLinks::from_dataset).unwrap_or_default()),
             dir: dir.to_path_buf(),
             rr,
             columns,
+            scorer,
         })
+    }
+
+    /// How many candidates per topic the cross-encoder reads (None: it has none).
+    pub fn cross_top(&self) -> Option<usize> {
+        self.rr.meta.cross.as_ref().map(|c| c.top)
+    }
+
+    /// The cross-encoder, for the model worker (once).
+    pub fn take_scorer(&mut self) -> Option<Box<dyn PairScorer>> {
+        self.scorer.take()
     }
 
     /// The links, to change (a curator's decision).
@@ -235,6 +260,7 @@ impl ServeReranker {
         index: &Index,
         q: &TopicQuery,
         cands: &ServedCandidates,
+        cross: Option<&[f32]>,
     ) -> Result<Vec<(usize, f32)>, String> {
         let tc = &cands.topic;
         if tc.candidates.is_empty() {
@@ -253,8 +279,11 @@ impl ServeReranker {
             q.children,
         );
         let channel = q.channel.or(links.channel_of.get(q.id).map(String::as_str));
+        if self.rr.meta.cross.is_some() && cross.is_none_or(|c| c.len() != tc.candidates.len()) {
+            return Err("the cross-encoder's logits are missing for these candidates".into());
+        }
         let mut rows = Vec::new();
-        for (cand, cid) in tc.candidates.iter().zip(&cands.ids) {
+        for (i, (cand, cid)) in tc.candidates.iter().zip(&cands.ids).enumerate() {
             let counts = links.counts(q, channel, cid);
             let meta = index
                 .get(cid)
@@ -264,6 +293,9 @@ impl ServeReranker {
                 .map(|m| ContentView::new(&m.title, &m.description, &m.short_text, &m.kind))
                 .unwrap_or_default();
             features::push_row(&mut rows, tc, cand, &topic, &view, &counts);
+            if let Some(c) = cross {
+                rows.push(c[i] as f64);
+            }
         }
         let x = features::from_rows(self.rr.meta.features.clone(), &rows);
         let p = model::predict(&self.rr.full, &x);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod studio;
 
 use lecr::model::config::{Arch, EncoderConfig};
 use lecr::model::SentenceModel;

@@ -238,10 +238,7 @@ impl Engine {
         metrics.set_index(&index);
         let mut catalog = Catalog::default();
         catalog.add(store.topics()?);
-        let model = Arc::new(ModelSide {
-            embedder,
-            index: RwLock::new(index),
-        });
+        let model = Arc::new(ModelSide::new(embedder, index));
         let lexical = settings.lexical.then(|| {
             Arc::new(lexical::LexicalTarget {
                 model: model.clone(),
@@ -287,7 +284,15 @@ impl Engine {
 
     /// Reranks recommendations with `rr`; its tree context gets the links curators accepted.
     /// Returns how many accepted links it got.
-    pub fn set_reranker(&mut self, rr: ServeReranker) -> Result<usize> {
+    pub fn set_reranker(&mut self, mut rr: ServeReranker) -> Result<usize> {
+        if let Some(scorer) = rr.take_scorer() {
+            let id = scorer.id().to_string();
+            self.model
+                .cross
+                .set(scorer)
+                .map_err(|_| anyhow::anyhow!("a cross-encoder is already loaded"))?;
+            tracing::info!("the reranker reads the cross-encoder {id}");
+        }
         self.reranker = Some(rr);
         self.load_accepted_links()
     }

@@ -23,6 +23,14 @@ pub struct RankItem {
     pub parent_text: Option<String>,
 }
 
+/// One topic's pairs for the cross-encoder: which candidates (positions) and their texts.
+#[derive(Default)]
+struct CrossPairs {
+    candidates: usize,
+    positions: Vec<usize>,
+    texts: Vec<(String, String)>,
+}
+
 /// What the reranker knows of a topic.
 pub struct OwnedQuery {
     pub id: String,
@@ -318,14 +326,86 @@ impl Engine {
                 })
                 .collect());
         }
+        if let Some(top) = self.reranker.as_ref().and_then(|rr| rr.cross_top()) {
+            // The pairs' content texts come from the index's metadata file: off the async
+            // threads; then the model worker reads them with every other waiting request's.
+            let eng = self.clone();
+            let (items, ranked, pairs) = blocking(move || {
+                let pairs = eng.cross_pairs(&items, &ranked, top)?;
+                Ok((items, ranked, pairs))
+            })
+            .await?;
+            let flat: Vec<(String, String)> =
+                pairs.iter().flat_map(|p| p.texts.iter().cloned()).collect();
+            let mut logits = self.queue.cross(flat).await?.into_iter();
+            let values = pairs
+                .iter()
+                .map(|p| {
+                    let mut v = vec![f32::NAN; p.candidates];
+                    for (&i, l) in p.positions.iter().zip(logits.by_ref()) {
+                        v[i] = l;
+                    }
+                    v
+                })
+                .collect();
+            return self.rerank_blocking(items, ranked, Some(values), s).await;
+        }
+        self.rerank_blocking(items, ranked, None, s).await
+    }
+
+    async fn rerank_blocking(
+        self: &Arc<Self>,
+        items: Vec<RankItem>,
+        ranked: Vec<RankedText>,
+        cross: Option<Vec<Vec<f32>>>,
+        s: Settings,
+    ) -> ServeResult<Vec<Ranked>> {
         let eng = self.clone();
-        blocking(move || eng.rerank_all(&items, ranked, s)).await
+        blocking(move || eng.rerank_all(&items, ranked, cross, s)).await
+    }
+
+    /// Each topic's (topic text, content text) pairs for the cross-encoder: its best `top`
+    /// candidates as the batch pipeline picks them, the topic's whole text and the content's
+    /// encoder text (`text::content_text`, from the stored short text), as `predict` reads them.
+    fn cross_pairs(
+        &self,
+        items: &[RankItem],
+        ranked: &[RankedText],
+        top: usize,
+    ) -> ServeResult<Vec<CrossPairs>> {
+        let index = self.index()?;
+        let mut out = Vec::with_capacity(items.len());
+        for (item, t) in items.iter().zip(ranked) {
+            let Some(cands) = &t.candidates else {
+                out.push(CrossPairs::default());
+                continue;
+            };
+            let positions = crate::rerank::cross_positions(&cands.topic, top);
+            let mut texts = Vec::with_capacity(positions.len());
+            for &i in &positions {
+                let content = match meta_of(&index, &cands.ids[i])? {
+                    Some(m) => {
+                        crate::text::content_text_of_short(&m.title, &m.description, &m.short_text)
+                    }
+                    // Removed since ranking: its row is dropped from the answer anyway.
+                    None => String::new(),
+                };
+                texts.push((item.text.clone(), content));
+            }
+            out.push(CrossPairs {
+                candidates: cands.topic.candidates.len(),
+                positions,
+                texts,
+            });
+        }
+        Ok(out)
     }
 
     fn rerank_all(
         &self,
         items: &[RankItem],
         ranked: Vec<RankedText>,
+        cross: Option<Vec<Vec<f32>>>,
         s: Settings,
     ) -> ServeResult<Vec<Ranked>> {
         let rr = self.reranker.as_ref().expect("called with a reranker");
@@ -350,7 +430,9 @@ impl Engine {
         };
         let index = self.index()?;
         let mut out = Vec::with_capacity(items.len());
-        for ((item, t), (siblings, children)) in items.iter().zip(ranked).zip(&family) {
+        for (k, ((item, t), (siblings, children))) in
+            items.iter().zip(ranked).zip(&family).enumerate()
+        {
             let q = item.query.as_ref();
             let query = TopicQuery {
                 id: q.map_or("", |q| q.id.as_str()),
@@ -371,7 +453,12 @@ impl Engine {
                 continue;
             };
             let scored = rr
-                .rerank(&index, &query, &cands)
+                .rerank(
+                    &index,
+                    &query,
+                    &cands,
+                    cross.as_ref().map(|c| c[k].as_slice()),
+                )
                 .map_err(ServeError::Failed)?;
             let selected = if s.override_threshold {
                 s.top_k.min(scored.len())

@@ -4,6 +4,11 @@
 //! - **Rank** jobs (topic texts of recommend, the page, embed-topics, reranker parents) are
 //!   batched: the worker takes every waiting one, up to `max_batch` texts, embeds them in one
 //!   call and ranks each against its language with one matrix product per language.
+//! - **Cross** jobs (a recommend's (topic, content) pairs for the reranker's cross-encoder)
+//!   go first: they finish requests already under way. A batch is at most `max_batch` pairs,
+//!   shared fairly among the waiting jobs (each gets an equal slice, the rest fills in order),
+//!   so one request of many topics cannot hold back a small one behind all its pairs. They
+//!   are never refused: the request was admitted with its rank job.
 //! - **Embed** jobs (a slice of an embed-content's texts) run one at a time, when no rank job
 //!   waits or after two rank batches in a row: a long publish is cut into slices, so a
 //!   recommend waits for at most one slice, and a publish keeps a share of the model under a
@@ -14,13 +19,15 @@
 //! - A panic while computing fails that batch only; if the thread itself ends, every later job
 //!   is refused and `/health` says `failed`.
 
+mod rank;
+
 use super::error::{ServeError, ServeResult};
-use super::index::{Column, Hit, Index, Parent, ServedCandidates};
-use crate::serve::embedder::{Embedder, Role};
-use rayon::prelude::*;
+use super::index::{Column, Hit, Index, ServedCandidates};
+use crate::serve::embedder::{Embedder, PairScorer, Role};
+use rank::rank_batch;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -69,6 +76,22 @@ struct RankJob {
     reply: Reply<Vec<RankedText>>,
 }
 
+struct CrossJob {
+    id: u64,
+    pairs: Vec<(String, String)>,
+    /// Pairs handed to the worker so far.
+    taken: usize,
+    /// Their logits, in order.
+    logits: Vec<f32>,
+    reply: Reply<Vec<f32>>,
+}
+
+/// The part of a cross job one batch reads.
+struct CrossSlice {
+    job: u64,
+    pairs: Vec<(String, String)>,
+}
+
 struct EmbedJob {
     texts: Vec<String>,
     reply: Reply<Vec<f32>>,
@@ -77,15 +100,30 @@ struct EmbedJob {
 #[derive(Default)]
 struct Waiting {
     rank: VecDeque<RankJob>,
+    /// Until all their logits are back (none is being read between batches).
+    cross: VecDeque<CrossJob>,
+    next_cross: u64,
     embed: VecDeque<EmbedJob>,
     texts: usize,
     closed: bool,
 }
 
-/// What the worker needs: the model and the index it ranks against.
+/// What the worker needs: the model, the index it ranks against, and the reranker's
+/// cross-encoder once a reranker that reads one is set.
 pub struct ModelSide {
     pub embedder: Box<dyn Embedder>,
     pub index: RwLock<Index>,
+    pub cross: OnceLock<Box<dyn PairScorer>>,
+}
+
+impl ModelSide {
+    pub fn new(embedder: Box<dyn Embedder>, index: Index) -> ModelSide {
+        ModelSide {
+            embedder,
+            index: RwLock::new(index),
+            cross: OnceLock::new(),
+        }
+    }
 }
 
 struct Shared {
@@ -189,6 +227,27 @@ impl Queue {
         self.wait(rx).await
     }
 
+    /// The cross-encoder's logits of (topic text, content text) pairs, in order.
+    pub async fn cross(&self, pairs: Vec<(String, String)>) -> ServeResult<Vec<f32>> {
+        let n = pairs.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.push(n, true, |w| {
+            let id = w.next_cross;
+            w.next_cross += 1;
+            w.cross.push_back(CrossJob {
+                id,
+                pairs,
+                taken: 0,
+                logits: Vec::with_capacity(n),
+                reply,
+            })
+        })?;
+        self.wait(rx).await
+    }
+
     /// Embeds content texts (one slice of an embed-content), row-major `n × dim`. The first
     /// slice of a request is admitted like any job; the later ones (`continued`) are never
     /// refused, so a publish once accepted is not lost half-way to a burst of recommends (each
@@ -261,6 +320,7 @@ impl Drop for MarkDead {
         // senders dropped with the queue contents).
         if let Ok(mut w) = self.0.waiting.lock() {
             w.rank.clear();
+            w.cross.clear();
             w.embed.clear();
             w.texts = 0;
         }
@@ -269,6 +329,7 @@ impl Drop for MarkDead {
 
 enum Batch {
     Rank(Vec<RankJob>),
+    Cross(Vec<CrossSlice>),
     Embed(EmbedJob),
 }
 
@@ -288,6 +349,13 @@ fn next_batch(s: &Shared, max_batch: usize, streak: &mut usize) -> Option<Batch>
             return None;
         }
         let slice_turn = *streak >= RANK_BATCHES_PER_SLICE && !w.embed.is_empty();
+        if !w.cross.is_empty() && !slice_turn {
+            if let Some(slices) = cross_slices(&mut w, max_batch) {
+                *streak += 1;
+                return Some(Batch::Cross(slices));
+            }
+            continue;
+        }
         if !w.rank.is_empty() && !slice_turn {
             let mut jobs = Vec::new();
             let mut n = 0;
@@ -330,6 +398,7 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
         let t0 = Instant::now();
         let n = match &batch {
             Batch::Rank(jobs) => jobs.iter().map(RankJob::len).sum(),
+            Batch::Cross(slices) => slices.iter().map(|j| j.pairs.len()).sum(),
             Batch::Embed(j) => j.texts.len(),
         };
         match batch {
@@ -364,6 +433,15 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
                     }
                 }
             }
+            Batch::Cross(slices) => {
+                let result = guarded(|| cross_batch(model, &slices));
+                s.metrics.cross_pairs.inc_by(n as u64);
+                s.metrics.cross_seconds.observe(t0.elapsed().as_secs_f64());
+                if let Err(why) = &result {
+                    tracing::error!("the cross-encoder failed on {n} pairs: {why}");
+                }
+                deliver_cross(s, &slices, result);
+            }
             Batch::Embed(j) => {
                 let result = guarded(|| {
                     model
@@ -384,54 +462,6 @@ fn work(s: &Shared, model: &ModelSide, max_batch: usize) {
     }
 }
 
-/// Why a rank batch failed.
-#[derive(Debug, Clone, PartialEq)]
-enum RankFailure {
-    /// The PostgreSQL index mode's search could not reach the store, or the store gave way
-    /// (a query cancelled by its timeout): 503 with `Retry-After`; the next batch tries again.
-    StoreUnavailable(String),
-    /// Anything else (the model, the exact vectors' file, a panic): 500.
-    Other(String),
-}
-
-impl From<String> for RankFailure {
-    fn from(why: String) -> Self {
-        RankFailure::Other(why)
-    }
-}
-
-impl std::fmt::Display for RankFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RankFailure::StoreUnavailable(why) | RankFailure::Other(why) => f.write_str(why),
-        }
-    }
-}
-
-impl RankFailure {
-    /// A searching error: the store's own unavailability is told apart from the rest.
-    fn searching(e: std::io::Error) -> Self {
-        let unavailable = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<crate::store::StoreError>())
-            .is_some_and(crate::store::StoreError::is_unavailable);
-        if unavailable {
-            RankFailure::StoreUnavailable(format!("searching the store: {e}"))
-        } else {
-            RankFailure::Other(format!("searching the index: {e}"))
-        }
-    }
-
-    fn to_error(&self) -> ServeError {
-        match self {
-            RankFailure::StoreUnavailable(why) => ServeError::StoreUnavailable(why.clone()),
-            RankFailure::Other(why) => {
-                ServeError::Internal(anyhow::anyhow!("ranking failed: {why}"))
-            }
-        }
-    }
-}
-
 /// Runs `f`, turning an error or a panic into a message (the worker lives on).
 fn guarded<T, E: From<String>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
@@ -446,6 +476,95 @@ fn guarded<T, E: From<String>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E>
     }
 }
 
+/// The next cross batch: abandoned jobs dropped, then an equal share of `max_batch` pairs
+/// for each waiting job, the rest of the budget filled in order. `None`: none is left.
+fn cross_slices(w: &mut Waiting, max_batch: usize) -> Option<Vec<CrossSlice>> {
+    let mut dropped = 0;
+    w.cross.retain(|j| {
+        let keep = !j.reply.is_closed();
+        if !keep {
+            dropped += j.pairs.len() - j.taken;
+        }
+        keep
+    });
+    w.texts -= dropped;
+    if w.cross.is_empty() {
+        return None;
+    }
+    let share = (max_batch / w.cross.len()).max(1);
+    let mut budget = max_batch.max(1);
+    let mut counts = vec![0usize; w.cross.len()];
+    for pass_share in [share, usize::MAX] {
+        for (j, count) in w.cross.iter().zip(counts.iter_mut()) {
+            let k = (j.pairs.len() - j.taken - *count)
+                .min(pass_share.saturating_sub(*count))
+                .min(budget);
+            *count += k;
+            budget -= k;
+        }
+    }
+    let mut slices = Vec::new();
+    for (j, k) in w.cross.iter_mut().zip(counts) {
+        if k > 0 {
+            slices.push(CrossSlice {
+                job: j.id,
+                pairs: j.pairs[j.taken..j.taken + k].to_vec(),
+            });
+            j.taken += k;
+        }
+    }
+    w.texts -= slices.iter().map(|s| s.pairs.len()).sum::<usize>();
+    Some(slices)
+}
+
+/// Every pair of the batch in one call of the cross-encoder.
+fn cross_batch(model: &ModelSide, slices: &[CrossSlice]) -> Result<Vec<f32>, String> {
+    let scorer = model
+        .cross
+        .get()
+        .ok_or_else(|| "no cross-encoder is loaded".to_string())?;
+    let pairs: Vec<(String, String)> = slices.iter().flat_map(|j| j.pairs.clone()).collect();
+    let out = scorer.logits(&pairs).map_err(|e| format!("{e:#}"))?;
+    if out.len() != pairs.len() {
+        return Err(format!(
+            "{} gave {} logits for {} pairs",
+            scorer.id(),
+            out.len(),
+            pairs.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Hands a cross batch's logits to their jobs; a job whose pairs are all read gets its answer
+/// (a failure: at once, the rest of its pairs not read).
+fn deliver_cross(s: &Shared, slices: &[CrossSlice], result: Result<Vec<f32>, String>) {
+    let Ok(mut w) = s.waiting.lock() else {
+        return;
+    };
+    let mut logits = result.as_deref().unwrap_or_default().iter().copied();
+    for slice in slices {
+        // Not found: dropped as abandoned meanwhile.
+        let Some(at) = w.cross.iter().position(|j| j.id == slice.job) else {
+            continue;
+        };
+        if let Err(why) = &result {
+            let j = w.cross.remove(at).expect("found above");
+            w.texts -= j.pairs.len() - j.taken;
+            let _ = j.reply.send(Err(ServeError::Internal(anyhow::anyhow!(
+                "the cross-encoder failed: {why}"
+            ))));
+            continue;
+        }
+        let j = &mut w.cross[at];
+        j.logits.extend(logits.by_ref().take(slice.pairs.len()));
+        if j.logits.len() == j.pairs.len() {
+            let j = w.cross.remove(at).expect("found above");
+            let _ = j.reply.send(Ok(j.logits)); // the requester may have gone
+        }
+    }
+}
+
 impl RankJob {
     /// Texts it embeds (its topics and their parents).
     fn len(&self) -> usize {
@@ -453,280 +572,5 @@ impl RankJob {
     }
 }
 
-/// What one group (a language and a kind of answer) found, for the texts at `rows`.
-enum Found {
-    Hits(Vec<usize>, Vec<Vec<Hit>>),
-    Candidates(Vec<usize>, Vec<ServedCandidates>),
-}
-
-/// One embedding call for every text of the batch (parents after the topics), then per
-/// language and per kind of answer one matrix product (the groups in parallel).
-fn rank_batch(model: &ModelSide, jobs: &[RankJob]) -> Result<Vec<RankedText>, RankFailure> {
-    let items: Vec<(&RankText, &Want)> = jobs
-        .iter()
-        .flat_map(|j| j.texts.iter().map(move |t| (t, &j.want)))
-        .collect();
-    let mut texts: Vec<String> = items.iter().map(|(t, _)| t.text.clone()).collect();
-    let mut parent_row = vec![None; items.len()];
-    for (i, (t, _)) in items.iter().enumerate() {
-        if let Some(p) = &t.parent {
-            parent_row[i] = Some(texts.len());
-            texts.push(p.text.clone());
-        }
-    }
-    let d = model.embedder.dim();
-    let vectors = model
-        .embedder
-        .embed(Role::Topic, &texts)
-        .map_err(|e| RankFailure::Other(format!("{e:#}")))?;
-    let vector = |i: usize| &vectors[i * d..(i + 1) * d];
-    // Texts grouped by language and by what they want.
-    let mut groups: Vec<(&str, &Want, Vec<usize>)> = Vec::new();
-    for (i, (t, want)) in items.iter().enumerate() {
-        let Some(lang) = t.language.as_deref() else {
-            continue;
-        };
-        if matches!(want, Want::Hits(0)) {
-            continue;
-        }
-        match groups.iter_mut().find(|g| g.0 == lang && g.1 == *want) {
-            Some(g) => g.2.push(i),
-            None => groups.push((lang, want, vec![i])),
-        }
-    }
-    let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); items.len()];
-    let mut candidates: Vec<Option<ServedCandidates>> = (0..items.len()).map(|_| None).collect();
-    if !groups.is_empty() {
-        let index = model
-            .index
-            .read()
-            .map_err(|_| RankFailure::Other("the index lock is poisoned".into()))?;
-        // The groups side by side: a batch of a few topics per language would otherwise leave
-        // a core idle through each language's lexical rows and rescoring (each group's own
-        // work is parallel too; rayon shares the pool between them).
-        let found: Vec<Result<Found, RankFailure>> = groups
-            .into_par_iter()
-            .map(|(lang, want, rows)| {
-                let mut block = Vec::with_capacity(rows.len() * d);
-                for &i in &rows {
-                    block.extend_from_slice(vector(i));
-                }
-                let lexical: Option<Vec<&str>> = index.lexical().then(|| {
-                    rows.iter()
-                        .map(|&i| items[i].0.lexical.as_deref().unwrap_or(&items[i].0.text))
-                        .collect()
-                });
-                Ok(match want {
-                    Want::Hits(r) => Found::Hits(
-                        rows.clone(),
-                        index
-                            .search(lang, &block, lexical.as_deref(), *r)
-                            .map_err(RankFailure::searching)?,
-                    ),
-                    Want::Candidates { columns, k } => {
-                        let parents: Vec<Option<Parent>> = rows
-                            .iter()
-                            .map(|&i| {
-                                let p = items[i].0.parent.as_ref()?;
-                                Some(Parent {
-                                    vector: vector(parent_row[i]?),
-                                    lexical: Some(p.lexical.as_deref().unwrap_or(&p.text)),
-                                })
-                            })
-                            .collect();
-                        Found::Candidates(
-                            rows.clone(),
-                            index
-                                .candidates(lang, &block, lexical.as_deref(), &parents, columns, *k)
-                                .map_err(RankFailure::searching)?,
-                        )
-                    }
-                })
-            })
-            .collect();
-        for f in found {
-            match f? {
-                Found::Hits(rows, found) => {
-                    for (i, h) in rows.into_iter().zip(found) {
-                        hits[i] = h;
-                    }
-                }
-                Found::Candidates(rows, found) => {
-                    for (i, c) in rows.into_iter().zip(found) {
-                        candidates[i] = Some(c);
-                    }
-                }
-            }
-        }
-    }
-    Ok(hits
-        .into_iter()
-        .zip(candidates)
-        .enumerate()
-        .map(|(i, (hits, candidates))| RankedText {
-            vector: vector(i).to_vec(),
-            hits,
-            candidates,
-        })
-        .collect())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A model whose `embed` sleeps per text, panics on the text "panic", and records the
-    /// order in which it saw texts.
-    struct Slow {
-        seen: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl Embedder for Slow {
-        fn id(&self) -> &str {
-            "slow"
-        }
-        fn dim(&self) -> usize {
-            2
-        }
-        fn embed(&self, _: Role, texts: &[String]) -> anyhow::Result<Vec<f32>> {
-            assert!(!texts.iter().any(|t| t == "panic"), "asked to panic");
-            self.seen.lock().unwrap().extend(texts.iter().cloned());
-            std::thread::sleep(Duration::from_millis(20 * texts.len() as u64));
-            Ok(texts.iter().flat_map(|_| [1.0, 0.0]).collect())
-        }
-    }
-
-    type Seen = Arc<Mutex<Vec<String>>>;
-
-    fn queue(capacity: usize) -> (Queue, Seen) {
-        queue_with(capacity, 64)
-    }
-
-    fn queue_with(capacity: usize, max_batch: usize) -> (Queue, Seen) {
-        let seen = Seen::default();
-        let model = Arc::new(ModelSide {
-            embedder: Box::new(Slow { seen: seen.clone() }),
-            index: RwLock::new(Index::new(2)),
-        });
-        let q = Queue::start(
-            model,
-            capacity,
-            max_batch,
-            Arc::new(super::super::metrics::Metrics::new()),
-        );
-        (q, seen)
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    fn topic(t: &str) -> RankText {
-        RankText {
-            text: t.into(),
-            language: Some("en".into()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn rank_jobs_go_before_waiting_content_slices_and_a_full_queue_refuses() {
-        let (q, seen) = queue(6);
-        rt().block_on(async {
-            // Three slices of two content texts queue up; a topic sent after them is served
-            // before the slices that were still waiting.
-            let mut slices = Vec::new();
-            for k in 0..3 {
-                let q = q.clone();
-                slices.push(tokio::spawn(async move {
-                    q.embed(vec![format!("c{k}a"), format!("c{k}b")], false)
-                        .await
-                }));
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            // The queue is full (6 texts, or 4 once the worker took the first slice): one more
-            // slice of three is refused with a retry delay.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let full = q
-                .embed(vec!["x".into(), "y".into(), "z".into()], false)
-                .await;
-            match full {
-                Err(ServeError::Overloaded { retry_after, .. }) => {
-                    assert!(retry_after >= Duration::from_secs(1))
-                }
-                other => panic!("expected Overloaded, got {other:?}"),
-            }
-            let t = q.rank(vec![topic("topic")], Want::Hits(5)).await.unwrap();
-            assert_eq!(t.len(), 1);
-            assert_eq!(t[0].vector, vec![1.0, 0.0]);
-            for s in slices {
-                assert_eq!(s.await.unwrap().unwrap().len(), 4);
-            }
-            // After the burst the queue takes work again.
-            assert!(q.embed(vec!["after".into()], false).await.is_ok());
-        });
-        let seen = seen.lock().unwrap().clone();
-        let topic_at = seen.iter().position(|t| t == "topic").unwrap();
-        let last_slice = seen.iter().position(|t| t == "c2a").unwrap();
-        assert!(topic_at < last_slice, "{seen:?}");
-    }
-
-    #[test]
-    fn a_stream_of_rank_jobs_does_not_starve_a_content_slice() {
-        // One text per batch, so 30 waiting rank jobs are 30 batches.
-        let (q, seen) = queue_with(1000, 1);
-        rt().block_on(async {
-            let ranks: Vec<_> = (0..30)
-                .map(|i| {
-                    let q = q.clone();
-                    tokio::spawn(async move {
-                        q.rank(vec![topic(&format!("r{i}"))], Want::Hits(1)).await
-                    })
-                })
-                .collect();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            assert!(q.waiting() >= 25, "the rank jobs are queued");
-            q.embed(vec!["content".into()], false).await.unwrap();
-            for r in ranks {
-                r.await.unwrap().unwrap();
-            }
-        });
-        let seen = seen.lock().unwrap();
-        let at = seen.iter().position(|t| t == "content").unwrap();
-        // It waited for the batch under way and its share of rank batches (two), not for all 30.
-        assert!(at <= 3, "{seen:?}");
-    }
-
-    #[test]
-    fn a_panic_fails_its_batch_only_and_abandoned_jobs_are_skipped() {
-        let (q, seen) = queue(100);
-        rt().block_on(async {
-            let e = q
-                .rank(vec![topic("panic")], Want::Hits(3))
-                .await
-                .unwrap_err();
-            assert!(matches!(e, ServeError::Internal(_)), "{e:?}");
-            assert!(q.failure().is_none(), "the worker lives on");
-            assert_eq!(
-                q.rank(vec![topic("fine")], Want::Hits(3))
-                    .await
-                    .unwrap()
-                    .len(),
-                1
-            );
-            // A requester that gives up: its job is not computed.
-            let slow = q.embed(vec!["a".into(); 5], false);
-            let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
-            let abandoned = q.embed(vec!["abandoned".into()], false);
-            let _ = tokio::time::timeout(Duration::from_millis(1), abandoned).await;
-            assert!(q.embed(vec!["b".into()], false).await.is_ok());
-        });
-        let seen = seen.lock().unwrap();
-        assert!(seen.contains(&"b".to_string()));
-        assert!(!seen.contains(&"abandoned".to_string()), "{seen:?}");
-    }
-}
+mod tests;
