@@ -17,10 +17,20 @@ Figures (each printed as one line `RESULT <engine> <figure> <key>=<value> ...`, 
   torch-bf16 train-step  the train-step figure with the forward pass and loss under bf16
                       autocast (f32 weights and AdamW state: PyTorch's mixed precision on a
                       CPU); with its -rss figure. Needs both `bf16` and `train-step` in --only
+  ov-fp32 encode      the encode figure with OpenVINO (`openvino.convert_model` of the torch
+                      model, CPU plugin, INFERENCE_PRECISION_HINT f32, --threads inference
+                      threads, latency hint)
+  ov-bf16 encode      the same with INFERENCE_PRECISION_HINT bf16 (AMX or AVX512_BF16 where the
+                      CPU has them; where it has neither, OpenVINO runs f32 and says so)
+
+Which kernels the peers ran is printed before the figures (`kernels ...` lines): oneDNN's
+verbose log of one torch f32 and one torch bf16 batch (a child process with ONEDNN_VERBOSE=1:
+the matmul implementations and their instruction sets), OpenVINO's execution precision of
+its compiled model and of its matrix products, ONNX Runtime's execution providers.
 
 Environment (a throw-away venv, a few GB):
   python3 -m venv /tmp/lecr-bench && /tmp/lecr-bench/bin/pip install \
-      torch transformers onnx onnxruntime onnxscript
+      torch transformers onnx onnxruntime onnxscript openvino
 Run directly, or through `lecr bench encode --model M --torch-python /tmp/lecr-bench/bin/python`,
 which passes the same texts, batch, length, pairs, runs and thread count it uses itself.
 To measure PyTorch as an AVX2-only CPU runs it, set ATEN_CPU_CAPABILITY=avx2
@@ -47,7 +57,8 @@ def parse_args():
     p.add_argument("--pairs", type=int, default=32, help="pairs of the training step")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--only", default="encode,bf16,train-step,ort", help="comma-separated figures")
+    p.add_argument("--only", default="encode,bf16,train-step,ort,ov", help="comma-separated figures")
+    p.add_argument("--onednn-probe", choices=["f32", "bf16"], help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -140,14 +151,6 @@ def onnx_rates(model, tokenizer, inputs, threads, runs):
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    class LastHidden(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
     names = ["input_ids", "attention_mask"]
     folder = tempfile.mkdtemp(prefix="lecr-ort-")
     fp32 = os.path.join(folder, "fp32.onnx")
@@ -168,7 +171,102 @@ def onnx_rates(model, tokenizer, inputs, threads, runs):
             hidden = session.run(None, {n: b[n].astype(np.int64) for n in names})[0]
             return pool_np(hidden, b["attention_mask"])
         rates[label] = sentences_per_second(encode_batch, inputs, runs)
+        print(f"kernels {label}: onnxruntime providers {session.get_providers()}")
     return rates, onnxruntime.__version__
+
+
+class LastHidden(torch.nn.Module):
+    """The encoder with plain tensor inputs and its last hidden state as the one output."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def rt_value(info, key):
+    """A runtime-info entry of an OpenVINO op as text, or None."""
+    try:
+        v = info[key]
+    except Exception:
+        return None
+    for get in (lambda x: x.astype(str), lambda x: x.value, str):
+        try:
+            return str(get(v))
+        except Exception:
+            continue
+    return None
+
+
+def openvino_rates(model, inputs, threads, runs):
+    """OpenVINO f32 and bf16 rates on the same batches, and what each compiled model ran in."""
+    import openvino as ov
+
+    names = ["input_ids", "attention_mask"]
+    sample = tuple(torch.from_numpy(inputs.batches[0][k].astype(np.int64)) for k in names)
+    converted = ov.convert_model(LastHidden(model).eval(), example_input=sample)
+    core = ov.Core()
+    rates, kernels = {}, {}
+    for label, hint in (("ov-fp32", "f32"), ("ov-bf16", "bf16")):
+        compiled = core.compile_model(converted, "CPU", {
+            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        })
+        request = compiled.create_infer_request()
+
+        def encode_batch(b, request=request):
+            out = request.infer({i: b[n].astype(np.int64) for i, n in enumerate(names)})
+            hidden = next(iter(out.values()))
+            return pool_np(hidden, b["attention_mask"])
+        rates[label] = sentences_per_second(encode_batch, inputs, runs)
+        # The precision each matrix product ran in (the runtime model's layer info).
+        seen = {}
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            kind = rt_value(info, "layerType") or op.get_type_name()
+            if kind in ("FullyConnected", "MatMul"):
+                prec = rt_value(info, "runtimePrecision") or "?"
+                impl = rt_value(info, "primitiveType") or "?"
+                key = f"{kind} {prec} {impl}"
+                seen[key] = seen.get(key, 0) + 1
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        kernels[label] = (hint.replace("<Type: '", "").replace("'>", ""), seen)
+    return rates, kernels, ov.__version__
+
+
+def onednn_probe(model, inputs, precision):
+    """One torch batch (f32, or bf16 autocast); run under ONEDNN_VERBOSE=1 by the parent."""
+    encode = torch_bf16_encoder(model) if precision == "bf16" else torch_encoder(model)
+    encode(inputs.batches[0])
+
+
+def onednn_kernels(a):
+    """oneDNN's matmul / inner-product implementations for one torch batch of each precision,
+    from its verbose log in a child process (counts of `primitive implementation` strings)."""
+    import collections
+    import subprocess
+    import sys
+
+    out = {}
+    for precision in ("f32", "bf16"):
+        env = dict(os.environ, ONEDNN_VERBOSE="1")
+        cmd = [sys.executable, __file__, "--model", a.model, "--texts", a.texts,
+               "--batch", str(a.batch), "--max-len", str(a.max_len), "--threads", str(a.threads),
+               "--onednn-probe", precision]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        impls = collections.Counter()
+        for line in run.stdout.splitlines():
+            f = line.split(",")
+            # onednn_verbose,[timestamp,]primitive,exec,cpu,<kind>,<implementation>,...
+            if len(f) > 6 and "exec" in f[:4]:
+                at = f.index("exec")
+                if at + 3 < len(f) and f[at + 2] in ("matmul", "inner_product"):
+                    impls[f"{f[at + 2]}:{f[at + 3]}"] += 1
+        out[precision] = dict(impls)
+    return out
 
 
 def reset_peak_rss():
@@ -200,9 +298,17 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     model = AutoModel.from_pretrained(a.model).eval()
     inputs = Inputs(tokenizer, texts, a.batch, a.max_len)
+    if a.onednn_probe:
+        onednn_probe(model, inputs, a.onednn_probe)
+        return
     wanted = {w for w in a.only.split(",") if w}
     print(f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
           f"{torch.get_num_threads()} threads, {len(texts)} texts, batch {a.batch}, max_len {a.max_len}")
+    if "encode" in wanted or "bf16" in wanted:
+        for precision, impls in onednn_kernels(a).items():
+            listed = ", ".join(f"{k} x{n}" for k, n in sorted(impls.items()))
+            listed = listed or "no oneDNN matmul (torch ran its own kernels)"
+            print(f"kernels torch {precision} (oneDNN verbose, one batch): {listed}")
     if "encode" in wanted:
         rate = sentences_per_second(torch_encoder(model), inputs, a.runs)
         print(f"RESULT torch encode sentences_per_s={rate:.1f}")
@@ -223,6 +329,13 @@ def main():
         rates, version = onnx_rates(model, tokenizer, inputs, a.threads, a.runs)
         for label, rate in rates.items():
             print(f"RESULT {label} encode sentences_per_s={rate:.1f} (onnxruntime {version})")
+    if "ov" in wanted:
+        rates, kernels, version = openvino_rates(model, inputs, a.threads, a.runs)
+        for label, (hint, seen) in kernels.items():
+            listed = ", ".join(f"{k} x{n}" for k, n in sorted(seen.items()))
+            print(f"kernels {label}: openvino {version}, execution precision {hint}; {listed}")
+        for label, rate in rates.items():
+            print(f"RESULT {label} encode sentences_per_s={rate:.1f} (openvino {version})")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ pub(crate) enum BenchCmd {
         #[arg(long)]
         torch_python: Option<String>,
         /// Figures the baseline script measures (its --only).
-        #[arg(long, default_value = "encode,bf16,train-step,ort")]
+        #[arg(long, default_value = "encode,bf16,train-step,ort,ov")]
         baselines: String,
         /// Training step with activation recomputation: this many sequences per forward pass
         /// (the `grad_cache` training setting; 0: one pass). The baseline always runs one pass.
@@ -271,28 +271,35 @@ fn encode(
     let hib = "higher is better";
     let enc = format!("encode/s {float_label}");
     let enc_u = format!("encode/s {float_label}, no pad");
-    for (name, r) in [(&enc, rate), (&enc_u, rate_unpadded)] {
-        row(name, r, "torch encode", hib);
-        if find("ort-fp32 encode").is_some() {
-            row(name, r, "ort-fp32 encode", hib);
+    // Each row against every peer that ran (a peer missing from the script's output is left
+    // out; the first one listed is always printed, with `-` when it is missing).
+    let rows = |name: &str, ours: f64, peers: &[&str]| {
+        for (i, p) in peers.iter().enumerate() {
+            if i == 0 || find(p).is_some() {
+                row(name, ours, p, hib);
+            }
         }
+    };
+    for (name, r) in [(&enc, rate), (&enc_u, rate_unpadded)] {
+        rows(
+            name,
+            r,
+            &["torch encode", "ort-fp32 encode", "ov-fp32 encode"],
+        );
     }
     for (bits, (r, ru), _) in &int8_rows {
         let tag = match bits {
             WeightBits::Eight => "int8",
             WeightBits::Seven => "int8 7-bit w",
         };
-        row(&format!("encode/s {tag}"), *r, "ort-int8 encode", hib);
-        row(
-            &format!("encode/s {tag}, no pad"),
-            *ru,
-            "ort-int8 encode",
-            hib,
-        );
+        let peers = ["ort-int8 encode", "ov-bf16 encode"];
+        rows(&format!("encode/s {tag}"), *r, &peers);
+        rows(&format!("encode/s {tag}, no pad"), *ru, &peers);
     }
     if let Some(((r, ru), _)) = bf16_row {
-        row("encode/s bf16", r, "torch-bf16 encode", hib);
-        row("encode/s bf16, no pad", ru, "torch-bf16 encode", hib);
+        let peers = ["torch-bf16 encode", "ov-bf16 encode"];
+        rows("encode/s bf16", r, &peers);
+        rows("encode/s bf16, no pad", ru, &peers);
     }
     if let Some((_, (r, _), _)) = int8_rows.first() {
         println!(

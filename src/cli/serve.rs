@@ -99,7 +99,8 @@ pub(crate) struct ServeArgs {
     /// Encoder batch size (seeding).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Most topic texts the model worker embeds together.
+    /// Most topic texts the model worker embeds together (and most cross-encoder pairs it reads
+    /// together).
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
     /// Topics per recommend / embed-topics request (more: 413).

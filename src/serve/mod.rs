@@ -359,6 +359,12 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
             dir.display(),
             rr.rr.meta.selection
         );
+        if let Some(c) = &rr.rr.meta.cross {
+            println!(
+                "its cross-encoder {} ({}) reads each topic's best {} candidates",
+                c.dir, c.precision, c.top
+            );
+        }
         let n = engine.set_reranker(rr)?;
         if n > 0 {
             println!("the reranker's tree context includes {n} link(s) accepted by curators");
