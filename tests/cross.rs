@@ -360,8 +360,7 @@ fn a_reranker_reads_the_cross_logit_of_the_top_candidates() {
 
 #[test]
 fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
-    use common::server::Server;
-    use common::studio::{predict, recommend, studio_topics, without_sample_links};
+    use common::studio::recommend;
     std::env::set_var("LECR_NO_PROGRESS", "1");
     let root = tempfile::tempdir().unwrap();
     // Studio-shaped ids, so requests can name the data folder's topics; two languages.
@@ -406,36 +405,16 @@ fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
         meta["cross"]["precision"], "int8",
         "the default precision is saved"
     );
-    let known = without_sample_links(&data, &root.path().join("known"));
-    let args = [
-        "--data",
-        &known,
-        "--model",
+    let common::studio::Reranked {
+        server: s,
+        topics,
+        predicted,
+    } = common::studio::serve_reranked_as_predict(
+        root.path(),
+        &data,
         &model,
-        "--model",
-        "lexical",
-        "--reranker",
         rr_path,
-    ];
-    let predicted = predict(root.path(), "crossed.csv", &args);
-    let s = Server::start(&args);
-    let ds = lecr::data::load_dataset(Path::new(&known)).unwrap();
-    // The topics the reranker did not train on (`predict` scores fold 0 out of fold).
-    let topics: Vec<(String, serde_json::Value)> = studio_topics(&ds, true)
-        .into_iter()
-        .filter(|(tid, _)| ds.topic(tid).unwrap().fold != Some(0))
-        .collect();
-    assert!(topics.len() >= 10);
-    let served = recommend(&s, &topics);
-    let mut nonempty = 0;
-    for (tid, _) in &topics {
-        assert_eq!(served[tid], predicted[tid], "topic {tid}");
-        nonempty += !served[tid].is_empty() as usize;
-    }
-    assert!(
-        nonempty >= topics.len() / 2,
-        "{nonempty} of {}",
-        topics.len()
+        "crossed.csv",
     );
     // One by one (each request's pairs alone in its batch): the same answers.
     for t in topics.iter().take(4) {
@@ -464,7 +443,14 @@ fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
     std::fs::rename(&cross_dir, &moved).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"))
         .arg("serve")
-        .args(args)
+        .args([
+            "--model",
+            &model,
+            "--model",
+            "lexical",
+            "--reranker",
+            rr_path,
+        ])
         .args(["--addr", "127.0.0.1:0"])
         .env("LECR_NO_PROGRESS", "1")
         .output()

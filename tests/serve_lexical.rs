@@ -4,8 +4,8 @@
 
 mod common;
 use common::server::{ids, Server};
-use common::studio::{predict, recommend, studio_topics, uuid, without_sample_links};
-use serde_json::{json, Value};
+use common::studio::{predict, recommend, studio_topics, uuid};
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -107,42 +107,20 @@ fn a_reranker_trained_with_lexical_reranks_as_predict() {
         "rerank", "train", "--data", &data, "--fold", "0", "--model", &model, "--model", "lexical",
         "--k", "8", "--trees", "30", "--out", rr_path,
     ]);
-    let known = without_sample_links(&data, &root.path().join("known"));
-    let args = [
-        "--data",
-        &known,
-        "--model",
+    let common::studio::Reranked {
+        server: s, topics, ..
+    } = common::studio::serve_reranked_as_predict(
+        root.path(),
+        &data,
         &model,
-        "--model",
-        "lexical",
-        "--reranker",
         rr_path,
-    ];
-    let predicted = predict(root.path(), "reranked.csv", &args);
-    let s = Server::start(&args);
-    let ds = lecr::data::load_dataset(Path::new(&known)).unwrap();
-    // The topics the reranker did not train on (`predict` scores those of fold 0 out of fold).
-    let topics: Vec<(String, Value)> = studio_topics(&ds, true)
-        .into_iter()
-        .filter(|(tid, _)| ds.topic(tid).unwrap().fold != Some(0))
-        .collect();
-    assert!(topics.len() >= 10);
+        "reranked.csv",
+    );
     let with_parent = topics
         .iter()
         .filter(|t| !t.1["ancestors"].as_array().unwrap().is_empty())
         .count();
     assert!(with_parent >= 5, "parents' similarities are compared too");
-    let served = recommend(&s, &topics);
-    let mut nonempty = 0;
-    for (tid, _) in &topics {
-        assert_eq!(served[tid], predicted[tid], "topic {tid}");
-        nonempty += !served[tid].is_empty() as usize;
-    }
-    assert!(
-        nonempty >= topics.len() / 2,
-        "{nonempty} of {}",
-        topics.len()
-    );
     drop(s);
     // Served with the retrievers in another order, or without lexical: refused, naming them.
     for bad in [

@@ -99,3 +99,58 @@ pub fn without_sample_links(data: &str, out: &Path) -> String {
     }
     out.display().to_string()
 }
+
+/// A server and `lecr predict` with the same reranker (trained on fold 0 of `data`), over the
+/// data folder without the sample topics' links: the held-out sample topics as Studio sends
+/// them, and `predict`'s answers to them. Asserts the server answers them in one request as
+/// `predict` does, and that at least half of the answers are not empty.
+pub struct Reranked {
+    pub server: Server,
+    pub topics: Vec<(String, Value)>,
+    pub predicted: HashMap<String, HashSet<String>>,
+}
+
+pub fn serve_reranked_as_predict(
+    root: &Path,
+    data: &str,
+    model: &str,
+    reranker: &str,
+    csv: &str,
+) -> Reranked {
+    let known = without_sample_links(data, &root.join("known"));
+    let args = [
+        "--data",
+        &known,
+        "--model",
+        model,
+        "--model",
+        "lexical",
+        "--reranker",
+        reranker,
+    ];
+    let predicted = predict(root, csv, &args);
+    let server = Server::start(&args);
+    let ds = lecr::data::load_dataset(Path::new(&known)).unwrap();
+    // The topics the reranker did not train on (`predict` scores those of fold 0 out of fold).
+    let topics: Vec<(String, Value)> = studio_topics(&ds, true)
+        .into_iter()
+        .filter(|(tid, _)| ds.topic(tid).unwrap().fold != Some(0))
+        .collect();
+    assert!(topics.len() >= 10);
+    let served = recommend(&server, &topics);
+    let mut nonempty = 0;
+    for (tid, _) in &topics {
+        assert_eq!(served[tid], predicted[tid], "topic {tid}");
+        nonempty += !served[tid].is_empty() as usize;
+    }
+    assert!(
+        nonempty >= topics.len() / 2,
+        "{nonempty} of {}",
+        topics.len()
+    );
+    Reranked {
+        server,
+        topics,
+        predicted,
+    }
+}
