@@ -416,26 +416,47 @@ fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
         rr_path,
         "crossed.csv",
     );
-    // One by one (each request's pairs alone in its batch): the same answers.
+    let counter = |s: &common::server::Server, name: &str| -> f64 {
+        s.text("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    };
+    let read = counter(&s, "lecr_cross_pairs_total");
+    assert!(
+        read >= 4.0 * topics.len() as f64,
+        "{read} pairs read for {} topics at top 4",
+        topics.len()
+    );
+    // Asked again: the same answers from the kept logits, no pair read again.
+    let again = recommend(&s, &topics);
+    for (tid, _) in &topics {
+        assert_eq!(again[tid], predicted[tid], "topic {tid} again");
+    }
+    assert_eq!(counter(&s, "lecr_cross_pairs_total"), read);
+    assert_eq!(counter(&s, "lecr_cross_cache_hits_total"), read);
+    drop(s);
+    // Without the cache, one by one (each request's pairs alone in its batch): the same
+    // answers, every pair read.
+    let known = root.path().join("known").display().to_string();
+    let s = common::server::Server::start(&[
+        "--data",
+        &known,
+        "--model",
+        &model,
+        "--model",
+        "lexical",
+        "--reranker",
+        rr_path,
+        "--cross-cache",
+        "0",
+    ]);
     for t in topics.iter().take(4) {
         let alone = recommend(&s, std::slice::from_ref(t));
         assert_eq!(alone[&t.0], predicted[&t.0], "topic {} alone", t.0);
     }
-    let pairs = s
-        .text("/metrics")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("lecr_cross_pairs_total ")?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .expect("the cross-encoder's pairs in /metrics");
-    assert!(
-        pairs >= 4.0 * topics.len() as f64,
-        "{pairs} pairs read for {} topics at top 4",
-        topics.len()
-    );
+    assert!(counter(&s, "lecr_cross_pairs_total") >= 4.0);
+    assert_eq!(counter(&s, "lecr_cross_cache_hits_total"), 0.0);
     drop(s);
 
     // The reranker's cross-encoder folder gone: the service refuses to start, naming it.

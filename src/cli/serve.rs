@@ -36,6 +36,10 @@ pub(crate) struct ServeArgs {
     /// given here as --model in the same order; tree context comes from --data's links.
     #[arg(long)]
     reranker: Option<PathBuf>,
+    /// With a reranker that reads a cross-encoder: how many (topic, content) logits to keep by
+    /// their texts, so a topic asked for again costs no transformer pass (0: keep none).
+    #[arg(long, default_value_t = lecr::serve::cross_cache::DEFAULT_PAIRS)]
+    cross_cache: usize,
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
     /// Path prefix of Studio's endpoints (Studio uses `stable`).
@@ -155,6 +159,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<i32> {
         data: a.data,
         reembed: a.reembed,
         reranker: a.reranker,
+        cross_cache: a.cross_cache,
         addr: a.addr,
         prefix: a.prefix,
         margin: a.margin,

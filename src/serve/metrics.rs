@@ -12,6 +12,8 @@ pub struct Metrics {
     pub batch_topics: Histogram,
     /// (topic, content) pairs the reranker's cross-encoder read.
     pub cross_pairs: IntCounter,
+    /// Pairs whose logit came from the cross-encoder's cache (`--cross-cache`).
+    pub cross_cache_hits: IntCounter,
     /// Seconds of each cross-encoder batch.
     pub cross_seconds: Histogram,
     pub index_contents: IntGaugeVec,
@@ -70,6 +72,11 @@ impl Metrics {
         let cross_pairs = IntCounter::new(
             "lecr_cross_pairs_total",
             "(topic, content) pairs read by the reranker's cross-encoder",
+        )
+        .expect("valid metric");
+        let cross_cache_hits = IntCounter::new(
+            "lecr_cross_cache_hits_total",
+            "(topic, content) pairs whose cross-encoder logit was kept from an earlier request",
         )
         .expect("valid metric");
         let cross_seconds = Histogram::with_opts(
@@ -184,6 +191,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(batch_topics.clone()),
             Box::new(cross_pairs.clone()),
+            Box::new(cross_cache_hits.clone()),
             Box::new(cross_seconds.clone()),
             Box::new(index_contents.clone()),
             Box::new(without_language.clone()),
@@ -202,6 +210,7 @@ impl Metrics {
             latency,
             batch_topics,
             cross_pairs,
+            cross_cache_hits,
             cross_seconds,
             index_contents,
             without_language,

@@ -7,6 +7,7 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod cross_cache;
 pub mod embedder;
 pub mod engine;
 pub mod error;
@@ -51,6 +52,8 @@ pub struct ServeOptions {
     pub reembed: bool,
     /// A `lecr rerank train` folder: rerank the model's candidates (one model only).
     pub reranker: Option<PathBuf>,
+    /// Cross-encoder logits kept by pair text (0: none kept).
+    pub cross_cache: usize,
     pub addr: String,
     /// Path prefix of Studio's routes.
     pub prefix: String,
@@ -352,7 +355,10 @@ fn load(o: &ServeOptions, metrics: Arc<metrics::Metrics>) -> Result<Arc<Engine>>
         );
     }
     if let Some(dir) = &o.reranker {
-        let rr = rerank::ServeReranker::load(dir, &o.models, o.max_len, ds.as_ref())?;
+        let mut rr = rerank::ServeReranker::load(dir, &o.models, o.max_len, ds.as_ref())?;
+        if rr.cross_top().is_some() {
+            rr.cache = cross_cache::CrossCache::new(o.cross_cache);
+        }
         println!(
             "reranking the top {} with {} (selection: {})",
             rr.rr.meta.k,

@@ -150,6 +150,8 @@ pub struct ServeReranker {
     /// Its cross-encoder, loaded in the saved precision, until the engine's model worker
     /// takes it ([`ServeReranker::take_scorer`]).
     scorer: Option<Box<dyn PairScorer>>,
+    /// Its cross-encoder's logits kept by pair text (`--cross-cache`).
+    pub cache: Option<super::cross_cache::CrossCache>,
 }
 
 impl ServeReranker {
@@ -233,6 +235,7 @@ impl ServeReranker {
             rr,
             columns,
             scorer,
+            cache: None,
         })
     }
 

@@ -330,14 +330,16 @@ impl Engine {
             // The pairs' content texts come from the index's metadata file: off the async
             // threads; then the model worker reads them with every other waiting request's.
             let eng = self.clone();
-            let (items, ranked, pairs) = blocking(move || {
+            let (items, ranked, mut pairs) = blocking(move || {
                 let pairs = eng.cross_pairs(&items, &ranked, top)?;
                 Ok((items, ranked, pairs))
             })
             .await?;
-            let flat: Vec<(String, String)> =
-                pairs.iter().flat_map(|p| p.texts.iter().cloned()).collect();
-            let mut logits = self.queue.cross(flat).await?.into_iter();
+            let flat: Vec<(String, String)> = pairs
+                .iter_mut()
+                .flat_map(|p| std::mem::take(&mut p.texts))
+                .collect();
+            let mut logits = self.cross_logits(flat).await?.into_iter();
             let values = pairs
                 .iter()
                 .map(|p| {
@@ -351,6 +353,33 @@ impl Engine {
             return self.rerank_blocking(items, ranked, Some(values), s).await;
         }
         self.rerank_blocking(items, ranked, None, s).await
+    }
+
+    /// The cross-encoder's logits of `pairs`: those kept from earlier requests, the rest read
+    /// by the model worker (and kept).
+    async fn cross_logits(&self, pairs: Vec<(String, String)>) -> ServeResult<Vec<f32>> {
+        let Some(cache) = self.reranker.as_ref().and_then(|rr| rr.cache.as_ref()) else {
+            return self.queue.cross(pairs).await;
+        };
+        let keys: Vec<_> = pairs
+            .iter()
+            .map(|(t, c)| crate::serve::cross_cache::CrossCache::key(t, c))
+            .collect();
+        let mut out = cache.get_many(&keys);
+        let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+        self.metrics
+            .cross_cache_hits
+            .inc_by((out.len() - missing.len()) as u64);
+        if !missing.is_empty() {
+            let mut pairs: Vec<Option<(String, String)>> = pairs.into_iter().map(Some).collect();
+            let asked = missing.iter().filter_map(|&i| pairs[i].take()).collect();
+            let read = self.queue.cross(asked).await?;
+            cache.put_many(missing.iter().map(|&i| keys[i]).zip(read.iter().copied()));
+            for (&i, l) in missing.iter().zip(read) {
+                out[i] = Some(l);
+            }
+        }
+        Ok(out.into_iter().map(|l| l.unwrap_or(f32::NAN)).collect())
     }
 
     async fn rerank_blocking(
