@@ -296,6 +296,7 @@ fn a_reranker_reads_the_cross_logit_of_the_top_candidates() {
             dir: cross_dir.clone(),
             top,
             precision: lecr::cross::model::Precision::F32,
+            fingerprint: None,
         }),
     };
     let (rr, report) = lecr::rerank::train(
@@ -405,6 +406,11 @@ fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
         meta["cross"]["precision"], "int8",
         "the default precision is saved"
     );
+    let print = meta["cross"]["fingerprint"].as_str().unwrap_or_default();
+    assert!(
+        print.len() == 64 && print.chars().all(|c| c.is_ascii_hexdigit()),
+        "{meta}"
+    );
     let common::studio::Reranked {
         server: s,
         topics,
@@ -482,4 +488,30 @@ fn a_served_reranker_reads_its_cross_encoder_and_answers_as_predict() {
         err.contains("cross-encoder") && err.contains(cross_dir.to_str().unwrap()),
         "{err}"
     );
+    // Back, but changed since the reranker was trained (its config rewritten): refused by
+    // `serve` and by `predict` alike, since its logits are not the ones the trees learned.
+    std::fs::rename(&moved, &cross_dir).unwrap();
+    let cfg = cross_dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text + "\n").unwrap();
+    let known = root.path().join("known").display().to_string();
+    for cmd in ["serve", "predict"] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lecr"));
+        c.arg(cmd)
+            .args(["--data", &known, "--model", &model, "--model", "lexical"])
+            .args(["--reranker", rr_path])
+            .env("LECR_NO_PROGRESS", "1");
+        if cmd == "serve" {
+            c.args(["--addr", "127.0.0.1:0"]);
+        } else {
+            c.arg("--out").arg(root.path().join("changed.csv"));
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}");
+        assert!(
+            err.contains("changed since the reranker was trained"),
+            "{cmd}: {err}"
+        );
+    }
 }

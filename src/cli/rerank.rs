@@ -114,6 +114,7 @@ fn train(a: TrainArgs) -> Result<i32> {
                 .to_string(),
             top: a.cross_top,
             precision: a.cross_precision,
+            fingerprint: None,
         }),
     };
     anyhow::ensure!(

@@ -81,6 +81,53 @@ impl std::fmt::Display for Precision {
     }
 }
 
+/// The files whose bytes make a cross-encoder's logits, in the order they are hashed.
+const FINGERPRINTED: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    META_FILE,
+];
+
+/// SHA-256 (hex) over the folder's config, tokenizer, weights and lecr's own settings file,
+/// each present file's name and length before its bytes; an error when it has no weights.
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut h = Sha256::new();
+    let mut weights = false;
+    let mut buf = vec![0u8; 1 << 20];
+    for name in FINGERPRINTED {
+        let path = dir.join(name);
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let len = f
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        weights |= name.ends_with(".safetensors") || name.ends_with(".bin");
+        h.update(name.as_bytes());
+        h.update(len.to_le_bytes());
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    anyhow::ensure!(
+        weights,
+        "{}: no model.safetensors or pytorch_model.bin (not a model folder)",
+        dir.display()
+    );
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Tokens of a (topic, content) pair unless told otherwise: topic breadcrumbs and a
 /// content's title, description and text start fit; the cost grows with it.
 pub const DEFAULT_MAX_LEN: usize = 128;

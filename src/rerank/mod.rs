@@ -209,6 +209,19 @@ pub const CROSS_BATCH: usize = 32;
 
 /// Loads the cross-encoder of a reranker's feature, in its precision.
 pub fn load_cross(c: &model::CrossFeature) -> Result<crate::cross::model::CrossEncoder> {
+    if let Some(want) = &c.fingerprint {
+        let dir = std::path::Path::new(&c.dir);
+        let got = crate::cross::model::fingerprint(dir)
+            .map_err(|e| e.context(format!("the reranker's cross-encoder {}", c.dir)))?;
+        anyhow::ensure!(
+            &got == want,
+            "the reranker's cross-encoder {} changed since the reranker was trained (its \
+             weights, config or tokenizer differ: SHA-256 {got}, trained with {want}); its \
+             logits are not the ones the trees learned: put the trained folder back, or train \
+             the reranker again with this one",
+            c.dir
+        );
+    }
     crate::cross::model::CrossEncoder::load(std::path::Path::new(&c.dir), &c.precision.options())
         .map_err(|e| e.context(format!("the reranker's cross-encoder {}", c.dir)))
 }
@@ -465,7 +478,15 @@ pub fn train(
         ],
         boost: opts.boost,
         cold_share: opts.cold_share,
-        cross: opts.cross.clone(),
+        cross: match &opts.cross {
+            Some(c) => Some(model::CrossFeature {
+                fingerprint: Some(crate::cross::model::fingerprint(std::path::Path::new(
+                    &c.dir,
+                ))?),
+                ..c.clone()
+            }),
+            None => None,
+        },
     };
     let mut hb = half_boosters.into_iter();
     let (a, b) = (

@@ -60,6 +60,11 @@ pub struct CrossFeature {
     /// trained.
     #[serde(default)]
     pub precision: crate::cross::model::Precision,
+    /// SHA-256 of the folder's weights, config and tokenizer when the reranker was trained
+    /// ([`crate::cross::model::fingerprint`]): a folder changed since is refused, since its
+    /// logits are not the ones the trees learned. Rerankers saved before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// The booster's settings (`lecr rerank train --trees --learning-rate --depth`).
